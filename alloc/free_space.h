@@ -1,0 +1,75 @@
+// FreeSpace: a set of free block extents, always coalesced, indexed both by
+// start block (for "near this block" searches) and by length (for best fit).
+// Not thread-safe; Allocator wraps it with a lock. Later work keeps one
+// FreeSpace per container region next to the global one.
+//
+// Every operation is O(log n) in the number of free extents. An empty extent
+// has no blocks, so the checks below hold for it vacuously and it changes
+// nothing; an extent whose end would pass 2^64 is rejected (false).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "alloc/extent.h"
+#include "alloc/run_tree.h"
+
+namespace dhfs {
+
+class FreeSpace {
+ public:
+  // Adds `e` as free. Returns false (and changes nothing) if any block of `e`
+  // is already free. Adjacent free extents are merged.
+  bool insert(Extent e);
+
+  // Marks `e` used. Returns false (and changes nothing) unless every block of
+  // `e` is currently free. Splits the free extent that holds it.
+  bool remove(Extent e);
+
+  // True if every block of `e` is free.
+  bool contains(Extent e) const;
+
+  // True if some block of `e` is free.
+  bool intersects(Extent e) const;
+
+  // Takes up to `want` blocks in one extent of at least `min_len` blocks,
+  // preferring, in order: the free extent that starts exactly at `hint`
+  // (contiguous growth of a file); the first free extent at or after `hint`
+  // with at least `min_len` blocks; the first such extent before `hint`.
+  // The taken blocks come from the start of the chosen extent. min_len is
+  // taken as at least 1 and at most `want`.
+  std::optional<Extent> take_near(std::uint64_t want, std::uint64_t min_len, BlockNo hint);
+
+  // Takes up to `want` blocks from the smallest free extent that holds all
+  // `want`; if none does, from the largest one, provided it has `min_len`.
+  // Ties go to the extent with the lowest start.
+  std::optional<Extent> take_best_fit(std::uint64_t want, std::uint64_t min_len);
+
+  // The maximal free run that contains block `b`, if `b` is free.
+  std::optional<Extent> run_containing(BlockNo b) const;
+
+  std::uint64_t free_blocks() const { return free_blocks_; }
+  std::size_t extent_count() const { return by_start_.size(); }
+  std::uint64_t largest() const;
+
+  // Visits free extents in ascending start order.
+  void for_each(const std::function<void(const Extent&)>& fn) const;
+
+  // Checks that the extents are coalesced and that both indexes and the
+  // block count agree (O(n); for tests and fsck).
+  bool consistent() const;
+
+ private:
+  void add_run(BlockNo start, std::uint64_t len);
+  void drop_run(const Extent& run);
+  Extent take_from(const Extent& run, std::uint64_t want);
+
+  RunTree by_start_;                                    // knows each subtree's longest run
+  std::set<std::pair<std::uint64_t, BlockNo>> by_len_;  // (len, start)
+  std::uint64_t free_blocks_ = 0;
+};
+
+}  // namespace dhfs

@@ -1,0 +1,244 @@
+#include "fs/device.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>  // BLKGETSIZE64
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <system_error>
+#include <utility>
+
+#include "fs/unique_fd.h"
+#include "fs/uring.h"
+
+namespace dhfs {
+namespace {
+
+constexpr std::uint64_t kBlock = 4096;
+
+bool block_aligned(std::uint64_t v) { return v % kBlock == 0; }
+
+std::string errno_text(int err) { return std::generic_category().message(err); }
+
+// ---- request validation --------------------------------------------------
+
+// The rules every Device enforces on one I/O. Returns 0 or the negative
+// errno submit() reports: -EROFS for a write to a read-only device, -EINVAL
+// for misalignment, -EIO for a range outside the device.
+int check_io(const DeviceIo& io, std::uint64_t size, bool read_only, bool need_aligned_buf) {
+  if (io.op == DeviceIo::Op::Write && read_only) return -EROFS;
+  if (!block_aligned(io.offset) || !block_aligned(io.len)) return -EINVAL;
+  if (io.len > 0 && io.buf == nullptr) return -EINVAL;
+  if (need_aligned_buf && !block_aligned(reinterpret_cast<std::uintptr_t>(io.buf))) {
+    return -EINVAL;
+  }
+  // Written so that offset + len cannot overflow.
+  if (io.offset > size || io.len > size - io.offset) return -EIO;
+  return 0;
+}
+
+// Checks the whole batch before any of it runs, so that a bad request never
+// leaves a batch half applied.
+int check_batch(std::span<const DeviceIo> ios, std::uint64_t size, bool read_only,
+                bool need_aligned_buf) {
+  for (const DeviceIo& io : ios) {
+    if (const int r = check_io(io, size, read_only, need_aligned_buf); r < 0) return r;
+  }
+  return 0;
+}
+
+// ---- AlignedBuffer storage -----------------------------------------------
+
+std::byte* alloc_zeroed(std::size_t size) {
+  if (size == 0) return nullptr;
+  void* p = nullptr;
+  if (::posix_memalign(&p, kBlock, size) != 0) throw std::bad_alloc();
+  std::memset(p, 0, size);
+  return static_cast<std::byte*>(p);
+}
+
+// ---- FileDevice ------------------------------------------------------------
+
+// A block device or image file, read and written through the calling
+// thread's io_uring (see fs/uring.h).
+class FileDevice final : public Device {
+ public:
+  FileDevice(std::string path, UniqueFd fd, std::uint64_t size, bool read_only, bool direct)
+      : path_(std::move(path)),
+        fd_(std::move(fd)),
+        size_(size),
+        read_only_(read_only),
+        direct_(direct) {}
+
+  int submit(std::span<const DeviceIo> ios) override {
+    // Buffer alignment only matters to the kernel with O_DIRECT; without it
+    // (tmpfs) any buffer works.
+    if (const int r = check_batch(ios, size_, read_only_, direct_); r < 0) return r;
+    return run_io(fd_.get(), ios);
+  }
+
+  // On a block device fdatasync also sends a cache FLUSH to the disk.
+  int flush() override { return ::fdatasync(fd_.get()) == 0 ? 0 : -errno; }
+
+  std::uint64_t size_bytes() const override { return size_; }
+  bool read_only() const override { return read_only_; }
+  std::string describe() const override { return path_; }
+
+ private:
+  const std::string path_;
+  const UniqueFd fd_;
+  const std::uint64_t size_;
+  const bool read_only_;
+  const bool direct_;  // opened O_DIRECT: buffers must be 4 KiB aligned
+};
+
+// ---- open_device helpers -----------------------------------------------
+
+bool is_medium(const struct stat& st) { return S_ISBLK(st.st_mode) || S_ISREG(st.st_mode); }
+
+// Opens with O_DIRECT so that device data is not cached a second time below
+// the page cache FUSE already has. Filesystems without direct I/O (tmpfs)
+// refuse it with EINVAL; those are opened buffered and `direct` says so.
+// On failure returns an invalid fd with errno set.
+UniqueFd open_medium(const std::string& path, bool block, const DeviceOpenOptions& opts,
+                     bool& direct) {
+  int flags = (opts.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+  // On a block device O_EXCL (without O_CREAT) claims the device: it fails
+  // with EBUSY if the device is mounted or held O_EXCL by anyone else.
+  if (block && opts.exclusive) flags |= O_EXCL;
+  direct = true;
+  UniqueFd fd(::open(path.c_str(), flags | O_DIRECT));
+  if (!fd && errno == EINVAL) {
+    direct = false;
+    fd.reset(::open(path.c_str(), flags));
+  }
+  return fd;
+}
+
+// Size in bytes of the medium behind `fd`, rounded down to whole blocks.
+// Returns 0 or a negative errno.
+int medium_size(int fd, const struct stat& st, std::uint64_t& size) {
+  if (S_ISBLK(st.st_mode)) {
+    if (::ioctl(fd, BLKGETSIZE64, &size) != 0) return -errno;
+  } else {
+    size = static_cast<std::uint64_t>(st.st_size);
+  }
+  size -= size % kBlock;
+  return 0;
+}
+
+std::unique_ptr<Device> fail(std::string& error, const std::string& path, const std::string& why) {
+  error = path + ": " + why;
+  return nullptr;
+}
+
+}  // namespace
+
+// ---- AlignedBuffer ---------------------------------------------------------
+
+AlignedBuffer::AlignedBuffer(std::size_t size) : data_(alloc_zeroed(size)), size_(size) {}
+
+AlignedBuffer::AlignedBuffer(AlignedBuffer&& o) noexcept
+    : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+
+AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& o) noexcept {
+  if (this != &o) {
+    std::free(data_);
+    data_ = std::exchange(o.data_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+  }
+  return *this;
+}
+
+AlignedBuffer::~AlignedBuffer() { std::free(data_); }
+
+void AlignedBuffer::ensure(std::size_t size) {
+  if (size <= size_) return;
+  *this = AlignedBuffer(size);
+}
+
+// ---- Device ----------------------------------------------------------------
+
+int Device::read(std::uint64_t offset, void* buf, std::uint32_t len) {
+  const DeviceIo io{DeviceIo::Op::Read, offset, buf, len};
+  return submit({&io, 1});
+}
+
+int Device::write(std::uint64_t offset, const void* buf, std::uint32_t len) {
+  // DeviceIo has one buffer pointer for both directions; a write only reads it.
+  const DeviceIo io{DeviceIo::Op::Write, offset, const_cast<void*>(buf), len};
+  return submit({&io, 1});
+}
+
+// ---- open_device -----------------------------------------------------------
+
+std::unique_ptr<Device> open_device(const std::string& path, const DeviceOpenOptions& opts,
+                                    std::string& error) {
+  struct stat st {};
+  // Check the type before open(): opening a FIFO would block, and a
+  // directory or socket is never a medium.
+  if (::stat(path.c_str(), &st) != 0) return fail(error, path, errno_text(errno));
+  if (!is_medium(st)) return fail(error, path, "not a block device or regular file");
+  const bool block = S_ISBLK(st.st_mode);
+
+  bool direct = false;
+  UniqueFd fd = open_medium(path, block, opts, direct);
+  if (!fd) {
+    const int err = errno;
+    if (err == EBUSY && block && opts.exclusive) {
+      return fail(error, path, "device is busy (mounted or in use)");
+    }
+    return fail(error, path, errno_text(err));
+  }
+
+  // The path may have changed between stat() and open(); from here on only
+  // what the descriptor refers to counts.
+  if (::fstat(fd.get(), &st) != 0) return fail(error, path, errno_text(errno));
+  if (!is_medium(st)) return fail(error, path, "not a block device or regular file");
+
+  // O_EXCL means nothing for image files; this advisory lock is what
+  // refuses a second dhfs or fsck.dhfs there (on block devices O_EXCL has
+  // already done so). It goes away with the descriptor.
+  if (opts.exclusive && ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    if (err == EWOULDBLOCK) return fail(error, path, "in use by another dhfs or fsck.dhfs");
+    return fail(error, path, errno_text(err));
+  }
+
+  std::uint64_t size = 0;
+  if (const int r = medium_size(fd.get(), st, size); r < 0) {
+    return fail(error, path, "cannot read size: " + errno_text(-r));
+  }
+  return std::make_unique<FileDevice>(path, std::move(fd), size, opts.read_only, direct);
+}
+
+// ---- MemDevice -------------------------------------------------------------
+
+MemDevice::MemDevice(std::uint64_t size_bytes) : bytes_(size_bytes) {}
+
+int MemDevice::submit(std::span<const DeviceIo> ios) {
+  std::lock_guard lock(mu_);
+  // Buffers are held to the O_DIRECT rule here too, so that code tested
+  // against memory does not fail later on a real device.
+  if (const int r = check_batch(ios, bytes_.size(), read_only(), true); r < 0) return r;
+  for (const DeviceIo& io : ios) {
+    if (io.len == 0) continue;  // memcpy must not see a null buffer
+    std::byte* medium = bytes_.data() + io.offset;
+    if (io.op == DeviceIo::Op::Read) {
+      std::memcpy(io.buf, medium, io.len);
+    } else {
+      std::memcpy(medium, io.buf, io.len);
+    }
+  }
+  return 0;
+}
+
+int MemDevice::flush() { return 0; }
+
+}  // namespace dhfs

@@ -1,0 +1,103 @@
+// Device: block I/O to the medium dhfs lives on (a block device or an image
+// file), plus the RAII helpers for aligned buffers.
+//
+// All I/O is in whole 4 KiB blocks from 4 KiB-aligned buffers, so the real
+// implementation can use O_DIRECT and data is never cached twice (the kernel
+// already caches file pages above FUSE). Each thread submits through its own
+// io_uring, so no lock is held across device I/O.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace dhfs {
+
+// A heap buffer aligned to 4 KiB, freed on destruction.
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(std::size_t size);  // zero-filled
+  AlignedBuffer(AlignedBuffer&& o) noexcept;
+  AlignedBuffer& operator=(AlignedBuffer&& o) noexcept;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  ~AlignedBuffer();
+
+  std::byte* data() { return data_; }
+  const std::byte* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  std::span<std::byte> span() { return {data_, size_}; }
+  // Grows (contents not preserved) if smaller than `size`.
+  void ensure(std::size_t size);
+
+ private:
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+struct DeviceIo {
+  enum class Op : std::uint8_t { Read, Write };
+  Op op = Op::Read;
+  std::uint64_t offset = 0;  // bytes, multiple of 4096
+  void* buf = nullptr;       // 4096-aligned
+  std::uint32_t len = 0;     // bytes, multiple of 4096
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+
+  // Performs every I/O of the batch (in parallel where the medium allows)
+  // and waits for all of them. Returns 0, or the negative errno of the first
+  // failed I/O (-EIO for a short transfer that cannot be completed).
+  virtual int submit(std::span<const DeviceIo> ios) = 0;
+
+  // Makes every completed write durable (FLUSH / fdatasync).
+  virtual int flush() = 0;
+
+  virtual std::uint64_t size_bytes() const = 0;
+  virtual bool read_only() const = 0;
+  virtual std::string describe() const = 0;  // path, for messages
+
+  int read(std::uint64_t offset, void* buf, std::uint32_t len);
+  int write(std::uint64_t offset, const void* buf, std::uint32_t len);
+};
+
+struct DeviceOpenOptions {
+  bool read_only = false;
+  // Take the device exclusively: O_EXCL on block devices (fails if mounted
+  // or opened exclusively elsewhere) and a non-blocking flock(LOCK_EX) on
+  // everything, so a second dhfs or fsck.dhfs is refused.
+  bool exclusive = true;
+};
+
+// Opens a block device or regular file. On failure returns nullptr and sets
+// `error` to one line naming the path and the reason (e.g. "/dev/loop3: in
+// use by another dhfs or fsck.dhfs").
+std::unique_ptr<Device> open_device(const std::string& path, const DeviceOpenOptions& opts,
+                                    std::string& error);
+
+// A device in memory, for unit tests.
+class MemDevice : public Device {
+ public:
+  explicit MemDevice(std::uint64_t size_bytes);
+  int submit(std::span<const DeviceIo> ios) override;
+  int flush() override;
+  std::uint64_t size_bytes() const override { return bytes_.size(); }
+  bool read_only() const override { return false; }
+  std::string describe() const override { return "memory device"; }
+
+  // Direct access for tests that corrupt or inspect the medium.
+  std::vector<std::byte>& bytes() { return bytes_; }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::byte> bytes_;
+};
+
+}  // namespace dhfs

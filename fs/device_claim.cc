@@ -1,0 +1,77 @@
+#include "fs/device_claim.h"
+
+#include <fmt/format.h>
+#include <stdlib.h>
+
+#include <cctype>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace dhfs {
+
+namespace {
+
+std::string resolve(const std::string& p) {
+  char* r = ::realpath(p.c_str(), nullptr);
+  if (!r) return p;
+  std::string s(r);
+  free(r);
+  return s;
+}
+
+// mountinfo escapes blanks and backslashes as \ooo.
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {
+      out += static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8));
+      i += 3;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+bool held_by_someone(const std::string& error) {
+  return error.find("in use by another") != std::string::npos || error.find("device is busy") != std::string::npos;
+}
+
+}  // namespace
+
+bool device_is_mounted(const std::string& device) {
+  const std::string want = resolve(device);
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::size_t sep = line.find(" - ");
+    if (sep == std::string::npos) continue;
+    std::istringstream rest(line.substr(sep + 3));
+    std::string fstype, source;
+    rest >> fstype >> source;
+    if (unescape(source) == want) return true;
+  }
+  return false;
+}
+
+std::unique_ptr<Device> claim_device(const std::string& path, bool read_only, std::chrono::seconds wait,
+                                     std::string& error) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  DeviceOpenOptions opts;
+  opts.read_only = read_only;
+  opts.exclusive = true;
+  while (true) {
+    error.clear();
+    auto dev = open_device(path, opts, error);
+    if (dev) return dev;
+    if (!held_by_someone(error) || device_is_mounted(path) || std::chrono::steady_clock::now() >= deadline) {
+      if (held_by_someone(error) && device_is_mounted(path))
+        error = fmt::format("{}: already mounted", path);
+      return nullptr;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+}  // namespace dhfs

@@ -1,0 +1,254 @@
+// FileSystem: the dhfs core. A C++ API with POSIX semantics over one device;
+// the FUSE adapter (fuse_adapter.cc) only translates requests to these calls,
+// and the unit tests drive it directly.
+//
+// Metadata lives in memory (InodeTable) and is persisted through the
+// journal and checkpoints; no request reads metadata from the device.
+//
+// Locking, outermost first:
+//   io lock of an inode (striped shared_mutex): held across device I/O of
+//     that file's data; shared for reads, exclusive for anything that
+//     changes its block map or size.
+//   meta_mu_ (shared_mutex): all in-memory metadata. Never held across
+//     device I/O. Journal appends happen under it, so the log order of
+//     records equals the order in which memory changed.
+//   Journal, Allocator: internal leaf locks.
+// Every mutating call first passes the journal's admission (backpressure)
+// before taking any lock.
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "alloc/allocator.h"
+#include "fs/device.h"
+#include "fs/format.h"
+#include "fs/inode_table.h"
+#include "fs/journal.h"
+#include "fs/options.h"
+#include "fs/txn.h"
+
+namespace dhfs {
+
+struct Cred {
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+};
+
+// What stat() reports for an inode.
+struct Attr {
+  Ino ino = 0;
+  std::uint32_t generation = 0;
+  std::uint32_t mode = 0;
+  std::uint32_t nlink = 0;
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::uint32_t rdev = 0;
+  std::uint64_t size = 0;
+  std::uint64_t blocks = 0;  // 512-byte units, as st_blocks
+  std::int64_t atime_ns = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
+};
+
+struct SetAttr {
+  enum : std::uint32_t {
+    kMode = 1 << 0,
+    kUid = 1 << 1,
+    kGid = 1 << 2,
+    kSize = 1 << 3,
+    kAtime = 1 << 4,
+    kMtime = 1 << 5,
+    kAtimeNow = 1 << 6,
+    kMtimeNow = 1 << 7,
+    kCtime = 1 << 8,
+  };
+  std::uint32_t valid = 0;
+  std::uint32_t mode = 0;
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::uint64_t size = 0;
+  std::int64_t atime_ns = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
+};
+
+struct DirListEntry {
+  std::string_view name;
+  Ino ino = 0;
+  std::uint8_t dtype = 0;
+  std::uint64_t next_cookie = 0;  // pass this to continue after the entry
+};
+
+struct FsStats {
+  std::uint64_t block_size = kBlockSize;
+  std::uint64_t total_blocks = 0;      // data area
+  std::uint64_t free_blocks = 0;       // free now or once the journal commits
+  std::uint64_t available_blocks = 0;  // what file data may still use
+  std::uint64_t inodes = 0;
+  std::uint64_t logical_bytes = 0;     // sum of file sizes
+  std::uint64_t allocated_blocks = 0;  // blocks referenced by files
+  std::uint64_t metadata_blocks = 0;   // journal + checkpoint
+};
+
+// Renameat2 flags (values of the Linux ABI).
+inline constexpr unsigned kRenameNoReplace = 1;
+inline constexpr unsigned kRenameExchange = 2;
+inline constexpr unsigned kRenameWhiteout = 4;
+
+class FileSystem {
+ public:
+  // Loads the filesystem on `dev`: superblock, newest checkpoint, journal
+  // replay, orphan cleanup. Nothing is written yet. On failure returns
+  // nullptr and sets `error` to one line.
+  static std::unique_ptr<FileSystem> open(std::unique_ptr<Device> dev, const FsOptions& opts, std::string& error);
+  ~FileSystem();
+  FileSystem(const FileSystem&) = delete;
+  FileSystem& operator=(const FileSystem&) = delete;
+
+  // Starts the journal committer and the checkpointer (after any fork).
+  void start();
+  // Writes a final checkpoint and stops the background threads. Returns 0
+  // or a negative errno. Idempotent; the destructor calls it.
+  int shutdown();
+
+  // ---- names. Calls that return an Attr for a new or found inode take one
+  // kernel reference on it (released by forget).
+  int lookup(Ino parent, std::string_view name, Attr* out);
+  void forget(Ino ino, std::uint64_t n);
+  int getattr(Ino ino, Attr* out);
+  int setattr(Ino ino, const SetAttr& sa, Attr* out);
+  int mknod(Ino parent, std::string_view name, std::uint32_t mode, std::uint32_t rdev, const Cred& cred, Attr* out);
+  int mkdir(Ino parent, std::string_view name, std::uint32_t mode, const Cred& cred, Attr* out);
+  int symlink(Ino parent, std::string_view name, std::string_view target, const Cred& cred, Attr* out);
+  int readlink(Ino ino, std::string* out);
+  int unlink(Ino parent, std::string_view name);
+  int rmdir(Ino parent, std::string_view name);
+  int rename(Ino parent, std::string_view name, Ino newparent, std::string_view newname, unsigned flags,
+             const Cred& cred);
+  int link(Ino ino, Ino newparent, std::string_view newname, Attr* out);
+  int access(Ino ino, int mask, const Cred& cred);
+
+  // ---- files. open/create count an open handle, release drops it.
+  int open(Ino ino, int flags);
+  int create(Ino parent, std::string_view name, std::uint32_t mode, int flags, const Cred& cred, Attr* out);
+  void release(Ino ino);
+  // Reads into `scratch`; `*out` is set to the bytes read (may be short at
+  // end of file). Returns 0 or a negative errno.
+  int read(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch, std::span<const std::byte>* out);
+  // Returns bytes written or a negative errno.
+  ssize_t write(Ino ino, std::uint64_t off, std::span<const std::byte> data);
+  int fsync(Ino ino, bool datasync);
+  int syncfs();
+  int fallocate(Ino ino, int mode, std::uint64_t off, std::uint64_t len);
+  // SEEK_DATA / SEEK_HOLE (others are answered by the kernel).
+  std::int64_t lseek(Ino ino, std::int64_t off, int whence);
+  ssize_t copy_file_range(Ino in, std::uint64_t off_in, Ino out, std::uint64_t off_out, std::size_t len);
+
+  // ---- directories
+  int opendir(Ino ino);
+  void releasedir(Ino ino);
+  // Lists entries from `cookie` (0: start; "." and ".." come first). `fn`
+  // returns false when its buffer is full; that entry is not consumed. With
+  // `plus`, `attr` is filled and every accepted entry other than "." and
+  // ".." takes a kernel reference.
+  int readdir(Ino ino, std::uint64_t cookie, bool plus,
+              const std::function<bool(const DirListEntry&, const Attr* attr)>& fn);
+
+  // ---- extended attributes
+  int setxattr(Ino ino, std::string_view name, std::string_view value, int flags);
+  int getxattr(Ino ino, std::string_view name, std::string* value);
+  int listxattr(Ino ino, std::string* names);  // NUL-terminated names
+  int removexattr(Ino ino, std::string_view name);
+
+  FsStats stats();
+  // Writes a checkpoint now (also done in the background when needed).
+  int checkpoint();
+  const Superblock& superblock() const { return sb_; }
+  bool read_only() const { return opts_.read_only; }
+
+  // Test and tool access.
+  Device& device() { return *dev_; }
+  Allocator& allocator() { return *alloc_; }
+  std::uint64_t journal_replayed_batches() const { return replayed_batches_; }
+
+ private:
+  using Txn = TxnBuilder;
+
+  FileSystem(std::unique_ptr<Device> dev, const Superblock& sb, const FsOptions& opts);
+
+  // ---- helpers (callers hold meta_mu_ as documented in the .cc files)
+  std::shared_mutex& io_lock(Ino ino) { return io_locks_[ino % io_locks_.size()]; }
+  Attr attr_of(const Inode& in) const;
+  int check_dir_entry(Ino parent, std::string_view name, Inode** dir);
+  Inode* new_inode(std::uint32_t mode, const Cred& cred, const Inode& parent);
+  int make_node(Ino parent, std::string_view name, std::uint32_t mode, std::uint32_t rdev, std::string_view target,
+                const Cred& cred, Attr* out, bool open_it);
+  void release_if_unused(Inode& in, Txn& txn);
+  std::uint64_t commit(Txn& txn);
+  void touch_dir(Inode& dir, std::int64_t now, Txn& txn);
+  int remove_entry(Ino parent, std::string_view name, bool dir);
+
+  // ---- data helpers (fs/file_data.cc)
+  void truncate_locked(Inode& in, std::uint64_t new_size, Txn& txn, std::vector<Extent>& freed);
+  int zero_tail_block(Ino ino, std::uint64_t size);
+  int zero_range_in_block(Ino ino, std::uint64_t off, std::uint64_t len);
+  int punch_hole(Ino ino, std::uint64_t off, std::uint64_t len);
+  int preallocate(Ino ino, std::uint64_t off, std::uint64_t len, bool keep_size);
+  ssize_t write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data);
+  int read_locked(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch,
+                  std::span<const std::byte>* out);
+  void maybe_touch_atime(Ino ino);
+
+  // ---- persistence (fs/fs_persist.cc)
+  bool link_tree(std::string& error);
+  bool claim_blocks(std::string& error);
+  void remove_orphans();
+  void free_inode(Inode& in, Txn& txn);
+  void update_metadata_reserve();
+  int write_checkpoint();
+  void checkpointer_loop();
+  void request_checkpoint();
+
+  std::unique_ptr<Device> dev_;
+  Superblock sb_;
+  FsOptions opts_;
+  std::unique_ptr<Allocator> alloc_;
+  std::unique_ptr<Journal> journal_;
+
+  std::shared_mutex meta_mu_;
+  InodeTable inodes_;
+  std::uint32_t next_generation_ = 1;
+  std::array<std::shared_mutex, 256> io_locks_;
+
+  // Current checkpoint.
+  std::mutex checkpoint_mu_;  // one checkpoint at a time
+  CheckpointRoot root_;
+  std::uint64_t replayed_batches_ = 0;
+  std::uint64_t journal_head_at_load_ = 0;
+  std::uint64_t seq_at_checkpoint_ = 0;
+
+  // Background checkpointer.
+  std::mutex bg_mu_;
+  std::condition_variable bg_cv_;
+  bool bg_stop_ = false;
+  bool bg_wanted_ = false;
+  std::thread bg_thread_;
+  bool started_ = false;
+  bool shut_down_ = false;
+};
+
+}  // namespace dhfs

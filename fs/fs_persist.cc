@@ -1,0 +1,268 @@
+// FileSystem: loading, checkpoints, start and shutdown.
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "fs/checkpoint.h"
+#include "fs/filesystem.h"
+#include "fs/loader.h"
+
+namespace dhfs {
+
+namespace {
+
+std::int64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+// Every record needed to rebuild `in`.
+int emit_inode(const Inode& in, CheckpointWriter& w) {
+  int rc = w.add(in.to_record());
+  if (in.map)
+    for (const FileExtent& e : in.map->extents())
+      if (rc == 0) rc = w.add(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
+  if (in.xattrs)
+    for (const auto& [name, value] : *in.xattrs)
+      if (rc == 0) rc = w.add(XattrSetRec{in.ino, name, value});
+  if (in.dir)
+    in.dir->for_each([&](const DirEntry& d) {
+      if (rc == 0) rc = w.add(DirentSetRec{in.ino, d.ino, d.dtype, d.name});
+    });
+  return rc;
+}
+
+}  // namespace
+
+FileSystem::FileSystem(std::unique_ptr<Device> dev, const Superblock& sb, const FsOptions& opts)
+    : dev_(std::move(dev)), sb_(sb), opts_(opts) {}
+
+std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const FsOptions& opts,
+                                             std::string& error) {
+  LoadedState st;
+  if (!load_state(*dev, st, error)) return nullptr;
+  FsOptions o = opts;
+  if (dev->read_only()) o.read_only = true;
+  if (st.sb.feature_ro_compat & ~kKnownRoCompat) o.read_only = true;
+
+  std::unique_ptr<FileSystem> fs(new FileSystem(std::move(dev), st.sb, o));
+  fs->inodes_ = std::move(st.inodes);
+  fs->root_ = st.root;
+  fs->next_generation_ = st.next_generation;
+  fs->replayed_batches_ = st.replay.batches;
+  fs->journal_head_at_load_ = st.replay.end_lsn;
+  if (!fs->link_tree(error) || !fs->claim_blocks(error)) return nullptr;
+  fs->inodes_.rebuild_free_list();
+  fs->journal_ = std::make_unique<Journal>(*fs->dev_, JournalGeometry{st.sb.journal_start, st.sb.journal_blocks,
+                                                                      st.sb.uuid_tag()});
+  fs->journal_->set_commit_interval(o.commit_interval);
+  fs->update_metadata_reserve();
+  if (!o.read_only) fs->remove_orphans();
+  if (!o.defer_start) fs->start();
+  return fs;
+}
+
+// Gives every directory its parent and checks that entries point at live
+// inodes of the type they claim.
+bool FileSystem::link_tree(std::string& error) {
+  Inode* root = inodes_.get(kRootIno);
+  if (!root || !root->is_dir()) {
+    error = fmt::format("{}: root directory missing; run fsck.dhfs", dev_->describe());
+    return false;
+  }
+  bool ok = true;
+  inodes_.for_each([&](const Inode& dir) {
+    if (!ok || !dir.dir) return;
+    dir.dir->for_each([&](const DirEntry& d) {
+      if (!ok) return;
+      Inode* child = inodes_.get(d.ino);
+      if (!child || d.ino == kRootIno) {
+        error = fmt::format("{}: directory {} entry '{}' points at missing inode {}; run fsck.dhfs", dev_->describe(),
+                            dir.ino, d.name, d.ino);
+        ok = false;
+        return;
+      }
+      if (child->is_dir()) {
+        if (child->parent != 0) {
+          error = fmt::format("{}: directory {} has two parents; run fsck.dhfs", dev_->describe(), d.ino);
+          ok = false;
+          return;
+        }
+        child->parent = dir.ino;
+      }
+    });
+  });
+  root->parent = kRootIno;
+  return ok;
+}
+
+bool FileSystem::claim_blocks(std::string& error) {
+  alloc_ = std::make_unique<Allocator>(sb_.data_area());
+  for (const Extent& e : root_.extents) {
+    if (!alloc_->mark_used(e)) {
+      error = fmt::format("{}: checkpoint blocks overlap; run fsck.dhfs", dev_->describe());
+      return false;
+    }
+  }
+  bool ok = true;
+  inodes_.for_each([&](const Inode& in) {
+    if (!ok || !in.map) return;
+    for (const FileExtent& e : in.map->extents()) {
+      if (!alloc_->mark_used({e.pblk, e.len})) {
+        error = fmt::format("{}: inode {} uses blocks {}+{} that are outside the data area or used twice; "
+                            "run fsck.dhfs",
+                            dev_->describe(), in.ino, e.pblk, e.len);
+        ok = false;
+        return;
+      }
+    }
+  });
+  return ok;
+}
+
+void FileSystem::free_inode(Inode& in, Txn& txn) {
+  txn.free_inode(in.ino);
+  std::uint64_t seq = commit(txn);
+  if (in.map)
+    for (const FileExtent& e : in.map->extents()) alloc_->free_after({e.pblk, e.len}, seq);
+  inodes_.erase(in.ino);
+}
+
+void FileSystem::remove_orphans() {
+  std::vector<Ino> orphans;
+  inodes_.for_each([&](const Inode& in) {
+    if (in.nlink == 0 && in.ino != kRootIno) orphans.push_back(in.ino);
+  });
+  for (Ino ino : orphans) {
+    Txn txn;
+    free_inode(*inodes_.get(ino), txn);
+  }
+}
+
+void FileSystem::update_metadata_reserve() {
+  // Room for the next checkpoint while the current one still exists, plus
+  // what the journal can add before the next checkpoint is due.
+  std::uint64_t stream_blocks = (root_.stream_bytes + kBlockSize - 1) / kBlockSize;
+  alloc_->set_metadata_reserve(2 * stream_blocks + sb_.journal_blocks / 2 + 1024);
+}
+
+void FileSystem::start() {
+  if (started_ || opts_.read_only) return;
+  started_ = true;
+  journal_->start(
+      journal_head_at_load_, root_.replay_lsn, [this](std::uint64_t seq) { alloc_->mark_durable(seq); },
+      [this] { request_checkpoint(); });
+  bg_thread_ = std::thread([this] { checkpointer_loop(); });
+}
+
+void FileSystem::request_checkpoint() {
+  {
+    std::lock_guard lk(bg_mu_);
+    bg_wanted_ = true;
+  }
+  bg_cv_.notify_one();
+}
+
+void FileSystem::checkpointer_loop() {
+  std::unique_lock lk(bg_mu_);
+  while (!bg_stop_) {
+    bg_cv_.wait_for(lk, opts_.checkpoint_interval, [&] { return bg_stop_ || bg_wanted_; });
+    if (bg_stop_) break;
+    bool wanted = bg_wanted_;
+    bg_wanted_ = false;
+    lk.unlock();
+    if (wanted || journal_->last_appended_seq() != seq_at_checkpoint_) {
+      if (int rc = write_checkpoint(); rc != 0)
+        fmt::print(stderr, "dhfs: {}: checkpoint failed: {}\n", dev_->describe(), std::strerror(-rc));
+    }
+    lk.lock();
+  }
+}
+
+int FileSystem::checkpoint() { return write_checkpoint(); }
+
+int FileSystem::write_checkpoint() {
+  if (opts_.read_only) return -EROFS;
+  std::lock_guard ck(checkpoint_mu_);
+  // Everything before `replay_from` is already in memory; records after it
+  // may or may not be captured below, and replaying them again is harmless.
+  const std::uint64_t replay_from = journal_->head_lsn();
+  const std::uint64_t seq_before = journal_->last_appended_seq();
+  CheckpointWriter writer(*dev_, *alloc_, sb_.uuid_tag());
+  std::uint32_t generation;
+  for (Ino next = kRootIno;;) {
+    std::shared_lock m(meta_mu_);
+    if (next >= inodes_.end()) {
+      generation = next_generation_;
+      break;
+    }
+    // Bounded chunks keep writers from waiting long behind a big table.
+    for (int n = 0; n < 4096 && next < inodes_.end(); ++next) {
+      if (Inode* in = inodes_.get(next)) {
+        if (int rc = emit_inode(*in, writer); rc != 0) return rc;
+        ++n;
+      }
+    }
+  }
+  // The stream may contain changes of transactions not yet committed; it
+  // must not become current before they are durable, or a crash could
+  // expose half of a transaction.
+  if (int rc = journal_->sync(); rc != 0) return rc;
+  CheckpointRoot root;
+  if (int rc = writer.finish(root); rc != 0) return rc;
+  root.seq = root_.seq + 1;
+  root.replay_lsn = replay_from;
+  root.next_generation = generation;
+  root.written_ns = now_ns();
+  AlignedBuffer block(kBlockSize);
+  auto bytes = root.encode();
+  std::memcpy(block.data(), bytes.data(), kBlockSize);
+  int slot = static_cast<int>(root.seq % 2);
+  if (int rc = dev_->write(kRootSlotBlocks[slot] * kBlockSize, block.data(), kBlockSize); rc < 0) return rc;
+  if (int rc = dev_->flush(); rc < 0) return rc;
+  for (const Extent& e : root_.extents) alloc_->free_now(e);
+  root_ = root;
+  seq_at_checkpoint_ = seq_before;
+  journal_->set_tail(replay_from);
+  update_metadata_reserve();
+  return 0;
+}
+
+int FileSystem::shutdown() {
+  if (shut_down_) return 0;
+  shut_down_ = true;
+  if (bg_thread_.joinable()) {
+    {
+      std::lock_guard lk(bg_mu_);
+      bg_stop_ = true;
+    }
+    bg_cv_.notify_all();
+    bg_thread_.join();
+  }
+  int rc = 0;
+  if (!opts_.read_only) {
+    {
+      // The kernel's references are gone with the mount: unlinked inodes
+      // can go now rather than at the next mount.
+      std::unique_lock m(meta_mu_);
+      std::vector<Ino> orphans;
+      inodes_.for_each([&](const Inode& in) {
+        if (in.nlink == 0 && in.ino != kRootIno) orphans.push_back(in.ino);
+      });
+      for (Ino ino : orphans) {
+        Txn txn;
+        free_inode(*inodes_.get(ino), txn);
+      }
+    }
+    rc = write_checkpoint();
+    if (rc == 0) rc = journal_->error();
+  }
+  journal_->stop();
+  return rc;
+}
+
+FileSystem::~FileSystem() { shutdown(); }
+
+}  // namespace dhfs

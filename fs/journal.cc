@@ -1,0 +1,273 @@
+#include "fs/journal.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fmt/format.h>
+
+#include "fs/format.h"
+
+namespace dhfs {
+
+namespace {
+
+constexpr std::size_t kEarlyCommitBytes = 1 << 20;
+constexpr double kCheckpointAt = 0.5;
+constexpr double kThrottleAt = 0.7;
+
+// Reads or writes `len` bytes of the ring at stream position `lsn`,
+// splitting the I/O where it wraps around the end of the ring.
+int ring_io(Device& dev, const JournalGeometry& geo, DeviceIo::Op op, std::uint64_t lsn, std::byte* buf,
+            std::uint64_t len) {
+  DeviceIo ios[2];
+  std::size_t n = 0;
+  std::uint64_t base = geo.start * kBlockSize;
+  std::uint64_t pos = lsn % geo.capacity();
+  std::uint64_t first = std::min(len, geo.capacity() - pos);
+  ios[n++] = {op, base + pos, buf, static_cast<std::uint32_t>(first)};
+  if (first < len) ios[n++] = {op, base, buf + first, static_cast<std::uint32_t>(len - first)};
+  return dev.submit({ios, n});
+}
+
+enum class Probe { kValid, kEnd, kDamaged };
+
+// Examines the batch that should start at `lsn`. kEnd: no batch of ours was
+// ever written there in this lap. kDamaged: one was, but it does not verify
+// (a torn write or corruption; the caller tells which).
+Probe probe_batch(Device& dev, const JournalGeometry& geo, std::uint64_t lsn, AlignedBuffer& buf,
+                  BatchHeader& out, std::string& io_error) {
+  buf.ensure(kBlockSize);
+  if (int rc = ring_io(dev, geo, DeviceIo::Op::Read, lsn, buf.data(), kBlockSize); rc < 0) {
+    io_error = fmt::format("journal read failed at {}: {}", lsn, std::strerror(-rc));
+    return Probe::kDamaged;
+  }
+  std::span<const std::uint8_t> head(reinterpret_cast<const std::uint8_t*>(buf.data()), kBlockSize);
+  std::string why;
+  auto h = BatchHeader::decode(head, why);
+  if (!h) {
+    std::uint64_t magic;
+    std::memcpy(&magic, head.data(), 8);
+    return magic == kBatchMagic ? Probe::kDamaged : Probe::kEnd;
+  }
+  if (h->uuid_tag != geo.uuid_tag || h->lsn < lsn) return Probe::kEnd;  // another fs, or an earlier lap
+  if (h->lsn != lsn || h->padded_bytes() > geo.capacity() / 2) return Probe::kDamaged;
+  std::uint64_t total = h->padded_bytes();
+  buf.ensure(total);
+  if (total > kBlockSize) {
+    if (int rc = ring_io(dev, geo, DeviceIo::Op::Read, lsn + kBlockSize, buf.data() + kBlockSize,
+                         total - kBlockSize);
+        rc < 0) {
+      io_error = fmt::format("journal read failed at {}: {}", lsn, std::strerror(-rc));
+      return Probe::kDamaged;
+    }
+  }
+  std::span<const std::uint8_t> payload(reinterpret_cast<const std::uint8_t*>(buf.data()) + BatchHeader::kSize,
+                                        h->payload_len);
+  if (checksum(payload, h->lsn) != h->payload_checksum) return Probe::kDamaged;
+  out = *h;
+  return Probe::kValid;
+}
+
+}  // namespace
+
+Journal::Journal(Device& dev, JournalGeometry geo) : dev_(dev), geo_(geo) {}
+
+Journal::~Journal() { stop(); }
+
+bool Journal::replay(Device& dev, const JournalGeometry& geo, std::uint64_t from_lsn,
+                     const std::function<bool(std::span<const std::uint8_t>)>& fn, ReplayStats& stats,
+                     std::string& why) {
+  AlignedBuffer buf(kBlockSize);
+  std::uint64_t lsn = from_lsn;
+  while (true) {
+    BatchHeader h;
+    std::string io_error;
+    Probe p = probe_batch(dev, geo, lsn, buf, h, io_error);
+    if (!io_error.empty()) {
+      why = io_error;
+      return false;
+    }
+    if (p == Probe::kEnd) break;
+    if (p == Probe::kDamaged) {
+      // A torn last batch is expected after a crash. If anything valid was
+      // written after it, though, the log itself is damaged.
+      AlignedBuffer scan(kBlockSize);
+      for (std::uint64_t later = lsn + kBlockSize; later < from_lsn + geo.capacity(); later += kBlockSize) {
+        BatchHeader lh;
+        std::string ignored;
+        if (probe_batch(dev, geo, later, scan, lh, ignored) == Probe::kValid) {
+          why = fmt::format("journal damaged at position {} (valid entries follow at {})", lsn, later);
+          return false;
+        }
+      }
+      stats.torn_tail = true;
+      break;
+    }
+    std::span<const std::uint8_t> payload(reinterpret_cast<const std::uint8_t*>(buf.data()) + BatchHeader::kSize,
+                                          h.payload_len);
+    if (!fn(payload)) {
+      if (!why.empty()) why = fmt::format("journal batch at position {}: {}", lsn, why);
+      else why = fmt::format("journal batch at position {} does not apply", lsn);
+      return false;
+    }
+    ++stats.batches;
+    stats.payload_bytes += h.payload_len;
+    lsn += h.padded_bytes();
+    if (lsn - from_lsn >= geo.capacity()) break;
+  }
+  stats.end_lsn = lsn;
+  return true;
+}
+
+void Journal::start(std::uint64_t head_lsn, std::uint64_t tail_lsn, std::function<void(std::uint64_t)> on_durable,
+                    std::function<void()> want_checkpoint) {
+  std::lock_guard lk(mu_);
+  head_ = head_lsn;
+  tail_ = tail_lsn;
+  on_durable_ = std::move(on_durable);
+  want_checkpoint_ = std::move(want_checkpoint);
+  stopping_ = false;
+  running_ = true;
+  thread_ = std::thread([this] { run(); });
+}
+
+void Journal::stop() {
+  {
+    std::lock_guard lk(mu_);
+    if (!running_) return;
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  thread_.join();
+  std::lock_guard lk(mu_);
+  running_ = false;
+}
+
+void Journal::admit() {
+  std::unique_lock lk(mu_);
+  room_cv_.wait(lk, [&] {
+    return error_.load() != 0 || !running_ ||
+           static_cast<double>(used_locked()) < kThrottleAt * static_cast<double>(geo_.capacity());
+  });
+}
+
+std::uint64_t Journal::append(std::span<const std::uint8_t> records) {
+  std::lock_guard lk(mu_);
+  pending_.insert(pending_.end(), records.begin(), records.end());
+  ++pending_txns_;
+  std::uint64_t seq = next_seq_++;
+  if (pending_.size() >= kEarlyCommitBytes) work_cv_.notify_one();
+  return seq;
+}
+
+int Journal::sync() {
+  std::unique_lock lk(mu_);
+  if (!running_) {
+    // Not started (read-only or loading): only data can be pending.
+    lk.unlock();
+    return dev_.flush();
+  }
+  std::uint64_t ticket = ++sync_requested_;
+  work_cv_.notify_one();
+  done_cv_.wait(lk, [&] { return sync_done_ >= ticket || error_.load() != 0; });
+  return error_.load();
+}
+
+std::uint64_t Journal::head_lsn() const {
+  std::lock_guard lk(mu_);
+  return head_;
+}
+
+void Journal::set_tail(std::uint64_t lsn) {
+  {
+    std::lock_guard lk(mu_);
+    tail_ = lsn;
+    checkpoint_requested_ = false;
+  }
+  room_cv_.notify_all();
+}
+
+std::uint64_t Journal::last_appended_seq() const {
+  std::lock_guard lk(mu_);
+  return next_seq_ - 1;
+}
+
+double Journal::fill() const {
+  std::lock_guard lk(mu_);
+  return static_cast<double>(used_locked()) / static_cast<double>(geo_.capacity());
+}
+
+int Journal::write_batch(std::span<const std::uint8_t> payload, std::uint64_t first_seq, std::uint32_t count,
+                         std::uint64_t lsn) {
+  BatchHeader h;
+  h.uuid_tag = geo_.uuid_tag;
+  h.lsn = lsn;
+  h.first_seq = first_seq;
+  h.txn_count = count;
+  h.payload_len = static_cast<std::uint32_t>(payload.size());
+  h.payload_checksum = checksum(payload, lsn);
+  AlignedBuffer buf(h.padded_bytes());
+  h.encode_into(reinterpret_cast<std::uint8_t*>(buf.data()));
+  std::memcpy(buf.data() + BatchHeader::kSize, payload.data(), payload.size());
+  return ring_io(dev_, geo_, DeviceIo::Op::Write, lsn, buf.data(), h.padded_bytes());
+}
+
+void Journal::run() {
+  std::unique_lock lk(mu_);
+  while (true) {
+    work_cv_.wait_for(lk, commit_interval_, [&] {
+      return stopping_ || sync_requested_ > sync_done_ || pending_.size() >= kEarlyCommitBytes;
+    });
+    const bool want_sync = sync_requested_ > sync_done_;
+    if (pending_.empty() && !want_sync) {
+      if (stopping_) break;
+      if (!data_dirty_.load(std::memory_order_acquire)) continue;  // idle timer tick
+    }
+    std::vector<std::uint8_t> batch;
+    batch.swap(pending_);
+    const std::uint32_t count = pending_txns_;
+    pending_txns_ = 0;
+    const std::uint64_t last_seq = next_seq_ - 1;
+    const std::uint64_t first_seq = next_seq_ - count;
+    const std::uint64_t ticket = sync_requested_;
+    const std::uint64_t lsn = head_;
+    BatchHeader probe;
+    probe.payload_len = static_cast<std::uint32_t>(batch.size());
+    const std::uint64_t padded = batch.empty() ? 0 : probe.padded_bytes();
+    if (head_ + padded - tail_ > geo_.capacity()) {
+      // Cannot happen while admit() throttles writers; refuse rather than
+      // overwrite the live part of the log.
+      error_.store(-ENOSPC);
+      done_cv_.notify_all();
+      room_cv_.notify_all();
+      break;
+    }
+    lk.unlock();
+
+    int rc = 0;
+    if (data_dirty_.exchange(false, std::memory_order_acq_rel) || !batch.empty()) rc = dev_.flush();
+    if (rc == 0 && !batch.empty()) rc = write_batch(batch, first_seq, count, lsn);
+    if (rc == 0 && !batch.empty()) rc = dev_.flush();
+    if (rc == 0 && !batch.empty() && on_durable_) on_durable_(last_seq);
+
+    lk.lock();
+    if (rc != 0) {
+      error_.store(rc);
+      done_cv_.notify_all();
+      room_cv_.notify_all();
+      break;
+    }
+    head_ += padded;
+    sync_done_ = std::max(sync_done_, ticket);
+    done_cv_.notify_all();
+    if (!checkpoint_requested_ && want_checkpoint_ &&
+        static_cast<double>(used_locked()) >= kCheckpointAt * static_cast<double>(geo_.capacity())) {
+      checkpoint_requested_ = true;
+      lk.unlock();
+      want_checkpoint_();
+      lk.lock();
+    }
+  }
+}
+
+}  // namespace dhfs

@@ -1,0 +1,127 @@
+// Journal: the redo log of metadata changes, a ring of blocks on the device.
+//
+// Callers append transactions (encoded records, see records.h) to an
+// in-memory buffer; nothing is written per request. A committer thread
+// writes everything appended so far as one batch (group commit) when a
+// caller asks for durability (fsync, syncfs), when 1 MiB is pending, or every
+// commit interval. A commit flushes the device before writing the batch (so
+// file data written earlier is durable before the metadata that points at
+// it) and after (so the batch itself is durable).
+//
+// Space before the replay position of the current checkpoint is free; when
+// the ring is half full the journal asks for a checkpoint, and when it is 70%
+// full, writers wait (admit) until a checkpoint has made room.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "alloc/extent.h"
+#include "fs/device.h"
+
+namespace dhfs {
+
+struct JournalGeometry {
+  BlockNo start = 0;
+  std::uint64_t blocks = 0;
+  std::uint64_t uuid_tag = 0;
+  std::uint64_t capacity() const { return blocks * kBlockSize; }
+};
+
+struct ReplayStats {
+  std::uint64_t batches = 0;
+  std::uint64_t payload_bytes = 0;
+  std::uint64_t end_lsn = 0;  // where the next batch goes
+  bool torn_tail = false;     // the last batch was incompletely written
+};
+
+class Journal {
+ public:
+  Journal(Device& dev, JournalGeometry geo);
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  // Reads the batches that start at `from_lsn`, in order, handing each
+  // batch's payload to `fn`. Stops at the end of the log: a block that holds
+  // no batch of this filesystem at the expected position, or a torn last
+  // batch. A damaged batch followed by valid later batches is corruption:
+  // returns false with `why`. Also false if `fn` returns false.
+  static bool replay(Device& dev, const JournalGeometry& geo, std::uint64_t from_lsn,
+                     const std::function<bool(std::span<const std::uint8_t>)>& fn, ReplayStats& stats,
+                     std::string& why);
+
+  // Starts the committer. New batches go to `head_lsn`; the checkpoint that
+  // is current says replay starts at `tail_lsn`. `on_durable(seq)` is called
+  // after every transaction up to `seq` is durable; `want_checkpoint` when
+  // the ring is half full.
+  void start(std::uint64_t head_lsn, std::uint64_t tail_lsn, std::function<void(std::uint64_t)> on_durable,
+             std::function<void()> want_checkpoint);
+  // Commits everything pending and stops the committer.
+  void stop();
+
+  // Backpressure: waits while the ring is too full to take more. Call
+  // before taking any lock that a checkpoint needs.
+  void admit();
+
+  // Queues one transaction; returns its sequence number. Atomic: after a
+  // crash either all of its records are replayed or none.
+  std::uint64_t append(std::span<const std::uint8_t> records);
+
+  // Returns once everything appended before the call, and all data written
+  // before it, is durable. Returns 0 or a negative errno.
+  int sync();
+
+  // File data was written; the next commit must flush before its batch.
+  void note_data_written() { data_dirty_.store(true, std::memory_order_release); }
+
+  // Where the next batch will be written (everything before it is durable).
+  std::uint64_t head_lsn() const;
+  // A new checkpoint replays from `lsn`: the ring before it is free.
+  void set_tail(std::uint64_t lsn);
+
+  std::uint64_t last_appended_seq() const;
+  void set_commit_interval(std::chrono::milliseconds ms) { commit_interval_ = ms; }
+  double fill() const;  // share of the ring in use, pending included
+  int error() const { return error_.load(); }
+
+ private:
+  void run();
+  int write_batch(std::span<const std::uint8_t> payload, std::uint64_t first_seq, std::uint32_t count,
+                  std::uint64_t lsn);
+  std::uint64_t used_locked() const { return head_ - tail_ + pending_.size() + kBlockSize; }
+
+  Device& dev_;
+  const JournalGeometry geo_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;   // wakes the committer
+  std::condition_variable done_cv_;   // wakes sync() callers
+  std::condition_variable room_cv_;   // wakes admit() callers
+  std::vector<std::uint8_t> pending_;
+  std::uint32_t pending_txns_ = 0;
+  std::uint64_t next_seq_ = 1;        // seq of the next appended transaction
+  std::uint64_t head_ = 0;
+  std::uint64_t tail_ = 0;
+  std::uint64_t sync_requested_ = 0;
+  std::uint64_t sync_done_ = 0;
+  bool stopping_ = false;
+  bool running_ = false;
+  bool checkpoint_requested_ = false;
+  std::chrono::milliseconds commit_interval_{5000};
+  std::atomic<bool> data_dirty_{false};
+  std::atomic<int> error_{0};
+  std::function<void(std::uint64_t)> on_durable_;
+  std::function<void()> want_checkpoint_;
+  std::thread thread_;
+};
+
+}  // namespace dhfs

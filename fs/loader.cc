@@ -1,0 +1,196 @@
+#include "fs/loader.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fmt/format.h>
+
+#include "fs/checkpoint.h"
+
+namespace dhfs {
+
+namespace {
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+
+bool read_block(Device& dev, BlockNo b, AlignedBuffer& buf, std::string& error) {
+  if (int rc = dev.read(b * kBlockSize, buf.data(), kBlockSize); rc < 0) {
+    error = fmt::format("{}: read error at block {}: {}", dev.describe(), b, std::strerror(-rc));
+    return false;
+  }
+  return true;
+}
+
+std::span<const std::uint8_t> bytes_of(const AlignedBuffer& b) {
+  return {reinterpret_cast<const std::uint8_t*>(b.data()), b.size()};
+}
+
+}  // namespace
+
+bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string& error) {
+  if (dev.size_bytes() < kMinDeviceBytes) {
+    error = fmt::format("{}: not a dhfs filesystem (device too small: {} bytes)", dev.describe(), dev.size_bytes());
+    return false;
+  }
+  AlignedBuffer buf(kBlockSize);
+  if (!read_block(dev, kSuperBlock, buf, error)) return false;
+  std::string why;
+  auto primary = Superblock::decode(bytes_of(buf), why);
+  used_backup = false;
+  if (!primary) {
+    std::uint64_t magic;
+    std::memcpy(&magic, buf.data(), 8);
+    if (magic != kSuperMagic) {
+      error = fmt::format("{}: not a dhfs filesystem ({})", dev.describe(), why);
+      return false;
+    }
+    // Our magic but damaged: the backup at the last block of the device
+    // (as far as the device goes) may still be intact.
+    BlockNo last = dev.size_bytes() / kBlockSize - 1;
+    std::string why2;
+    if (!read_block(dev, last, buf, error)) return false;
+    primary = Superblock::decode(bytes_of(buf), why2);
+    if (!primary || primary->backup_block() != last) {
+      error = fmt::format("{}: superblock is damaged ({}) and no usable backup was found; run fsck.dhfs",
+                          dev.describe(), why);
+      return false;
+    }
+    used_backup = true;
+  }
+  if (!primary->check_geometry(dev.size_bytes(), why)) {
+    error = fmt::format("{}: {}", dev.describe(), why);
+    return false;
+  }
+  sb = *primary;
+  return true;
+}
+
+bool apply_record(InodeTable& table, const Record& rec, std::uint32_t& max_generation) {
+  return std::visit(
+      Overloaded{
+          [&](const InodeRec& r) {
+            if (r.ino == 0) return false;
+            Inode* in = table.get(r.ino);
+            bool fresh = !in || (in->mode & S_IFMT) != (r.mode & S_IFMT);
+            if (!in) in = table.create_at(r.ino);
+            in->apply_attrs(r);
+            if (fresh) in->init_payload();
+            if (in->target) in->target->assign(r.symlink);
+            max_generation = std::max(max_generation, r.generation);
+            return true;
+          },
+          [&](const InodeFreeRec& r) {
+            table.erase(r.ino);
+            return true;
+          },
+          [&](const DirentSetRec& r) {
+            Inode* p = table.get(r.parent);
+            if (!p || !p->dir) return false;
+            if (!p->dir->replace(r.name, r.child, r.dtype)) p->dir->add(r.name, r.child, r.dtype);
+            return true;
+          },
+          [&](const DirentDelRec& r) {
+            Inode* p = table.get(r.parent);
+            if (!p || !p->dir) return false;
+            p->dir->remove(r.name);
+            return true;
+          },
+          [&](const ExtentSetRec& r) {
+            Inode* in = table.get(r.ino);
+            if (!in || !in->map) return false;
+            in->map->set(r.lblk, r.len, r.pblk, r.flags);
+            return true;
+          },
+          [&](const XattrSetRec& r) {
+            Inode* in = table.get(r.ino);
+            if (!in) return false;
+            if (!in->xattrs) in->xattrs = std::make_unique<XattrMap>();
+            (*in->xattrs)[std::string(r.name)] = std::string(r.value);
+            return true;
+          },
+          [&](const XattrDelRec& r) {
+            Inode* in = table.get(r.ino);
+            if (!in) return false;
+            if (in->xattrs) {
+              auto it = in->xattrs->find(r.name);
+              if (it != in->xattrs->end()) in->xattrs->erase(it);
+              if (in->xattrs->empty()) in->xattrs.reset();
+            }
+            return true;
+          },
+      },
+      rec);
+}
+
+bool load_state(Device& dev, LoadedState& st, std::string& error) {
+  if (!read_superblock(dev, st.sb, st.used_backup_superblock, error)) return false;
+  const std::uint64_t tag = st.sb.uuid_tag();
+
+  // Newest valid root slot.
+  AlignedBuffer buf(kBlockSize);
+  std::optional<CheckpointRoot> best;
+  std::string slot_why[2];
+  for (int i = 0; i < 2; ++i) {
+    if (!read_block(dev, kRootSlotBlocks[i], buf, error)) return false;
+    auto r = CheckpointRoot::decode(bytes_of(buf), tag, slot_why[i]);
+    if (r && (!best || r->seq > best->seq)) {
+      best = r;
+      st.root_slot = i;
+    }
+  }
+  if (!best) {
+    error = fmt::format("{}: no valid checkpoint root (slot A: {}; slot B: {}); run fsck.dhfs", dev.describe(),
+                        slot_why[0], slot_why[1]);
+    return false;
+  }
+  st.root = *best;
+  for (const Extent& e : st.root.extents) {
+    if (!Extent{st.sb.data_start, st.sb.data_blocks}.contains(e.start) || e.end() > st.sb.data_start + st.sb.data_blocks) {
+      error = fmt::format("{}: checkpoint lies outside the data area; run fsck.dhfs", dev.describe());
+      return false;
+    }
+  }
+
+  std::uint32_t max_gen = 0;
+  std::string why;
+  bool ok = read_checkpoint(
+      dev, st.root, tag,
+      [&](const Record& r) {
+        if (!apply_record(st.inodes, r, max_gen)) ++st.skipped_records;
+        return true;
+      },
+      why);
+  if (!ok) {
+    error = fmt::format("{}: checkpoint is damaged ({}); run fsck.dhfs", dev.describe(), why);
+    return false;
+  }
+
+  JournalGeometry geo{st.sb.journal_start, st.sb.journal_blocks, tag};
+  why.clear();
+  ok = Journal::replay(
+      dev, geo, st.root.replay_lsn,
+      [&](std::span<const std::uint8_t> payload) {
+        std::string rec_why;
+        bool good = decode_records(
+            payload,
+            [&](const Record& r) {
+              if (!apply_record(st.inodes, r, max_gen)) ++st.skipped_records;
+              return true;
+            },
+            rec_why);
+        if (!good) why = rec_why;
+        return good;
+      },
+      st.replay, why);
+  if (!ok) {
+    error = fmt::format("{}: {}; run fsck.dhfs", dev.describe(), why);
+    return false;
+  }
+  st.next_generation = static_cast<std::uint32_t>(
+      std::max<std::uint64_t>(st.root.next_generation, std::uint64_t{max_gen} + 1));
+  return true;
+}
+
+}  // namespace dhfs

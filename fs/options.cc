@@ -1,0 +1,84 @@
+#include "fs/options.h"
+
+#include <charconv>
+#include <fmt/format.h>
+#include <set>
+#include <string_view>
+
+namespace dhfs {
+
+namespace {
+
+// Generic mount options that libfuse turns into mount flags or FUSE mount
+// options itself.
+const std::set<std::string_view> kForwarded = {
+    "rw",    "suid", "nosuid", "dev",         "nodev",         "exec",    "noexec",
+    "async", "sync", "dirsync", "allow_other", "auto_unmount", "blkdev",
+};
+
+// Accepted for fstab/mount(8) compatibility, meaningless here (the kernel
+// applies relatime semantics itself or dhfs implements the atime policy).
+const std::set<std::string_view> kIgnored = {
+    "defaults", "auto",     "noauto",   "user",        "nouser",   "users",    "owner",
+    "group",    "_netdev",  "nofail",   "diratime",    "nodiratime", "lazytime", "nolazytime",
+    "silent",   "loud",     "iversion", "noiversion",  "default_permissions",
+};
+
+bool parse_uint(std::string_view s, std::uint64_t& out) {
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+}  // namespace
+
+bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std::string>& fuse_opts,
+                         std::string& error) {
+  std::string_view rest = list;
+  while (!rest.empty()) {
+    std::size_t comma = rest.find(',');
+    std::string_view opt = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    if (opt.empty()) continue;
+    std::size_t eq = opt.find('=');
+    std::string_view key = opt.substr(0, eq);
+    std::string_view val = eq == std::string_view::npos ? std::string_view{} : opt.substr(eq + 1);
+
+    if (kForwarded.count(opt)) {
+      fuse_opts.emplace_back(opt);
+    } else if (kIgnored.count(opt) || key.starts_with("x-") || key == "comment") {
+      continue;
+    } else if (opt == "ro") {
+      fs.read_only = true;
+      fuse_opts.emplace_back("ro");
+    } else if (opt == "noatime") {
+      fs.atime = AtimeMode::kNoatime;
+      fuse_opts.emplace_back("noatime");
+    } else if (opt == "relatime" || opt == "atime" || opt == "norelatime" || opt == "nostrictatime") {
+      fs.atime = AtimeMode::kRelatime;
+    } else if (opt == "strictatime") {
+      fs.atime = AtimeMode::kStrictatime;
+    } else if (key == "fsname" || key == "subtype" || key == "max_read") {
+      fuse_opts.emplace_back(opt);
+    } else if (key == "commit") {
+      std::uint64_t s;
+      if (!parse_uint(val, s) || s == 0 || s > 3600) {
+        error = fmt::format("option '{}': commit interval must be 1..3600 seconds", opt);
+        return false;
+      }
+      fs.commit_interval = std::chrono::seconds(s);
+    } else if (key == "checkpoint_interval") {
+      std::uint64_t s;
+      if (!parse_uint(val, s) || s == 0) {
+        error = fmt::format("option '{}': checkpoint interval must be a positive number of seconds", opt);
+        return false;
+      }
+      fs.checkpoint_interval = std::chrono::seconds(s);
+    } else {
+      error = fmt::format("unknown mount option '{}'", opt);
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace dhfs

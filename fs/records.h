@@ -1,0 +1,114 @@
+// Metadata records: the one vocabulary of both the journal and checkpoint
+// streams. Every record sets the state of one object (an inode's attributes,
+// one directory entry, a range of a file's block map, one xattr) to a value,
+// instead of describing a change. Replaying a record twice, or replaying it
+// on top of a state that already contains it, therefore gives the same
+// result, which is what allows checkpoints to be written while the
+// filesystem keeps changing.
+//
+// Encoding: u8 type, u32 body length, body (little-endian fields).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "alloc/extent.h"
+
+namespace dhfs {
+
+using Ino = std::uint64_t;
+
+inline constexpr std::size_t kNameMax = 255;
+inline constexpr std::size_t kSymlinkMax = 4095;
+inline constexpr std::size_t kXattrNameMax = 255;
+inline constexpr std::size_t kXattrValueMax = 65536;
+
+enum class RecordType : std::uint8_t {
+  kInode = 1,       // full attributes of an inode (creates it if absent)
+  kInodeFree = 2,   // the inode and everything it owns is gone
+  kDirentSet = 3,   // parent/name -> child
+  kDirentDel = 4,   // parent/name removed
+  kExtentSet = 5,   // file blocks [lblk, lblk+len) -> device blocks (0: hole)
+  kXattrSet = 6,
+  kXattrDel = 7,
+};
+
+// Extent flags.
+inline constexpr std::uint32_t kExtentUnwritten = 1;  // allocated by fallocate, reads as zeros
+
+struct InodeRec {
+  Ino ino = 0;
+  std::uint32_t generation = 0;
+  std::uint32_t mode = 0;
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::uint32_t nlink = 0;
+  std::uint32_t rdev = 0;
+  std::uint64_t size = 0;
+  std::int64_t atime_ns = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
+  std::int64_t btime_ns = 0;
+  std::uint32_t flags = 0;
+  std::uint32_t region = 0;
+  std::string_view symlink;  // symlinks only
+};
+struct InodeFreeRec {
+  Ino ino = 0;
+};
+struct DirentSetRec {
+  Ino parent = 0;
+  Ino child = 0;
+  std::uint8_t dtype = 0;  // DT_* of the child
+  std::string_view name;
+};
+struct DirentDelRec {
+  Ino parent = 0;
+  std::string_view name;
+};
+struct ExtentSetRec {
+  Ino ino = 0;
+  std::uint64_t lblk = 0;
+  std::uint64_t len = 0;   // blocks; may reach to the end of the address space
+  BlockNo pblk = 0;        // 0: unmapped (hole)
+  std::uint32_t flags = 0;
+};
+struct XattrSetRec {
+  Ino ino = 0;
+  std::string_view name;
+  std::string_view value;
+};
+struct XattrDelRec {
+  Ino ino = 0;
+  std::string_view name;
+};
+
+using Record = std::variant<InodeRec, InodeFreeRec, DirentSetRec, DirentDelRec, ExtentSetRec, XattrSetRec, XattrDelRec>;
+
+// Appends encoded records to a byte buffer.
+class RecordWriter {
+ public:
+  explicit RecordWriter(std::vector<std::uint8_t>& out) : out_(out) {}
+  void add(const Record& r);
+  std::uint32_t count() const { return count_; }
+
+ private:
+  std::vector<std::uint8_t>& out_;
+  std::uint32_t count_ = 0;
+};
+
+// Decodes `bytes` record by record. The views in each Record point into
+// `bytes`. Stops and returns false with `why` set on the first malformed
+// record; returns false without `why` if `fn` returned false.
+bool decode_records(std::span<const std::uint8_t> bytes, const std::function<bool(const Record&)>& fn,
+                    std::string& why);
+
+// A name a directory can hold: 1..255 bytes, no '/' or NUL, not "." or "..".
+bool valid_name(std::string_view name);
+
+}  // namespace dhfs
