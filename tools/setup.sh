@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# dhfs set-up, as root on Debian 12:
+#   tools/setup.sh          install what is missing, build, format the default
+#                           image and mount it (see the defaults below)
+#   tools/setup.sh test     install what is missing, build (release and
+#                           ASan/UBSan) and run every test
+# Defaults can be changed through the environment:
+#   DHFS_IMAGE=/var/lib/dhfs/dhfs.img DHFS_SIZE=8G DHFS_MOUNT=/mnt/dhfs
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+mode=${1:-mount}
+image=${DHFS_IMAGE:-/var/lib/dhfs/dhfs.img}
+size=${DHFS_SIZE:-8G}
+mountpoint=${DHFS_MOUNT:-/mnt/dhfs}
+jobs=$(nproc)
+
+build_deps=(build-essential cmake pkg-config libfuse3-dev fuse3 liburing-dev libxxhash-dev
+            libboost-dev libboost-container-dev libfmt-dev catch2)
+# Tests and benchmarks: filesystems to compare with, fio, xattr tools.
+test_deps=(e2fsprogs xfsprogs btrfs-progs util-linux attr fio fuse-overlayfs python3 gnuplot-nox)
+
+die() { echo "setup: $*" >&2; exit 1; }
+
+install_missing() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build() {  # build DIR [cmake args...]
+  local dir=$1; shift
+  cmake -S "$here" -B "$dir" "$@" >/dev/null
+  cmake --build "$dir" -j"$jobs"
+}
+
+[ "$(id -u)" -eq 0 ] || die "run as root (mounting, loop devices and apt-get need it)"
+
+case "$mode" in
+  mount)
+    install_missing "${build_deps[@]}"
+    build "$here/build/release" -DCMAKE_BUILD_TYPE=Release -DDHFS_BUILD_TESTS=OFF
+    bin=$here/build/release/tools
+    if mountpoint -q "$mountpoint"; then
+      echo "setup: $mountpoint is already mounted"; exit 0
+    fi
+    mkdir -p "$(dirname "$image")" "$mountpoint"
+    if [ ! -e "$image" ]; then
+      "$bin/mkfs.dhfs" -s "$size" "$image"
+    fi
+    "$bin/dhfs" "$image" "$mountpoint" -o allow_other
+    echo "setup: dhfs on $image is mounted at $mountpoint (unmount with: umount $mountpoint)"
+    ;;
+  test)
+    install_missing "${build_deps[@]}" "${test_deps[@]}"
+    modprobe fuse 2>/dev/null || true
+    build "$here/build/release" -DCMAKE_BUILD_TYPE=Release
+    build "$here/build/asan" -DCMAKE_BUILD_TYPE=Debug -DDHFS_SANITIZE=ON
+    echo "setup: unit tests under ASan/UBSan"
+    ctest --test-dir "$here/build/asan" -L unit --output-on-failure -j"$jobs"
+    echo "setup: all tests, release build"
+    ctest --test-dir "$here/build/release" --output-on-failure --timeout 900
+    ;;
+  *)
+    die "unknown mode '$mode' (use: tools/setup.sh [mount|test])"
+    ;;
+esac
