@@ -52,7 +52,7 @@ int CheckpointWriter::grow(std::uint64_t blocks) {
   while (blocks > 0) {
     if (extents_.size() >= CheckpointRoot::kMaxExtents) return error_ = -ENOSPC;
     AllocRequest req;
-    req.want = std::max(blocks, kMinChunkBlocks * 8);
+    req.want = std::max(blocks, kMinChunkBlocks);
     req.min_len = std::min(req.want, kMinChunkBlocks);
     req.hint = extents_.empty() ? 0 : extents_.back().end();
     req.metadata = true;

@@ -28,7 +28,7 @@ class CheckpointWriter {
   int add(const Record& r);
 
   // Writes the rest, makes the stream durable and fills `root` (all fields
-  // but seq, replay_lsn and next_generation). The caller owns the blocks
+  // but seq, replay_lsn, next_generation and written_ns). The caller owns the blocks
   // afterwards (root.extents).
   int finish(CheckpointRoot& root);
 

@@ -89,7 +89,7 @@ void FileSystem::maybe_touch_atime(Ino ino) {
     Inode* in = inodes_.get(ino);
     if (!in || !stale(*in)) return;
   }
-  journal_->admit();
+  if (journal_->admit() != 0) return;
   std::unique_lock m(meta_mu_);
   Inode* in = inodes_.get(ino);
   if (!in || !stale(*in)) return;
@@ -108,7 +108,7 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
   std::size_t done = 0;
   while (done < data.size()) {
     std::size_t n = std::min<std::size_t>(data.size() - done, kMaxIoBytes);
-    journal_->admit();
+    if (int rc = journal_->admit(); rc) return done > 0 ? static_cast<ssize_t>(done) : rc;
     std::unique_lock io(io_lock(ino));
     ssize_t rc = write_locked(ino, off + done, data.subspan(done, n));
     if (rc < 0) return done > 0 ? static_cast<ssize_t>(done) : rc;
@@ -276,12 +276,12 @@ int FileSystem::fallocate(Ino ino, int mode, std::uint64_t off, std::uint64_t le
   const bool keep_size = mode & FALLOC_FL_KEEP_SIZE;
   if (mode & FALLOC_FL_PUNCH_HOLE) {
     if (!keep_size || (mode & ~(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))) return -EOPNOTSUPP;
-    journal_->admit();
+    if (int rc = journal_->admit(); rc) return rc;
     std::unique_lock io(io_lock(ino));
     return punch_hole(ino, off, len);
   }
   if (mode & ~FALLOC_FL_KEEP_SIZE) return -EOPNOTSUPP;
-  journal_->admit();
+  if (int rc = journal_->admit(); rc) return rc;
   std::unique_lock io(io_lock(ino));
   return preallocate(ino, off, len, keep_size);
 }

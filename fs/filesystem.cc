@@ -159,7 +159,7 @@ int FileSystem::access(Ino ino, int mask, const Cred& cred) {
 
 int FileSystem::setattr(Ino ino, const SetAttr& sa, Attr* out) {
   if (opts_.read_only) return -EROFS;
-  journal_->admit();
+  if (int rc = journal_->admit(); rc) return rc;
   // A size change rewrites the block map: it needs the inode's I/O lock.
   std::unique_lock<std::shared_mutex> io;
   if (sa.valid & SetAttr::kSize) io = std::unique_lock(io_lock(ino));
@@ -208,7 +208,7 @@ int FileSystem::setattr(Ino ino, const SetAttr& sa, Attr* out) {
 int FileSystem::make_node(Ino parent, std::string_view name, std::uint32_t mode, std::uint32_t rdev,
                           std::string_view target, const Cred& cred, Attr* out, bool open_it) {
   if (opts_.read_only) return -EROFS;
-  journal_->admit();
+  if (int rc = journal_->admit(); rc) return rc;
   std::unique_lock m(meta_mu_);
   Inode* dir;
   if (int rc = check_dir_entry(parent, name, &dir); rc) return rc;
@@ -269,7 +269,7 @@ int FileSystem::readlink(Ino ino, std::string* out) {
 
 int FileSystem::link(Ino ino, Ino newparent, std::string_view newname, Attr* out) {
   if (opts_.read_only) return -EROFS;
-  journal_->admit();
+  if (int rc = journal_->admit(); rc) return rc;
   std::unique_lock m(meta_mu_);
   Inode* dir;
   if (int rc = check_dir_entry(newparent, newname, &dir); rc) return rc;
@@ -297,7 +297,7 @@ int FileSystem::link(Ino ino, Ino newparent, std::string_view newname, Attr* out
 
 int FileSystem::remove_entry(Ino parent, std::string_view name, bool want_dir) {
   if (opts_.read_only) return -EROFS;
-  journal_->admit();
+  if (int rc = journal_->admit(); rc) return rc;
   std::unique_lock m(meta_mu_);
   Inode* dir;
   if (int rc = check_dir_entry(parent, name, &dir); rc) return rc;
@@ -339,7 +339,7 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
   if (opts_.read_only) return -EROFS;
   if (flags & ~(kRenameNoReplace | kRenameExchange | kRenameWhiteout)) return -EINVAL;
   if ((flags & kRenameExchange) && (flags & (kRenameNoReplace | kRenameWhiteout))) return -EINVAL;
-  journal_->admit();
+  if (int rc = journal_->admit(); rc) return rc;
   std::unique_lock m(meta_mu_);
   Inode *from_dir, *to_dir;
   if (int rc = check_dir_entry(parent, name, &from_dir); rc) return rc;
@@ -547,7 +547,7 @@ int FileSystem::setxattr(Ino ino, std::string_view name, std::string_view value,
   if (name.empty()) return -EINVAL;
   if (!supported_xattr(name)) return -EOPNOTSUPP;
   if (value.size() > kXattrValueMax) return -E2BIG;
-  journal_->admit();
+  if (int rc = journal_->admit(); rc) return rc;
   std::unique_lock m(meta_mu_);
   Inode* in = inodes_.get(ino);
   if (!in) return -ENOENT;
@@ -592,7 +592,7 @@ int FileSystem::listxattr(Ino ino, std::string* names) {
 int FileSystem::removexattr(Ino ino, std::string_view name) {
   if (opts_.read_only) return -EROFS;
   if (name.size() > kXattrNameMax) return -ERANGE;
-  journal_->admit();
+  if (int rc = journal_->admit(); rc) return rc;
   std::unique_lock m(meta_mu_);
   Inode* in = inodes_.get(ino);
   if (!in) return -ENOENT;

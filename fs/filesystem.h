@@ -51,7 +51,7 @@ struct Cred {
 // What stat() reports for an inode.
 struct Attr {
   Ino ino = 0;
-  std::uint32_t generation = 0;
+  std::uint64_t generation = 0;
   std::uint32_t mode = 0;
   std::uint32_t nlink = 0;
   std::uint32_t uid = 0;
@@ -231,12 +231,13 @@ class FileSystem {
 
   std::shared_mutex meta_mu_;
   InodeTable inodes_;
-  std::uint32_t next_generation_ = 1;
+  std::uint64_t next_generation_ = 1;
   std::array<std::shared_mutex, 256> io_locks_;
 
   // Current checkpoint.
   std::mutex checkpoint_mu_;  // one checkpoint at a time
   CheckpointRoot root_;
+  int root_slot_ = 0;  // the slot holding root_; the next one goes to the other
   std::uint64_t replayed_batches_ = 0;
   std::uint64_t journal_head_at_load_ = 0;
   std::uint64_t seq_at_checkpoint_ = 0;

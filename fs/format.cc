@@ -72,12 +72,7 @@ Superblock Superblock::for_device(std::uint64_t device_bytes) {
   return sb;
 }
 
-std::uint64_t Superblock::uuid_tag() const {
-  std::uint64_t a, b;
-  std::memcpy(&a, uuid.data(), 8);
-  std::memcpy(&b, uuid.data() + 8, 8);
-  return a ^ (b * 0x9e3779b97f4a7c15ULL);
-}
+std::uint64_t Superblock::uuid_tag() const { return XXH3_64bits_withSeed(uuid.data(), uuid.size(), salt); }
 
 std::vector<std::uint8_t> Superblock::encode() const {
   std::vector<std::uint8_t> out;
@@ -98,6 +93,7 @@ std::vector<std::uint8_t> Superblock::encode() const {
   char lbl[64] = {};
   std::memcpy(lbl, label.data(), std::min<std::size_t>(label.size(), 63));
   w.put_bytes(lbl, sizeof lbl);
+  w.put(salt);
   return seal_block(std::move(out));
 }
 
@@ -127,6 +123,7 @@ std::optional<Superblock> Superblock::decode(std::span<const std::uint8_t> block
   sb.created_ns = r.get<std::int64_t>();
   auto lbl = r.get_string(64);
   sb.label = std::string(lbl.substr(0, lbl.find('\0')));
+  sb.salt = r.get<std::uint64_t>();
   if (!r.ok()) {
     why = "superblock truncated";
     return std::nullopt;
@@ -145,6 +142,10 @@ std::optional<Superblock> Superblock::decode(std::span<const std::uint8_t> block
   }
   // The layout is fully determined by the total size; anything else means
   // the superblock lies.
+  if (sb.total_blocks > (1ULL << 50)) {
+    why = "superblock geometry is inconsistent";
+    return std::nullopt;
+  }
   Superblock expect = for_device(sb.total_blocks * kBlockSize);
   if (sb.total_blocks * kBlockSize < kMinDeviceBytes || sb.journal_start != expect.journal_start ||
       sb.journal_blocks != expect.journal_blocks || sb.data_start != expect.data_start ||
@@ -190,7 +191,8 @@ std::optional<CheckpointRoot> CheckpointRoot::decode(std::span<const std::uint8_
                                                      std::string& why) {
   ByteReader r(block);
   if (r.get<std::uint64_t>() != kRootSlotMagic) {
-    why = "bad magic";
+    bool zero = std::all_of(block.begin(), block.end(), [](std::uint8_t b) { return b == 0; });
+    why = zero ? "empty" : "bad magic";
     return std::nullopt;
   }
   if (!block_checksum_ok(block)) {
@@ -227,6 +229,10 @@ std::optional<CheckpointRoot> CheckpointRoot::decode(std::span<const std::uint8_
   }
   if (root.stream_bytes > capacity) {
     why = "stream longer than its extents";
+    return std::nullopt;
+  }
+  if (root.replay_lsn % kBlockSize != 0) {
+    why = "replay position not block aligned";
     return std::nullopt;
   }
   return root;

@@ -61,7 +61,8 @@ struct Superblock {
   BlockNo data_start = 0;
   std::uint64_t data_blocks = 0;
   std::int64_t created_ns = 0;
-  std::string label;  // at most 63 bytes
+  std::string label;      // at most 63 bytes
+  std::uint64_t salt = 0;  // random, never shown: keys uuid_tag()
 
   // Geometry for a device of `device_bytes` (journal sized to 1/64 of the
   // device, clamped to [16 MiB, 1 GiB]).
@@ -69,9 +70,11 @@ struct Superblock {
 
   Extent data_area() const { return {data_start, data_blocks}; }
   BlockNo backup_block() const { return total_blocks - 1; }
-  // A 64-bit tag of the UUID stamped into every journal batch and
-  // checkpoint frame, so that records of an earlier filesystem on the same
-  // device are never mistaken for ours.
+  // A 64-bit tag derived from the UUID and the secret salt, stamped into
+  // every journal batch and checkpoint frame: records of an earlier
+  // filesystem on the same device are never mistaken for ours, and file
+  // contents (which may land in the journal as xattr values) cannot forge a
+  // valid batch header without reading the raw device.
   std::uint64_t uuid_tag() const;
 
   std::vector<std::uint8_t> encode() const;  // one block

@@ -50,6 +50,7 @@ std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const 
   std::unique_ptr<FileSystem> fs(new FileSystem(std::move(dev), st.sb, o));
   fs->inodes_ = std::move(st.inodes);
   fs->root_ = st.root;
+  fs->root_slot_ = st.root_slot;
   fs->next_generation_ = st.next_generation;
   fs->replayed_batches_ = st.replay.batches;
   fs->journal_head_at_load_ = st.replay.end_lsn;
@@ -65,7 +66,7 @@ std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const 
 }
 
 // Gives every directory its parent and checks that entries point at live
-// inodes of the type they claim.
+// inodes and that no directory has two parents.
 bool FileSystem::link_tree(std::string& error) {
   Inode* root = inodes_.get(kRootIno);
   if (!root || !root->is_dir()) {
@@ -191,7 +192,7 @@ int FileSystem::write_checkpoint() {
   const std::uint64_t replay_from = journal_->head_lsn();
   const std::uint64_t seq_before = journal_->last_appended_seq();
   CheckpointWriter writer(*dev_, *alloc_, sb_.uuid_tag());
-  std::uint32_t generation;
+  std::uint64_t generation;
   for (Ino next = kRootIno;;) {
     std::shared_lock m(meta_mu_);
     if (next >= inodes_.end()) {
@@ -219,11 +220,17 @@ int FileSystem::write_checkpoint() {
   AlignedBuffer block(kBlockSize);
   auto bytes = root.encode();
   std::memcpy(block.data(), bytes.data(), kBlockSize);
-  int slot = static_cast<int>(root.seq % 2);
+  // Never overwrite the current root: if this write tears, it still holds.
+  const int slot = 1 - root_slot_;
   if (int rc = dev_->write(kRootSlotBlocks[slot] * kBlockSize, block.data(), kBlockSize); rc < 0) return rc;
   if (int rc = dev_->flush(); rc < 0) return rc;
+  // The old root now points at blocks about to be reused: retire it, so
+  // that damage to the new root can never fall back to a stale state.
+  std::memset(block.data(), 0, kBlockSize);
+  if (int rc = dev_->write(kRootSlotBlocks[root_slot_] * kBlockSize, block.data(), kBlockSize); rc < 0) return rc;
   for (const Extent& e : root_.extents) alloc_->free_now(e);
   root_ = root;
+  root_slot_ = slot;
   seq_at_checkpoint_ = seq_before;
   journal_->set_tail(replay_from);
   update_metadata_reserve();

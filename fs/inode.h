@@ -22,7 +22,7 @@ using XattrMap = std::map<std::string, std::string, std::less<>>;
 
 struct Inode {
   Ino ino = 0;
-  std::uint32_t generation = 0;
+  std::uint64_t generation = 0;
   std::uint32_t mode = 0;
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;

@@ -50,9 +50,14 @@ Probe probe_batch(Device& dev, const JournalGeometry& geo, std::uint64_t lsn, Al
     return magic == kBatchMagic ? Probe::kDamaged : Probe::kEnd;
   }
   if (h->uuid_tag != geo.uuid_tag || h->lsn < lsn) return Probe::kEnd;  // another fs, or an earlier lap
-  if (h->lsn != lsn || h->padded_bytes() > geo.capacity() / 2) return Probe::kDamaged;
+  if (h->lsn != lsn || h->padded_bytes() > max_batch_bytes(geo.capacity())) return Probe::kDamaged;
   std::uint64_t total = h->padded_bytes();
-  buf.ensure(total);
+  if (total > buf.size()) {
+    // Grow without losing the header block already read.
+    AlignedBuffer bigger(total);
+    std::memcpy(bigger.data(), buf.data(), kBlockSize);
+    buf = std::move(bigger);
+  }
   if (total > kBlockSize) {
     if (int rc = ring_io(dev, geo, DeviceIo::Op::Read, lsn + kBlockSize, buf.data() + kBlockSize,
                          total - kBlockSize);
@@ -76,7 +81,7 @@ Journal::~Journal() { stop(); }
 
 bool Journal::replay(Device& dev, const JournalGeometry& geo, std::uint64_t from_lsn,
                      const std::function<bool(std::span<const std::uint8_t>)>& fn, ReplayStats& stats,
-                     std::string& why) {
+                     std::string& why, ReplayMode mode) {
   AlignedBuffer buf(kBlockSize);
   std::uint64_t lsn = from_lsn;
   while (true) {
@@ -97,7 +102,9 @@ bool Journal::replay(Device& dev, const JournalGeometry& geo, std::uint64_t from
         std::string ignored;
         if (probe_batch(dev, geo, later, scan, lh, ignored) == Probe::kValid) {
           why = fmt::format("journal damaged at position {} (valid entries follow at {})", lsn, later);
-          return false;
+          if (mode == ReplayMode::kStrict) return false;
+          stats.damaged_at = lsn;
+          break;
         }
       }
       stats.torn_tail = true;
@@ -143,18 +150,19 @@ void Journal::stop() {
   running_ = false;
 }
 
-void Journal::admit() {
+int Journal::admit() {
   std::unique_lock lk(mu_);
   room_cv_.wait(lk, [&] {
     return error_.load() != 0 || !running_ ||
            static_cast<double>(used_locked()) < kThrottleAt * static_cast<double>(geo_.capacity());
   });
+  return error_.load();
 }
 
 std::uint64_t Journal::append(std::span<const std::uint8_t> records) {
   std::lock_guard lk(mu_);
   pending_.insert(pending_.end(), records.begin(), records.end());
-  ++pending_txns_;
+  pending_ends_.push_back(pending_.size());
   std::uint64_t seq = next_seq_++;
   if (pending_.size() >= kEarlyCommitBytes) work_cv_.notify_one();
   return seq;
@@ -212,6 +220,24 @@ int Journal::write_batch(std::span<const std::uint8_t> payload, std::uint64_t fi
   return ring_io(dev_, geo_, DeviceIo::Op::Write, lsn, buf.data(), h.padded_bytes());
 }
 
+std::vector<Journal::BatchPlan> Journal::plan_batches(const std::vector<std::size_t>& txn_ends) const {
+  const std::uint64_t limit = max_batch_bytes(geo_.capacity()) - BatchHeader::kSize;
+  std::vector<BatchPlan> plan;
+  std::size_t begin = 0, txn = 0;
+  while (txn < txn_ends.size()) {
+    // As many whole transactions as fit in one batch (at least one; a
+    // single transaction is always far below the limit).
+    std::size_t end_txn = txn + 1;
+    while (end_txn < txn_ends.size() && txn_ends[end_txn] - begin <= limit) ++end_txn;
+    BatchHeader h;
+    h.payload_len = static_cast<std::uint32_t>(txn_ends[end_txn - 1] - begin);
+    plan.push_back({begin, txn_ends[end_txn - 1], txn, end_txn - txn, h.padded_bytes()});
+    begin = txn_ends[end_txn - 1];
+    txn = end_txn;
+  }
+  return plan;
+}
+
 void Journal::run() {
   std::unique_lock lk(mu_);
   while (true) {
@@ -224,16 +250,16 @@ void Journal::run() {
       if (!data_dirty_.load(std::memory_order_acquire)) continue;  // idle timer tick
     }
     std::vector<std::uint8_t> batch;
+    std::vector<std::size_t> ends;
     batch.swap(pending_);
-    const std::uint32_t count = pending_txns_;
-    pending_txns_ = 0;
+    ends.swap(pending_ends_);
     const std::uint64_t last_seq = next_seq_ - 1;
-    const std::uint64_t first_seq = next_seq_ - count;
+    const std::uint64_t first_seq = next_seq_ - ends.size();
     const std::uint64_t ticket = sync_requested_;
     const std::uint64_t lsn = head_;
-    BatchHeader probe;
-    probe.payload_len = static_cast<std::uint32_t>(batch.size());
-    const std::uint64_t padded = batch.empty() ? 0 : probe.padded_bytes();
+    const std::vector<BatchPlan> plan = plan_batches(ends);
+    std::uint64_t padded = 0;
+    for (const BatchPlan& b : plan) padded += b.padded;
     if (head_ + padded - tail_ > geo_.capacity()) {
       // Cannot happen while admit() throttles writers; refuse rather than
       // overwrite the live part of the log.
@@ -246,7 +272,13 @@ void Journal::run() {
 
     int rc = 0;
     if (data_dirty_.exchange(false, std::memory_order_acq_rel) || !batch.empty()) rc = dev_.flush();
-    if (rc == 0 && !batch.empty()) rc = write_batch(batch, first_seq, count, lsn);
+    std::uint64_t at = lsn;
+    for (const BatchPlan& b : plan) {
+      if (rc != 0) break;
+      rc = write_batch({batch.data() + b.begin, b.end - b.begin}, first_seq + b.first_txn,
+                       static_cast<std::uint32_t>(b.txns), at);
+      at += b.padded;
+    }
     if (rc == 0 && !batch.empty()) rc = dev_.flush();
     if (rc == 0 && !batch.empty() && on_durable_) on_durable_(last_seq);
 

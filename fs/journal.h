@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -41,7 +42,19 @@ struct ReplayStats {
   std::uint64_t payload_bytes = 0;
   std::uint64_t end_lsn = 0;  // where the next batch goes
   bool torn_tail = false;     // the last batch was incompletely written
+  // Only with ReplayMode::kStopAtDamage: a damaged batch with valid batches
+  // after it was found here, and replay stopped at it.
+  std::optional<std::uint64_t> damaged_at;
 };
+
+enum class ReplayMode {
+  kStrict,        // damage in the middle of the log fails the replay (mount)
+  kStopAtDamage,  // replay up to the damage and report it (fsck repair)
+};
+
+// The largest batch the committer writes; replay treats anything larger as
+// damage. Transactions are far smaller, so a batch always holds at least one.
+inline std::uint64_t max_batch_bytes(std::uint64_t ring_capacity) { return ring_capacity / 4; }
 
 class Journal {
  public:
@@ -57,7 +70,7 @@ class Journal {
   // returns false with `why`. Also false if `fn` returns false.
   static bool replay(Device& dev, const JournalGeometry& geo, std::uint64_t from_lsn,
                      const std::function<bool(std::span<const std::uint8_t>)>& fn, ReplayStats& stats,
-                     std::string& why);
+                     std::string& why, ReplayMode mode = ReplayMode::kStrict);
 
   // Starts the committer. New batches go to `head_lsn`; the checkpoint that
   // is current says replay starts at `tail_lsn`. `on_durable(seq)` is called
@@ -69,8 +82,10 @@ class Journal {
   void stop();
 
   // Backpressure: waits while the ring is too full to take more. Call
-  // before taking any lock that a checkpoint needs.
-  void admit();
+  // before taking any lock that a checkpoint needs. Returns 0, or the
+  // journal's sticky error (-EIO, ...): after a failed commit nothing more
+  // may change, since it could never be made durable.
+  int admit();
 
   // Queues one transaction; returns its sequence number. Atomic: after a
   // crash either all of its records are replayed or none.
@@ -95,6 +110,14 @@ class Journal {
 
  private:
   void run();
+  struct BatchPlan {
+    std::size_t begin, end;        // byte range of the payload
+    std::size_t first_txn, txns;   // transactions in it
+    std::uint64_t padded;          // ring bytes it takes
+  };
+  // Splits whole transactions (ending at `txn_ends`) into batches no larger
+  // than max_batch_bytes().
+  std::vector<BatchPlan> plan_batches(const std::vector<std::size_t>& txn_ends) const;
   int write_batch(std::span<const std::uint8_t> payload, std::uint64_t first_seq, std::uint32_t count,
                   std::uint64_t lsn);
   std::uint64_t used_locked() const { return head_ - tail_ + pending_.size() + kBlockSize; }
@@ -107,7 +130,7 @@ class Journal {
   std::condition_variable done_cv_;   // wakes sync() callers
   std::condition_variable room_cv_;   // wakes admit() callers
   std::vector<std::uint8_t> pending_;
-  std::uint32_t pending_txns_ = 0;
+  std::vector<std::size_t> pending_ends_;  // end offset of each pending transaction
   std::uint64_t next_seq_ = 1;        // seq of the next appended transaction
   std::uint64_t head_ = 0;
   std::uint64_t tail_ = 0;

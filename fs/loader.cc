@@ -67,7 +67,7 @@ bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string
   return true;
 }
 
-bool apply_record(InodeTable& table, const Record& rec, std::uint32_t& max_generation) {
+bool apply_record(InodeTable& table, const Record& rec, std::uint64_t& max_generation) {
   return std::visit(
       Overloaded{
           [&](const InodeRec& r) {
@@ -153,12 +153,17 @@ bool load_state(Device& dev, LoadedState& st, std::string& error) {
     }
   }
 
-  std::uint32_t max_gen = 0;
+  std::uint64_t max_gen = 0;
   std::string why;
   bool ok = read_checkpoint(
       dev, st.root, tag,
       [&](const Record& r) {
-        if (!apply_record(st.inodes, r, max_gen)) ++st.skipped_records;
+        // A checkpoint lists every object before what belongs to it: a
+        // record whose owner is missing means the stream is damaged.
+        if (!apply_record(st.inodes, r, max_gen)) {
+          why = "record for a missing inode";
+          return false;
+        }
         return true;
       },
       why);
@@ -188,8 +193,7 @@ bool load_state(Device& dev, LoadedState& st, std::string& error) {
     error = fmt::format("{}: {}; run fsck.dhfs", dev.describe(), why);
     return false;
   }
-  st.next_generation = static_cast<std::uint32_t>(
-      std::max<std::uint64_t>(st.root.next_generation, std::uint64_t{max_gen} + 1));
+  st.next_generation = std::max(st.root.next_generation, max_gen + 1);
   return true;
 }
 

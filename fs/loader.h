@@ -22,7 +22,7 @@ struct LoadedState {
   int root_slot = 0;  // 0 (A) or 1 (B)
   InodeTable inodes;
   ReplayStats replay;
-  std::uint32_t next_generation = 1;
+  std::uint64_t next_generation = 1;
   // Records that referred to objects missing at the time they were applied
   // (expected in small numbers after a fuzzy checkpoint).
   std::uint64_t skipped_records = 0;
@@ -35,6 +35,6 @@ bool load_state(Device& dev, LoadedState& state, std::string& error);
 
 // Applies one record to an inode table (checkpoint load and journal replay).
 // Returns false if the record refers to an object that is missing.
-bool apply_record(InodeTable& table, const Record& r, std::uint32_t& max_generation);
+bool apply_record(InodeTable& table, const Record& r, std::uint64_t& max_generation);
 
 }  // namespace dhfs

@@ -40,6 +40,8 @@ bool format_device(Device& dev, const FormatOptions& opts, Superblock* out, std:
   sb.uuid = make_random_uuid();
   sb.created_ns = now_ns();
   sb.label = opts.label.substr(0, 63);
+  Uuid salt = make_random_uuid();
+  std::memcpy(&sb.salt, salt.data(), sizeof sb.salt);
 
   Inode root;
   root.ino = kRootIno;

@@ -1,6 +1,7 @@
 #include "fs/records.h"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include "fs/codec.h"
 
@@ -70,7 +71,7 @@ bool decode_body(RecordType type, ByteReader& r, Record& out, std::string& why) 
     case RecordType::kInode: {
       InodeRec i;
       i.ino = r.get<std::uint64_t>();
-      i.generation = r.get<std::uint32_t>();
+      i.generation = r.get<std::uint64_t>();
       i.mode = r.get<std::uint32_t>();
       i.uid = r.get<std::uint32_t>();
       i.gid = r.get<std::uint32_t>();
@@ -86,6 +87,10 @@ bool decode_body(RecordType type, ByteReader& r, Record& out, std::string& why) 
       i.symlink = r.get_string(r.remaining());
       if (i.symlink.size() > kSymlinkMax) {
         why = "symlink target too long";
+        return false;
+      }
+      if (i.ino == 0 || !valid_file_type(i.mode)) {
+        why = "invalid inode";
         return false;
       }
       out = i;
@@ -125,7 +130,8 @@ bool decode_body(RecordType type, ByteReader& r, Record& out, std::string& why) 
       e.len = r.get<std::uint64_t>();
       e.pblk = r.get<std::uint64_t>();
       e.flags = r.get<std::uint32_t>();
-      if (e.len == 0 || e.lblk + e.len < e.lblk || (e.pblk != 0 && e.pblk + e.len < e.pblk)) {
+      if (e.len == 0 || e.lblk + e.len < e.lblk || (e.pblk != 0 && e.pblk + e.len < e.pblk) ||
+          (e.flags & ~kKnownExtentFlags)) {
         why = "invalid extent";
         return false;
       }
@@ -194,6 +200,14 @@ bool decode_records(std::span<const std::uint8_t> bytes, const std::function<boo
     if (!fn(rec)) return false;
   }
   return true;
+}
+
+bool valid_file_type(std::uint32_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG: case S_IFDIR: case S_IFLNK: case S_IFCHR: case S_IFBLK: case S_IFIFO: case S_IFSOCK:
+      return true;
+  }
+  return false;
 }
 
 bool valid_name(std::string_view name) {

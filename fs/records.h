@@ -40,10 +40,11 @@ enum class RecordType : std::uint8_t {
 
 // Extent flags.
 inline constexpr std::uint32_t kExtentUnwritten = 1;  // allocated by fallocate, reads as zeros
+inline constexpr std::uint32_t kKnownExtentFlags = kExtentUnwritten;
 
 struct InodeRec {
   Ino ino = 0;
-  std::uint32_t generation = 0;
+  std::uint64_t generation = 0;
   std::uint32_t mode = 0;
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
@@ -107,6 +108,9 @@ class RecordWriter {
 // record; returns false without `why` if `fn` returned false.
 bool decode_records(std::span<const std::uint8_t> bytes, const std::function<bool(const Record&)>& fn,
                     std::string& why);
+
+// One of the seven POSIX file types.
+bool valid_file_type(std::uint32_t mode);
 
 // A name a directory can hold: 1..255 bytes, no '/' or NUL, not "." or "..".
 bool valid_name(std::string_view name);
