@@ -401,6 +401,12 @@ void op_ioctl(fuse_req_t req, fuse_ino_t /*ino*/, unsigned int cmd, void* /*arg*
     fuse_reply_ioctl(req, 0, &c, sizeof c);
     return;
   }
+  if (cmd == DHFS_IOC_SYNC) {
+    int rc = fs_of(req).syncfs();
+    if (rc < 0) fuse_reply_err(req, -rc);
+    else fuse_reply_ioctl(req, 0, nullptr, 0);
+    return;
+  }
   fuse_reply_err(req, ENOTTY);
 }
 

@@ -20,7 +20,10 @@ namespace {
 void usage(int code) {
   fmt::print(code ? stderr : stdout,
              "usage: dhfsctl [--json] df PATH\n"
-             "  df PATH   space of the dhfs filesystem holding PATH\n");
+             "       dhfsctl sync PATH\n"
+             "  df PATH     space of the dhfs filesystem holding PATH\n"
+             "  sync PATH   make everything done on that filesystem durable (sync(1) is not\n"
+             "              forwarded to FUSE file systems by the kernel)\n");
   std::exit(code);
 }
 
@@ -30,16 +33,19 @@ UniqueFd open_path(const std::string& path) {
   return fd;
 }
 
+// Issues a dhfs ioctl on PATH; any failure ends the program with one line.
+void ioctl_or_die(const std::string& path, unsigned long request, void* arg) {
+  UniqueFd fd = open_path(path);
+  if (::ioctl(fd.get(), request, arg) == 0) return;
+  int err = errno;
+  if (err == ENOTTY || err == EINVAL || err == ENOSYS) cli::die(1, "dhfsctl: {}: not on a dhfs filesystem", path);
+  cli::die(1, "dhfsctl: {}: {}", path, std::strerror(err));
+}
+
 template <typename T>
 T query(const std::string& path, unsigned long request) {
-  UniqueFd fd = open_path(path);
   T out{};
-  if (::ioctl(fd.get(), request, &out) != 0) {
-    int err = errno;
-    if (err == ENOTTY || err == EINVAL || err == ENOSYS)
-      cli::die(1, "dhfsctl: {}: not on a dhfs filesystem", path);
-    cli::die(1, "dhfsctl: {}: {}", path, std::strerror(err));
-  }
+  ioctl_or_die(path, request, &out);
   return out;
 }
 
@@ -81,6 +87,10 @@ int main(int argc, char** argv) {
   }
   if (args.empty()) usage(2);
   if (args[0] == "df" && args.size() == 2) return cmd_df(args[1], json);
+  if (args[0] == "sync" && args.size() == 2) {
+    ioctl_or_die(args[1], DHFS_IOC_SYNC, nullptr);
+    return 0;
+  }
   fmt::print(stderr, "dhfsctl: unknown command '{}'\n", args[0]);
   usage(2);
 }
