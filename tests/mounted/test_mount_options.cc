@@ -1,0 +1,140 @@
+// Mount options: ro refuses writes with EROFS; the generic options the kernel and
+// mount(8) pass are accepted.  (Reference mode emulates them with a bind mount.)
+#include <fmt/format.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+
+#include <sstream>
+
+#include "fixture.h"
+
+using namespace dhfs_test;
+
+namespace {
+
+bool has_opt(const std::string& opts, const std::string& opt) {
+  std::stringstream ss(opts);
+  std::string tok;
+  while (std::getline(ss, tok, ','))
+    if (tok == opt) return true;
+  return false;
+}
+
+std::string mount_opts_of(const MountedFs& fs) {
+  auto m = find_mount(fs.root());
+  REQUIRE(m.has_value());
+  return m->mount_opts;
+}
+
+// Every way of modifying the tree fails with EROFS.
+void check_all_writes_refused(MountedFs& fs) {
+  const std::string f = fs.path("f");
+  auto open_ = [](const std::string& p, int flags) {
+    int fd = ::open(p.c_str(), flags | O_CLOEXEC, 0644);
+    int e = errno;
+    if (fd >= 0) ::close(fd);
+    errno = e;
+    return fd < 0 ? -1 : 0;
+  };
+  CHECK_ERRNO(open_(f, O_WRONLY), EROFS);
+  CHECK_ERRNO(open_(f, O_RDWR), EROFS);
+  CHECK_ERRNO(open_(f, O_WRONLY | O_TRUNC), EROFS);
+  CHECK_ERRNO(open_(fs.path("new"), O_WRONLY | O_CREAT), EROFS);
+  CHECK_ERRNO(::mkdir(fs.path("newdir").c_str(), 0755), EROFS);
+  CHECK_ERRNO(::mknod(fs.path("fifo").c_str(), S_IFIFO | 0644, 0), EROFS);
+  CHECK_ERRNO(::symlink("f", fs.path("sl").c_str()), EROFS);
+  CHECK_ERRNO(::link(f.c_str(), fs.path("hl").c_str()), EROFS);
+  CHECK_ERRNO(::unlink(f.c_str()), EROFS);
+  CHECK_ERRNO(::rmdir(fs.path("d").c_str()), EROFS);
+  CHECK_ERRNO(::rename(f.c_str(), fs.path("g").c_str()), EROFS);
+  CHECK_ERRNO(::chmod(f.c_str(), 0600), EROFS);
+  CHECK_ERRNO(::chown(f.c_str(), 1, 1), EROFS);
+  CHECK_ERRNO(::truncate(f.c_str(), 0), EROFS);
+  CHECK_ERRNO(::utimensat(AT_FDCWD, f.c_str(), nullptr, 0), EROFS);
+  CHECK_ERRNO(::setxattr(f.c_str(), "user.new", "1", 1, 0), EROFS);
+  CHECK_ERRNO(::removexattr(f.c_str(), "user.k"), EROFS);
+  CHECK_ERRNO(::access(f.c_str(), W_OK), EROFS);
+}
+
+}  // namespace
+
+TEST_CASE("-o ro refuses writes with EROFS", "[mount][ro]") {
+  MountedFs fs;
+  write_file(fs.path("f"), "persisted data");
+  set_xattr(fs.path("f"), "user.k", "v");
+  SYS(::mkdir(fs.path("d").c_str(), 0755));
+  SYS(::symlink("f", fs.path("l").c_str()));
+
+  fs.remount("ro");
+  CHECK(has_opt(mount_opts_of(fs), "ro"));
+  struct statvfs sv {};
+  SYS(::statvfs(fs.root().c_str(), &sv));
+  CHECK((sv.f_flag & ST_RDONLY) != 0);
+
+  // Reading works.
+  CHECK_BYTES(read_file(fs.path("f")), "persisted data");
+  CHECK(get_xattr(fs.path("f"), "user.k") == "v");
+  CHECK(list_names(fs.root()) == std::vector<std::string>{"d", "f", "l"});
+  CHECK_BYTES(read_file(fs.path("l")), "persisted data");
+  check_all_writes_refused(fs);
+
+  // And rw again.
+  fs.remount("rw");
+  CHECK(has_opt(mount_opts_of(fs), "rw"));
+  write_file(fs.path("new"), "writable again");
+  CHECK_BYTES(read_file(fs.path("new")), "writable again");
+  CHECK_BYTES(read_file(fs.path("f")), "persisted data");
+}
+
+TEST_CASE("a fresh filesystem mounted read-only", "[mount][ro]") {
+  MountedFs fs(FsOptions{"ro"});
+  CHECK(has_opt(mount_opts_of(fs), "ro"));
+  list_names(fs.root());  // readdir works
+  CHECK_ERRNO(::mkdir(fs.path("d").c_str(), 0755), EROFS);
+  CHECK_ERRNO(::open(fs.path("f").c_str(), O_CREAT | O_WRONLY, 0644), EROFS);
+}
+
+TEST_CASE("generic mount options are accepted", "[mount]") {
+  const std::string opts = GENERATE(as<std::string>{}, "noatime", "nodev", "nosuid", "relatime", "rw",
+                                    "noatime,nodev,nosuid,relatime,rw");
+  INFO("-o allow_other," << opts);
+  MountedFs fs(FsOptions{opts});
+  const std::string shown = mount_opts_of(fs);
+  INFO("mountinfo options: " << shown);
+  std::stringstream ss(opts);
+  std::string tok;
+  while (std::getline(ss, tok, ',')) {
+    if (tok == "relatime" && has_opt(opts, "noatime")) continue;  // noatime wins
+    CHECK(has_opt(shown, tok));
+  }
+  // The filesystem works normally.
+  write_file(fs.path("f"), "works");
+  CHECK_BYTES(read_file(fs.path("f")), "works");
+  SYS(::mkdir(fs.path("d").c_str(), 0755));
+  SYS(::rename(fs.path("f").c_str(), fs.path("d/f").c_str()));
+  CHECK(list_names(fs.path("d")) == std::vector<std::string>{"f"});
+
+  if (has_opt(opts, "nodev")) {
+    // Device nodes can be created but not opened.
+    SYS(::mknod(fs.path("null").c_str(), S_IFCHR | 0666, makedev(1, 3)));
+    CHECK_ERRNO(::open(fs.path("null").c_str(), O_WRONLY), EACCES);
+  }
+  if (has_opt(opts, "noatime")) {
+    struct timespec ts[2] = {{1000, 0}, {2000, 0}};
+    SYS(::utimensat(AT_FDCWD, fs.path("d/f").c_str(), ts, 0));
+    CHECK_BYTES(read_file(fs.path("d/f")), "works");
+    CHECK(lstat_of(fs.path("d/f")).st_atim.tv_sec == 1000);
+  }
+  // The options survive a remount.
+  fs.remount();
+  const std::string again = mount_opts_of(fs);
+  std::stringstream ss2(opts);
+  while (std::getline(ss2, tok, ',')) {
+    if (tok == "relatime" && has_opt(opts, "noatime")) continue;
+    CHECK(has_opt(again, tok));
+  }
+  CHECK_BYTES(read_file(fs.path("d/f")), "works");
+}

@@ -1,0 +1,207 @@
+// statfs and name lengths.
+#include <linux/magic.h>
+#include <stdio.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+
+#include <chrono>
+
+#include "fixture.h"
+
+using namespace dhfs_test;
+
+namespace {
+
+struct statvfs statvfs_of(const std::string& path) {
+  struct statvfs sv {};
+  SYS(::statvfs(path.c_str(), &sv));
+  return sv;
+}
+
+// Free bytes as seen by statvfs.
+uint64_t free_bytes(const std::string& path) {
+  struct statvfs sv = statvfs_of(path);
+  return uint64_t(sv.f_bfree) * sv.f_frsize;
+}
+
+constexpr uint64_t kMiB = 1 << 20;
+
+}  // namespace
+
+TEST_CASE("statfs is sane", "[statfs]") {
+  MountedFs fs;
+  struct statvfs sv = statvfs_of(fs.root());
+  CHECK(sv.f_bsize == 4096);
+  CHECK(sv.f_frsize == 4096);
+  CHECK(sv.f_namemax == 255);
+  CHECK(sv.f_blocks > 0);
+  CHECK(sv.f_bfree <= sv.f_blocks);
+  CHECK(sv.f_bavail <= sv.f_bfree);
+  CHECK(sv.f_ffree <= sv.f_files);
+  CHECK((sv.f_flag & ST_RDONLY) == 0);
+
+  // statfs(2) and fstatfs(2) agree with statvfs.
+  struct statfs sf {};
+  SYS(::statfs(fs.root().c_str(), &sf));
+  CHECK(uint64_t(sf.f_bsize) == sv.f_bsize);
+  CHECK(uint64_t(sf.f_blocks) == sv.f_blocks);
+  CHECK(sf.f_namelen == 255);
+  write_file(fs.path("f"), "x");
+  Fd fd = open_fd(fs.path("f"), O_RDONLY);
+  struct statfs sf2 {};
+  SYS(::fstatfs(fd, &sf2));
+  CHECK(sf2.f_type == sf.f_type);
+  CHECK(sf2.f_blocks == sf.f_blocks);
+}
+
+TEST_CASE("statfs numbers describe the image", "[statfs][dhfs]") {
+  DHFS_ONLY_STRICT();
+  MountedFs fs;
+  struct statfs sf {};
+  SYS(::statfs(fs.root().c_str(), &sf));
+  CHECK(sf.f_type == FUSE_SUPER_MAGIC);
+  struct statvfs sv = statvfs_of(fs.root());
+  const uint64_t total = uint64_t(sv.f_blocks) * sv.f_frsize;
+  CHECK(total <= (uint64_t(2) << 30));
+  CHECK(total >= (uint64_t(3) << 29));  // at most a quarter goes to metadata
+  CHECK(sv.f_bfree >= sv.f_blocks * 9 / 10);  // a fresh filesystem is nearly empty
+  CHECK(sv.f_files > 0);
+}
+
+TEST_CASE("f_bfree follows 100 MiB of data", "[statfs]") {
+  MountedFs fs;
+  const std::string p = fs.path("big");
+  Fd root = open_fd(fs.root(), O_RDONLY | O_DIRECTORY);
+  SYS(::syncfs(root));
+  const uint64_t before = free_bytes(fs.root());
+  {
+    Fd fd = open_fd(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    for (int i = 0; i < 100; ++i) pwrite_all(fd, random_bytes(kMiB, 1000 + uint64_t(i)), off_t(i) * off_t(kMiB));
+    SYS(::fsync(fd));
+    struct stat st = fstat_of(fd);
+    CHECK(st.st_size == off_t(100 * kMiB));
+    CHECK(uint64_t(st.st_blocks) * 512 >= 100 * kMiB);
+  }
+  const uint64_t during = free_bytes(fs.root());
+  INFO("free before " << before / kMiB << " MiB, after writing " << during / kMiB << " MiB");
+  CHECK(during + 99 * kMiB <= before);   // the data is accounted
+  CHECK(during + 110 * kMiB >= before);  // and not much more than the data
+
+  SYS(::unlink(p.c_str()));
+  SYS(::syncfs(root));
+  // Space may come back only once the freeing is durable: allow a few seconds.
+  uint64_t after = free_bytes(fs.root());
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (after + 2 * kMiB < before && std::chrono::steady_clock::now() < deadline) {
+    sleep_ms(100);
+    SYS(::syncfs(root));
+    after = free_bytes(fs.root());
+  }
+  INFO("free after unlink " << after / kMiB << " MiB");
+  CHECK(after + 2 * kMiB >= before);
+}
+
+TEST_CASE("names of 255 bytes work and 256 bytes give ENAMETOOLONG everywhere", "[names]") {
+  MountedFs fs;
+  const std::string n255(255, 'a');
+  const std::string m255(255, 'b');
+  const std::string d255 = std::string(254, 'd') + "D";
+  const std::string n256(256, 'c');
+  write_file(fs.path("plain"), "plain");
+  SYS(::mkdir(fs.path("dir").c_str(), 0755));
+
+  // 255 works for every operation.
+  write_file(fs.path(n255), "long name");
+  CHECK_BYTES(read_file(fs.path(n255)), "long name");
+  CHECK(S_ISREG(lstat_of(fs.path(n255)).st_mode));
+  SYS(::mkdir(fs.path(d255).c_str(), 0755));
+  write_file(fs.path(d255 + "/" + n255), "nested");
+  CHECK_BYTES(read_file(fs.path(d255 + "/" + n255)), "nested");
+  SYS(::rename(fs.path(n255).c_str(), fs.path(m255).c_str()));
+  CHECK_BYTES(read_file(fs.path(m255)), "long name");
+  SYS(::link(fs.path(m255).c_str(), fs.path("dir/" + n255).c_str()));
+  CHECK(lstat_of(fs.path(m255)).st_nlink == 2);
+  SYS(::symlink(m255.c_str(), fs.path("dir/" + m255).c_str()));
+  CHECK(lstat_of(fs.path("dir/" + m255)).st_size == 255);
+  SYS(::mknod(fs.path("dir/" + d255).c_str(), S_IFIFO | 0644, 0));
+  auto names = list_names(fs.root());
+  CHECK(std::count(names.begin(), names.end(), m255) == 1);
+  CHECK(std::count(names.begin(), names.end(), d255) == 1);
+  auto dnames = list_names(fs.path("dir"));
+  std::vector<std::string> expect{d255, n255, m255};
+  std::sort(expect.begin(), expect.end());
+  CHECK(dnames == expect);
+  SYS(::unlink(fs.path("dir/" + n255).c_str()));
+  SYS(::unlink(fs.path("dir/" + m255).c_str()));
+
+  // 256 fails for every operation, whether the name exists or not.
+  const std::string bad = fs.path(n256);
+  const std::string bad_in_dir = fs.path("dir/" + n256);
+  struct stat st {};
+  CHECK_ERRNO(::open(bad.c_str(), O_CREAT | O_WRONLY, 0644), ENAMETOOLONG);
+  CHECK_ERRNO(::open(bad.c_str(), O_RDONLY), ENAMETOOLONG);
+  CHECK_ERRNO(::stat(bad.c_str(), &st), ENAMETOOLONG);
+  CHECK_ERRNO(::lstat(bad_in_dir.c_str(), &st), ENAMETOOLONG);
+  CHECK_ERRNO(::stat((bad + "/x").c_str(), &st), ENAMETOOLONG);
+  CHECK_ERRNO(::access(bad.c_str(), F_OK), ENAMETOOLONG);
+  CHECK_ERRNO(::mkdir(bad.c_str(), 0755), ENAMETOOLONG);
+  CHECK_ERRNO(::mknod(bad.c_str(), S_IFIFO | 0644, 0), ENAMETOOLONG);
+  CHECK_ERRNO(::rename(fs.path("plain").c_str(), bad.c_str()), ENAMETOOLONG);
+  CHECK_ERRNO(::rename(fs.path("plain").c_str(), bad_in_dir.c_str()), ENAMETOOLONG);
+  CHECK_ERRNO(::rename(bad.c_str(), fs.path("x").c_str()), ENAMETOOLONG);
+  CHECK_ERRNO(::link(fs.path("plain").c_str(), bad.c_str()), ENAMETOOLONG);
+  CHECK_ERRNO(::symlink("plain", bad.c_str()), ENAMETOOLONG);
+  CHECK_ERRNO(::unlink(bad.c_str()), ENAMETOOLONG);
+  CHECK_ERRNO(::rmdir(bad.c_str()), ENAMETOOLONG);
+  CHECK_ERRNO(::chmod(bad.c_str(), 0644), ENAMETOOLONG);
+  CHECK_ERRNO(::truncate(bad.c_str(), 0), ENAMETOOLONG);
+  CHECK_ERRNO(::setxattr(bad.c_str(), "user.x", "1", 1, 0), ENAMETOOLONG);
+  char buf[16];
+  CHECK_ERRNO(::readlink(bad.c_str(), buf, sizeof buf), ENAMETOOLONG);
+  Fd dir = open_fd(fs.path("dir"), O_RDONLY | O_DIRECTORY);
+  CHECK_ERRNO(::openat(dir, n256.c_str(), O_CREAT | O_WRONLY, 0644), ENAMETOOLONG);
+  CHECK_ERRNO(::fstatat(dir, n256.c_str(), &st, AT_SYMLINK_NOFOLLOW), ENAMETOOLONG);
+  CHECK_ERRNO(::mkdirat(dir, n256.c_str(), 0755), ENAMETOOLONG);
+
+  // A symlink may point at a long name: it is only a string.
+  SYS(::symlink(n256.c_str(), fs.path("to-long").c_str()));
+  CHECK_ERRNO(::stat(fs.path("to-long").c_str(), &st), ENAMETOOLONG);
+
+  // Nothing was created by the failed calls.
+  names = list_names(fs.root());
+  CHECK(std::count(names.begin(), names.end(), n256) == 0);
+  CHECK_BYTES(read_file(fs.path("plain")), "plain");
+}
+
+TEST_CASE("names with unusual bytes", "[names]") {
+  MountedFs fs;
+  std::vector<std::string> names;
+  std::string low, high;
+  for (int c = 1; c < 128; ++c)
+    if (c != '/') low.push_back(char(c));
+  for (int c = 128; c < 256; ++c) high.push_back(char(c));
+  names.push_back(low);
+  names.push_back(high);
+  names.push_back("...");
+  names.push_back(" leading and trailing spaces ");
+  names.push_back("new\nline");
+  names.push_back("-");
+  std::string euro;
+  for (int i = 0; i < 85; ++i) euro += "\xe2\x82\xac";  // 85 x U+20AC = 255 bytes
+  names.push_back(euro);
+  names.push_back("Case");
+  names.push_back("case");
+  names.push_back("CASE");
+
+  for (size_t i = 0; i < names.size(); ++i) write_file(fs.path(names[i]), std::to_string(i));
+  std::vector<std::string> sorted = names;
+  std::sort(sorted.begin(), sorted.end());
+  CHECK(list_names(fs.root()) == sorted);
+  for (size_t i = 0; i < names.size(); ++i) {
+    INFO("name #" << i);
+    CHECK_BYTES(read_file(fs.path(names[i])), std::to_string(i));
+  }
+  for (auto& n : names) SYS(::unlink(fs.path(n).c_str()));
+  CHECK(list_names(fs.root()).empty());
+}
