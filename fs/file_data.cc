@@ -101,7 +101,8 @@ void FileSystem::maybe_touch_atime(Ino ino) {
 
 // --------------------------------------------------------------------- write
 
-ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte> data) {
+ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed) {
+  if (blocks_changed) *blocks_changed = false;
   if (opts_.read_only) return -EROFS;
   if (data.empty()) return 0;
   if (off >= kMaxFileBytes || data.size() > kMaxFileBytes - off) return -EFBIG;
@@ -110,14 +111,17 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
     std::size_t n = std::min<std::size_t>(data.size() - done, kMaxIoBytes);
     if (int rc = journal_->admit(); rc) return done > 0 ? static_cast<ssize_t>(done) : rc;
     std::unique_lock io(io_lock(ino));
-    ssize_t rc = write_locked(ino, off + done, data.subspan(done, n));
+    bool changed = false;
+    ssize_t rc = write_locked(ino, off + done, data.subspan(done, n), &changed);
+    if (blocks_changed && changed) *blocks_changed = true;
     if (rc < 0) return done > 0 ? static_cast<ssize_t>(done) : rc;
     done += n;
   }
   return static_cast<ssize_t>(done);
 }
 
-ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data) {
+ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data,
+                                 bool* blocks_changed) {
   const std::uint64_t end = off + data.size();
   const std::uint64_t first = off / kBlockSize;
   const std::uint64_t nblk = (end - 1) / kBlockSize - first + 1;
@@ -219,9 +223,13 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     txn.extent(ino, c.lblk, c.len, c.pblk, 0);
   }
   in->size = std::max(in->size, end);
-  in->mtime_ns = in->ctime_ns = now_ns();
+  // With the kernel's writeback cache the kernel keeps mtime/ctime itself
+  // and sends them with setattr; pages written back later must not move
+  // them to the time of the writeback.
+  mark_changed(*in, now_ns(), true);
   txn.inode(*in);
   commit(txn);
+  if (blocks_changed) *blocks_changed = !fresh.empty();
   return static_cast<ssize_t>(data.size());
 }
 
@@ -314,7 +322,7 @@ int FileSystem::punch_hole(Ino ino, std::uint64_t off, std::uint64_t len) {
     in->map->set(full_first, full_end - full_first, 0, 0, &gone);
     if (!gone.empty()) txn.extent(ino, full_first, full_end - full_first, 0, 0);
   }
-  in->mtime_ns = in->ctime_ns = now_ns();
+  mark_changed(*in, now_ns(), true);
   txn.inode(*in);
   std::uint64_t seq = commit(txn);
   for (const Segment& g : gone) alloc_->free_after({g.pblk, g.len}, seq);
@@ -366,12 +374,9 @@ int FileSystem::preallocate(Ino ino, std::uint64_t off, std::uint64_t len, bool 
     in->map->set(f.lblk, f.len, f.pblk, f.flags);
     txn.extent(ino, f.lblk, f.len, f.pblk, f.flags);
   }
-  const std::int64_t now = now_ns();
-  if (!keep_size && end > in->size) {
-    in->size = end;
-    in->mtime_ns = now;
-  }
-  in->ctime_ns = now;
+  const bool grows = !keep_size && end > in->size;
+  if (grows) in->size = end;
+  mark_changed(*in, now_ns(), grows);
   txn.inode(*in);
   commit(txn);
   return 0;

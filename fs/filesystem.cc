@@ -80,6 +80,12 @@ Inode* FileSystem::new_inode(std::uint32_t mode, const Cred& cred, const Inode& 
   return in;
 }
 
+void FileSystem::mark_changed(Inode& in, std::int64_t now, bool modified) {
+  if (in.is_reg() && kernel_write_times_.load(std::memory_order_relaxed)) return;
+  in.ctime_ns = now;
+  if (modified) in.mtime_ns = now;
+}
+
 void FileSystem::touch_dir(Inode& dir, std::int64_t now, Txn& txn) {
   dir.mtime_ns = dir.ctime_ns = now;
   txn.inode(dir);
@@ -182,10 +188,8 @@ int FileSystem::setattr(Ino ino, const SetAttr& sa, Attr* out) {
   Txn txn;
   const std::int64_t now = now_ns();
   std::vector<Extent> freed;
-  if (sa.valid & SetAttr::kSize) {
-    truncate_locked(*in, sa.size, txn, freed);
-    in->mtime_ns = now;
-  }
+  if (sa.valid & SetAttr::kSize) truncate_locked(*in, sa.size, txn, freed);
+  mark_changed(*in, now, sa.valid & SetAttr::kSize);  // explicit times below win
   if (sa.valid & SetAttr::kMode) in->mode = (in->mode & S_IFMT) | (sa.mode & 07777);
   if (sa.valid & (SetAttr::kUid | SetAttr::kGid)) {
     if (sa.valid & SetAttr::kUid) in->uid = sa.uid;
@@ -195,7 +199,7 @@ int FileSystem::setattr(Ino ino, const SetAttr& sa, Attr* out) {
   else if (sa.valid & SetAttr::kAtime) in->atime_ns = sa.atime_ns;
   if (sa.valid & SetAttr::kMtimeNow) in->mtime_ns = now;
   else if (sa.valid & SetAttr::kMtime) in->mtime_ns = sa.mtime_ns;
-  in->ctime_ns = (sa.valid & SetAttr::kCtime) ? sa.ctime_ns : now;
+  if (sa.valid & SetAttr::kCtime) in->ctime_ns = sa.ctime_ns;
   txn.inode(*in);
   std::uint64_t seq = commit(txn);
   for (const Extent& e : freed) alloc_->free_after(e, seq);
@@ -281,7 +285,7 @@ int FileSystem::link(Ino ino, Ino newparent, std::string_view newname, Attr* out
   if (dir->dir->lookup(newname)) return -EEXIST;
   const std::int64_t now = now_ns();
   ++in->nlink;
-  in->ctime_ns = now;
+  mark_changed(*in, now, false);
   ++in->lookups;
   dir->dir->add(newname, ino, dtype_of(in->mode));
   Txn txn;
@@ -318,7 +322,7 @@ int FileSystem::remove_entry(Ino parent, std::string_view name, bool want_dir) {
   } else {
     --in->nlink;
   }
-  in->ctime_ns = now;
+  mark_changed(*in, now, false);
   txn.inode(*in);
   touch_dir(*dir, now, txn);
   if (in->in_use()) {
@@ -396,7 +400,7 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
         --to_dir->nlink;
       }
     }
-    victim->ctime_ns = now;
+    mark_changed(*victim, now, false);
     txn.inode(*victim);
   } else {
     from_dir->dir->remove(name);
@@ -409,7 +413,7 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
       } else {
         --victim->nlink;
       }
-      victim->ctime_ns = now;
+      mark_changed(*victim, now, false);
       txn.inode(*victim);
     } else {
       to_dir->dir->add(newname, in->ino, dtype_of(in->mode));
@@ -429,7 +433,7 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
       txn.dirent(from_dir->ino, name, wh->ino, dtype_of(wh->mode));
     }
   }
-  in->ctime_ns = now;
+  mark_changed(*in, now, false);
   txn.inode(*in);
   touch_dir(*from_dir, now, txn);
   if (to_dir != from_dir) touch_dir(*to_dir, now, txn);
@@ -556,7 +560,7 @@ int FileSystem::setxattr(Ino ino, std::string_view name, std::string_view value,
   if ((flags & XATTR_REPLACE) && !exists) return -ENODATA;
   if (!in->xattrs) in->xattrs = std::make_unique<XattrMap>();
   (*in->xattrs)[std::string(name)] = std::string(value);
-  in->ctime_ns = now_ns();
+  mark_changed(*in, now_ns(), false);
   Txn txn;
   txn.add(XattrSetRec{ino, name, value});
   txn.inode(*in);
@@ -601,7 +605,7 @@ int FileSystem::removexattr(Ino ino, std::string_view name) {
   if (it == in->xattrs->end()) return -ENODATA;
   in->xattrs->erase(it);
   if (in->xattrs->empty()) in->xattrs.reset();
-  in->ctime_ns = now_ns();
+  mark_changed(*in, now_ns(), false);
   Txn txn;
   txn.add(XattrDelRec{ino, name});
   txn.inode(*in);

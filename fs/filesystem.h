@@ -149,8 +149,13 @@ class FileSystem {
   // Reads into `scratch`; `*out` is set to the bytes read (may be short at
   // end of file). Returns 0 or a negative errno.
   int read(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch, std::span<const std::byte>* out);
-  // Returns bytes written or a negative errno.
-  ssize_t write(Ino ino, std::uint64_t off, std::span<const std::byte> data);
+  // Returns bytes written or a negative errno. `blocks_changed` tells
+  // whether new blocks were allocated (st_blocks changed).
+  ssize_t write(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed = nullptr);
+  // The kernel's writeback cache owns mtime/ctime of written files: writes
+  // reaching the core then leave them alone (the kernel sends them with
+  // setattr).
+  void set_kernel_write_times(bool on) { kernel_write_times_.store(on); }
   int fsync(Ino ino, bool datasync);
   int syncfs();
   int fallocate(Ino ino, int mode, std::uint64_t off, std::uint64_t len);
@@ -200,6 +205,10 @@ class FileSystem {
   void release_if_unused(Inode& in, Txn& txn);
   std::uint64_t commit(Txn& txn);
   void touch_dir(Inode& dir, std::int64_t now, Txn& txn);
+  // Records a change of `in` at `now`: ctime, and mtime if its contents
+  // were modified. Left alone where the kernel owns them (regular files
+  // under the writeback cache): the kernel sends its own times by setattr.
+  void mark_changed(Inode& in, std::int64_t now, bool modified);
   int remove_entry(Ino parent, std::string_view name, bool dir);
 
   // ---- data helpers (fs/file_data.cc)
@@ -208,7 +217,7 @@ class FileSystem {
   int zero_range_in_block(Ino ino, std::uint64_t off, std::uint64_t len);
   int punch_hole(Ino ino, std::uint64_t off, std::uint64_t len);
   int preallocate(Ino ino, std::uint64_t off, std::uint64_t len, bool keep_size);
-  ssize_t write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data);
+  ssize_t write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed);
   int read_locked(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch,
                   std::span<const std::byte>* out);
   void maybe_touch_atime(Ino ino);
@@ -250,6 +259,7 @@ class FileSystem {
   std::thread bg_thread_;
   bool started_ = false;
   bool shut_down_ = false;
+  std::atomic<bool> kernel_write_times_{false};
 };
 
 }  // namespace dhfs

@@ -20,7 +20,14 @@ namespace {
 // attributes for as long as it likes.
 constexpr double kTimeout = 86400.0;
 
-FileSystem& fs_of(fuse_req_t req) { return *static_cast<FileSystem*>(fuse_req_userdata(req)); }
+// What every request handler reaches through the session's userdata.
+struct ServerContext {
+  FileSystem* fs = nullptr;
+  fuse_session* se = nullptr;  // for notifications to the kernel
+};
+
+ServerContext& context_of(fuse_req_t req) { return *static_cast<ServerContext*>(fuse_req_userdata(req)); }
+FileSystem& fs_of(fuse_req_t req) { return *context_of(req).fs; }
 
 Cred cred_of(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);
@@ -70,7 +77,7 @@ void reply_status(fuse_req_t req, int rc) { fuse_reply_err(req, rc < 0 ? -rc : 0
 
 // ------------------------------------------------------------------- init
 
-void op_init(void* /*userdata*/, fuse_conn_info* conn) {
+void op_init(void* userdata, fuse_conn_info* conn) {
   auto want = [&](unsigned cap) {
     if (conn->capable & cap) conn->want |= cap;
   };
@@ -85,6 +92,7 @@ void op_init(void* /*userdata*/, fuse_conn_info* conn) {
   // The kernel clears setuid/setgid on write and chown and applies the
   // umask; locks are handled by the kernel locally (one kernel, one mount).
   conn->want &= ~(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_DONT_MASK | FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+  static_cast<ServerContext*>(userdata)->fs->set_kernel_write_times(conn->want & FUSE_CAP_WRITEBACK_CACHE);
   conn->max_write = 1 << 20;
   conn->max_readahead = 1 << 20;
   conn->max_background = 64;
@@ -237,10 +245,19 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 }
 
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info*) {
+  bool blocks_changed = false;
+  fuse_session* se = context_of(req).se;
   ssize_t n = fs_of(req).write(ino, static_cast<std::uint64_t>(off),
-                               {reinterpret_cast<const std::byte*>(buf), size});
-  if (n < 0) fuse_reply_err(req, static_cast<int>(-n));
-  else fuse_reply_write(req, static_cast<size_t>(n));
+                               {reinterpret_cast<const std::byte*>(buf), size}, &blocks_changed);
+  if (n < 0) {
+    fuse_reply_err(req, static_cast<int>(-n));
+    return;
+  }
+  fuse_reply_write(req, static_cast<size_t>(n));
+  // Writeback does not make the kernel forget cached attributes, so st_blocks
+  // would stay stale. Only after the reply: the kernel may be waiting for
+  // this write to finish before it lets go of the inode.
+  if (blocks_changed) fuse_lowlevel_notify_inval_inode(se, ino, -1, 0);
 }
 
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
@@ -516,7 +533,9 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
   if (opts.debug) argv.push_back("-d");
   FuseArgs args(argv);
   fuse_lowlevel_ops ops = make_ops();
-  FuseSession session(args.get(), ops, &fs);
+  ServerContext ctx{&fs, nullptr};
+  FuseSession session(args.get(), ops, &ctx);
+  ctx.se = session.get();
   if (!session.ok()) {
     fmt::print(stderr, "dhfs: cannot create the FUSE session (options: {})\n", o);
     return 1;
