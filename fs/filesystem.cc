@@ -422,7 +422,7 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
     if (in->is_dir() && from_dir != to_dir) {
       in->parent = to_dir->ino;
       --from_dir->nlink;
-      if (!(victim && victim->is_dir())) ++to_dir->nlink;
+      ++to_dir->nlink;  // (a replaced directory was already subtracted above)
     }
     if (flags & kRenameWhiteout) {
       // overlayfs: a 0:0 character device marks the old name as deleted.

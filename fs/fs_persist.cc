@@ -54,7 +54,10 @@ std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const 
   fs->next_generation_ = st.next_generation;
   fs->replayed_batches_ = st.replay.batches;
   fs->journal_head_at_load_ = st.replay.end_lsn;
-  if (!fs->link_tree(error) || !fs->claim_blocks(error)) return nullptr;
+  if (!fs->link_tree(error) || !fs->claim_blocks(error)) {
+    fs->shut_down_ = true;  // nothing was started, nothing may be written
+    return nullptr;
+  }
   fs->inodes_.rebuild_free_list();
   fs->journal_ = std::make_unique<Journal>(*fs->dev_, JournalGeometry{st.sb.journal_start, st.sb.journal_blocks,
                                                                       st.sb.uuid_tag()});

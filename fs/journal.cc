@@ -146,8 +146,11 @@ void Journal::stop() {
   }
   work_cv_.notify_all();
   thread_.join();
-  std::lock_guard lk(mu_);
-  running_ = false;
+  {
+    std::lock_guard lk(mu_);
+    running_ = false;
+  }
+  room_cv_.notify_all();  // writers waiting for room must not wait forever
 }
 
 int Journal::admit() {

@@ -89,7 +89,7 @@ bool decode_body(RecordType type, ByteReader& r, Record& out, std::string& why) 
         why = "symlink target too long";
         return false;
       }
-      if (i.ino == 0 || !valid_file_type(i.mode)) {
+      if (i.ino == 0 || i.ino > kMaxIno || !valid_file_type(i.mode)) {
         why = "invalid inode";
         return false;
       }
@@ -130,8 +130,8 @@ bool decode_body(RecordType type, ByteReader& r, Record& out, std::string& why) 
       e.len = r.get<std::uint64_t>();
       e.pblk = r.get<std::uint64_t>();
       e.flags = r.get<std::uint32_t>();
-      if (e.len == 0 || e.lblk + e.len < e.lblk || (e.pblk != 0 && e.pblk + e.len < e.pblk) ||
-          (e.flags & ~kKnownExtentFlags)) {
+      if (e.ino == 0 || e.ino > kMaxIno || e.len == 0 || e.lblk + e.len < e.lblk ||
+          (e.pblk != 0 && (e.pblk > kMaxBlock || e.len > kMaxBlock)) || (e.flags & ~kKnownExtentFlags)) {
         why = "invalid extent";
         return false;
       }

@@ -24,6 +24,10 @@ namespace dhfs {
 using Ino = std::uint64_t;
 
 inline constexpr std::size_t kNameMax = 255;
+// Bounds that no valid record exceeds (the inode table is indexed by number,
+// and a device has fewer than 2^50 blocks): a record beyond them is damage.
+inline constexpr Ino kMaxIno = 1ULL << 32;
+inline constexpr std::uint64_t kMaxBlock = 1ULL << 50;
 inline constexpr std::size_t kSymlinkMax = 4095;
 inline constexpr std::size_t kXattrNameMax = 255;
 inline constexpr std::size_t kXattrValueMax = 65536;
