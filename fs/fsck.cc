@@ -1,0 +1,989 @@
+#include "fs/fsck.h"
+
+#include <fmt/format.h>
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <exception>
+#include <map>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <utility>
+
+#include "alloc/allocator.h"
+#include "fs/checkpoint.h"
+#include "fs/format.h"
+#include "fs/inode.h"
+#include "fs/inode_table.h"
+#include "fs/journal.h"
+#include "fs/loader.h"
+#include "fs/records.h"
+
+namespace dhfs {
+
+namespace {
+
+constexpr const char* kLostFound = "lost+found";
+
+std::int64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+std::span<const std::uint8_t> bytes_of(const AlignedBuffer& b) {
+  return {reinterpret_cast<const std::uint8_t*>(b.data()), b.size()};
+}
+
+const char* slot_name(int i) { return i == 0 ? "A" : "B"; }
+
+const char* type_name(std::uint32_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG: return "regular file";
+    case S_IFDIR: return "directory";
+    case S_IFLNK: return "symlink";
+    case S_IFCHR: return "character device";
+    case S_IFBLK: return "block device";
+    case S_IFIFO: return "fifo";
+    case S_IFSOCK: return "socket";
+    default: return "inode of unknown type";
+  }
+}
+
+const char* dtype_name(std::uint8_t dtype) { return type_name(std::uint32_t{dtype} << 12); }
+
+// "12..19" or "12" for one block.
+std::string range(std::uint64_t start, std::uint64_t len) {
+  if (len == 1) return fmt::format("{}", start);
+  return fmt::format("{}..{}", start, start + len - 1);
+}
+
+// A name as it can appear in a one-line message: control characters,
+// quotes and backslashes as \xNN.
+std::string escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f || c == '\'' || c == '\\') out += fmt::format("\\x{:02x}", u);
+    else out += c;
+  }
+  return out;
+}
+
+std::string quote(std::string_view s) { return "'" + escape(s) + "'"; }
+
+bool all_zero(std::span<const std::uint8_t> b) {
+  return std::all_of(b.begin(), b.end(), [](std::uint8_t x) { return x == 0; });
+}
+
+// Every field the two superblock copies must agree on; names the ones that
+// differ.
+std::string superblock_differences(const Superblock& a, const Superblock& b) {
+  std::vector<std::string> d;
+  if (a.uuid != b.uuid) d.push_back("uuid");
+  if (a.version != b.version) d.push_back("version");
+  if (a.total_blocks != b.total_blocks || a.journal_start != b.journal_start ||
+      a.journal_blocks != b.journal_blocks || a.data_start != b.data_start || a.data_blocks != b.data_blocks)
+    d.push_back("geometry");
+  if (a.feature_compat != b.feature_compat || a.feature_incompat != b.feature_incompat ||
+      a.feature_ro_compat != b.feature_ro_compat)
+    d.push_back("features");
+  if (a.created_ns != b.created_ns) d.push_back("creation time");
+  if (a.salt != b.salt) d.push_back("salt");
+  if (a.label != b.label) d.push_back("label");
+  std::string out;
+  for (const auto& s : d) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+// ------------------------------------------------------------------ journal
+
+// Reads `len` bytes of the journal ring at stream position `lsn`.
+int ring_read(Device& dev, const JournalGeometry& geo, std::uint64_t lsn, std::byte* buf, std::uint64_t len) {
+  DeviceIo ios[2];
+  std::size_t n = 0;
+  const std::uint64_t base = geo.start * kBlockSize;
+  const std::uint64_t pos = lsn % geo.capacity();
+  const std::uint64_t first = std::min(len, geo.capacity() - pos);
+  ios[n++] = {DeviceIo::Op::Read, base + pos, buf, static_cast<std::uint32_t>(first)};
+  if (first < len) ios[n++] = {DeviceIo::Op::Read, base, buf + first, static_cast<std::uint32_t>(len - first)};
+  return dev.submit({ios, n});
+}
+
+enum class Probe { kValid, kEnd, kDamaged, kIoError };
+
+// What lies at journal position `lsn`, judged as Journal::replay judges it.
+// `header` is set whenever the batch header itself verifies.
+Probe probe_batch(Device& dev, const JournalGeometry& geo, std::uint64_t lsn, AlignedBuffer& buf,
+                  std::optional<BatchHeader>& header) {
+  header.reset();
+  buf.ensure(kBlockSize);
+  if (ring_read(dev, geo, lsn, buf.data(), kBlockSize) < 0) return Probe::kIoError;
+  std::span<const std::uint8_t> head(reinterpret_cast<const std::uint8_t*>(buf.data()), kBlockSize);
+  std::string why;
+  auto h = BatchHeader::decode(head, why);
+  if (!h) {
+    std::uint64_t magic;
+    std::memcpy(&magic, head.data(), 8);
+    return magic == kBatchMagic ? Probe::kDamaged : Probe::kEnd;
+  }
+  if (h->uuid_tag != geo.uuid_tag || h->lsn < lsn) return Probe::kEnd;
+  if (h->lsn != lsn || h->padded_bytes() > max_batch_bytes(geo.capacity())) return Probe::kDamaged;
+  header = h;
+  const std::uint64_t total = h->padded_bytes();
+  if (total > kBlockSize) {
+    // ensure() does not keep the contents: read the whole batch again.
+    buf.ensure(total);
+    if (ring_read(dev, geo, lsn, buf.data(), total) < 0) return Probe::kIoError;
+  }
+  std::span<const std::uint8_t> payload(reinterpret_cast<const std::uint8_t*>(buf.data()) + BatchHeader::kSize,
+                                        h->payload_len);
+  return checksum(payload, h->lsn) == h->payload_checksum ? Probe::kValid : Probe::kDamaged;
+}
+
+// A claimed run of device blocks (allocation check).
+struct Claim {
+  BlockNo end = 0;
+  Ino ino = 0;             // 0: the checkpoint stream
+  std::uint64_t lblk = 0;  // file block of `start`
+};
+
+}  // namespace
+
+// ====================================================================== Impl
+
+struct Checker::Impl {
+  Device& dev;
+  const FsckOptions opts;
+  FsckReport rep;
+
+  Superblock sb;
+  bool rewrite_primary_sb = false;
+  bool rewrite_backup_sb = false;
+  CheckpointRoot root;
+  int root_slot = 0;
+  InodeTable table;
+  std::uint64_t max_generation = 0;
+  std::uint64_t next_generation = 1;
+  std::uint64_t replay_end_lsn = 0;  // replay_lsn of a repaired checkpoint
+  bool metadata_dirty = false;       // the table differs from what is on the device
+  std::size_t unfixable = 0;         // problems that no repair addresses
+  std::vector<std::string> staged;   // repairs done in memory, reported once durable
+
+  // Tree state.
+  std::vector<char> reached;
+  std::unordered_map<Ino, std::pair<Ino, std::string>> names;  // first name of each reached inode
+  Ino lost_found = 0;
+  std::vector<Ino> orphans;
+
+  // Allocation state: accepted claims by start block.
+  std::map<BlockNo, Claim> claims;
+  std::vector<Extent> checkpoint_pieces;
+
+  Impl(Device& d, FsckOptions o) : dev(d), opts(o) {}
+
+  // ---- reporting
+  void problem(std::string msg, bool fixable = true) {
+    rep.problems.push_back(std::move(msg));
+    if (!fixable) ++unfixable;
+  }
+  void repaired(std::string msg) { staged.push_back(std::move(msg)); }
+  void info(std::string msg) { rep.info.push_back(std::move(msg)); }
+  bool unrecoverable(std::string why) {
+    rep.unrecoverable = true;
+    rep.reason = std::move(why);
+    return false;
+  }
+  bool operational(std::string why) {
+    rep.operational_error = true;
+    rep.reason = std::move(why);
+    return false;
+  }
+
+  std::string path_of(Ino ino) const {
+    if (ino == kRootIno) return "/";
+    std::vector<const std::string*> parts;
+    Ino cur = ino;
+    while (cur != kRootIno) {
+      auto it = names.find(cur);
+      if (it == names.end() || parts.size() > 4096) return {};
+      parts.push_back(&it->second.second);
+      cur = it->second.first;
+    }
+    std::string out;
+    for (auto p = parts.rbegin(); p != parts.rend(); ++p) out += "/" + escape(**p);
+    return out;
+  }
+  std::string describe(Ino ino) const {
+    const Inode* in = table.get(ino);
+    std::string what = in && in->is_dir() ? fmt::format("directory {}", ino) : fmt::format("inode {}", ino);
+    std::string p = path_of(ino);
+    return p.empty() ? what : fmt::format("{} ({})", what, p);
+  }
+
+  bool read_block(BlockNo b, AlignedBuffer& buf) {
+    if (int rc = dev.read(b * kBlockSize, buf.data(), kBlockSize); rc < 0)
+      return operational(fmt::format("read error at block {}: {}", b, std::strerror(-rc)));
+    return true;
+  }
+
+  // ================================================================ phases
+
+  bool check_superblocks() {
+    const std::uint64_t size = dev.size_bytes();
+    if (size < kMinDeviceBytes)
+      return operational(fmt::format("not a dhfs filesystem (smaller than the {} MiB minimum)", kMinDeviceBytes >> 20));
+    AlignedBuffer buf(kBlockSize);
+    if (!read_block(kSuperBlock, buf)) return false;
+    std::string why_primary;
+    auto primary = Superblock::decode(bytes_of(buf), why_primary);
+    std::uint64_t magic;
+    std::memcpy(&magic, buf.data(), 8);
+    const bool primary_magic = magic == kSuperMagic;
+
+    if (primary) {
+      std::string why;
+      if (!primary->check_geometry(size, why)) return unrecoverable(why);
+      sb = *primary;
+      const BlockNo bb = sb.backup_block();
+      if (!read_block(bb, buf)) return false;
+      std::string why_backup;
+      auto backup = Superblock::decode(bytes_of(buf), why_backup);
+      if (!backup) {
+        problem(fmt::format("backup superblock (block {}): {}", bb, why_backup));
+        rewrite_backup_sb = true;
+      } else if (std::string d = superblock_differences(*primary, *backup); !d.empty()) {
+        problem(fmt::format("backup superblock (block {}) disagrees with the primary ({})", bb, d));
+        rewrite_backup_sb = true;
+      }
+      if (rewrite_backup_sb) repaired(fmt::format("rewrote the backup superblock (block {}) from the primary", bb));
+      return true;
+    }
+
+    // The primary is unusable: the backup sits in the last block of the
+    // device (as long as the device has not grown since mkfs).
+    const BlockNo last = size / kBlockSize - 1;
+    if (!read_block(last, buf)) return false;
+    std::string why_backup;
+    auto backup = Superblock::decode(bytes_of(buf), why_backup);
+    std::string why_geo;
+    const bool usable = backup && backup->backup_block() == last && backup->check_geometry(size, why_geo);
+    if (!usable) {
+      if (primary_magic)
+        return unrecoverable(fmt::format("superblock is damaged ({}) and no usable backup was found at block {}",
+                                         why_primary, last));
+      return operational(fmt::format("not a dhfs filesystem ({})", why_primary));
+    }
+    if (!primary_magic) {
+      // Without our magic in block 0 this may be another filesystem made
+      // over an old dhfs whose backup survived at the end: only proceed if
+      // a checkpoint root of that dhfs survived too.
+      bool root_found = false;
+      for (BlockNo b : kRootSlotBlocks) {
+        if (!read_block(b, buf)) return false;
+        std::string ignored;
+        if (CheckpointRoot::decode(bytes_of(buf), backup->uuid_tag(), ignored)) root_found = true;
+      }
+      if (!root_found) return operational(fmt::format("not a dhfs filesystem ({})", why_primary));
+    }
+    sb = *backup;
+    problem(fmt::format("primary superblock (block 0): {}; the backup at block {} is intact", why_primary, last));
+    rewrite_primary_sb = true;
+    repaired(fmt::format("rewrote the primary superblock (block 0) from the backup at block {}", last));
+    return true;
+  }
+
+  bool load_root_slots() {
+    const std::uint64_t tag = sb.uuid_tag();
+    AlignedBuffer buf(kBlockSize);
+    std::optional<CheckpointRoot> slot[2];
+    std::string why[2];
+    for (int i = 0; i < 2; ++i) {
+      if (!read_block(kRootSlotBlocks[i], buf)) return false;
+      slot[i] = CheckpointRoot::decode(bytes_of(buf), tag, why[i]);
+      if (!slot[i] && all_zero(bytes_of(buf))) why[i] = "empty";
+    }
+    int cur = -1;
+    for (int i = 0; i < 2; ++i)
+      if (slot[i] && (cur < 0 || slot[i]->seq > slot[cur]->seq)) cur = i;
+    if (cur < 0)
+      return unrecoverable(fmt::format("no valid checkpoint root (slot A: {}; slot B: {})", why[0], why[1]));
+    root = *slot[cur];
+    root_slot = cur;
+    rep.checkpoint_seq = root.seq;
+    const int other = 1 - cur;
+    info(fmt::format("checkpoint root: slot {} is current (seq {})", slot_name(cur), root.seq));
+    if (slot[other]) {
+      if (slot[other]->seq == root.seq)
+        info(fmt::format("checkpoint root slot {} holds the same seq {}; slot {} is used", slot_name(other),
+                         root.seq, slot_name(cur)));
+      else
+        info(fmt::format("checkpoint root slot {}: previous checkpoint (seq {})", slot_name(other),
+                         slot[other]->seq));
+    } else if (why[other] == "empty") {
+      info(fmt::format("checkpoint root slot {}: empty (never written, or retired)", slot_name(other)));
+    } else {
+      info(fmt::format("checkpoint root slot {}: not valid ({}); an older root is not needed while slot {} is "
+                       "valid",
+                       slot_name(other), why[other], slot_name(cur)));
+    }
+    for (const Extent& e : root.extents) {
+      const Extent area = sb.data_area();
+      if (e.len == 0 || e.start < area.start || e.start > area.end() || e.len > area.end() - e.start)
+        return unrecoverable(fmt::format("checkpoint (seq {}) stream extent at blocks {} lies outside the data area",
+                                         root.seq, range(e.start, std::max<std::uint64_t>(e.len, 1))));
+      rep.checkpoint_blocks += e.len;
+    }
+    return true;
+  }
+
+  bool load_checkpoint() {
+    std::string why;
+    std::uint64_t skipped = 0;
+    bool ok = read_checkpoint(
+        dev, root, sb.uuid_tag(),
+        [&](const Record& r) {
+          if (!apply_record(table, r, max_generation)) ++skipped;
+          return true;
+        },
+        why);
+    if (!ok) {
+      if (why.starts_with("checkpoint read failed")) return operational(why);
+      return unrecoverable(fmt::format("checkpoint (seq {}, slot {}) is damaged: {}", root.seq, slot_name(root_slot),
+                                       why));
+    }
+    if (skipped) {
+      // Every object comes before what belongs to it in a stream, so mount
+      // takes such a record for damage; the rest of the state is usable.
+      problem(fmt::format("checkpoint (seq {}): {} records refer to inodes that do not exist", root.seq, skipped));
+      repaired(fmt::format("checkpoint rewritten without the {} records for missing inodes", skipped));
+      metadata_dirty = true;
+    }
+    return true;
+  }
+
+  bool replay_journal() {
+    const JournalGeometry geo{sb.journal_start, sb.journal_blocks, sb.uuid_tag()};
+    std::uint64_t lsn = root.replay_lsn;  // start of the batch being replayed
+    std::uint64_t skipped = 0;
+    std::string decode_why;
+    std::vector<Record> recs;
+    ReplayStats stats;
+    std::string why;
+    bool ok = Journal::replay(
+        dev, geo, root.replay_lsn,
+        [&](std::span<const std::uint8_t> payload) {
+          // A batch is all-or-nothing: decode all of it before applying any.
+          recs.clear();
+          std::string rw;
+          if (!decode_records(
+                  payload,
+                  [&](const Record& r) {
+                    recs.push_back(r);
+                    return true;
+                  },
+                  rw)) {
+            decode_why = rw.empty() ? "records do not decode" : rw;
+            why = decode_why;
+            return false;
+          }
+          for (const Record& r : recs)
+            if (!apply_record(table, r, max_generation)) ++skipped;
+          BatchHeader h;
+          h.payload_len = static_cast<std::uint32_t>(payload.size());
+          lsn += h.padded_bytes();
+          return true;
+        },
+        stats, why, ReplayMode::kStopAtDamage);
+    if (skipped) info(fmt::format("journal: {} records referred to objects missing when they were replayed", skipped));
+    if (!ok && decode_why.empty()) return operational(why);  // the device failed
+    if (ok && !stats.damaged_at) {
+      replay_end_lsn = stats.end_lsn;
+      rep.journal_batches = stats.batches;
+      if (stats.batches)
+        info(fmt::format("journal: replayed {} batches ({} bytes) from position {}", stats.batches,
+                         stats.payload_bytes, root.replay_lsn));
+      if (stats.torn_tail)
+        info(fmt::format("journal: incompletely written last batch at position {} ignored (normal after a crash)",
+                         stats.end_lsn));
+      return true;
+    }
+
+    // Replay stopped at `lsn`, with valid batches after it (or at a batch
+    // whose records do not decode). Work out what lies behind it.
+    if (stats.damaged_at) lsn = *stats.damaged_at;
+    AlignedBuffer buf(kBlockSize);
+    std::optional<BatchHeader> bad;
+    std::string what;
+    if (!decode_why.empty()) {
+      probe_batch(dev, geo, lsn, buf, bad);
+      what = fmt::format("verifies but its records do not decode ({})", decode_why);
+    } else {
+      Probe p = probe_batch(dev, geo, lsn, buf, bad);
+      if (p == Probe::kIoError) return operational(fmt::format("journal read failed at position {}", lsn));
+      what = p == Probe::kValid ? "was rejected by the replay" : bad ? "fails its checksum" : "has a damaged header";
+    }
+    rep.journal_batches = stats.batches;
+    std::uint64_t end = lsn;
+    std::uint64_t lost_batches = 1, lost_txns = 0;
+    bool txns_known = bad.has_value();
+    if (bad) {
+      lost_txns += bad->txn_count;
+      end = lsn + bad->padded_bytes();
+    }
+    std::optional<BatchHeader> later;
+    for (std::uint64_t pos = lsn + kBlockSize; pos < root.replay_lsn + geo.capacity();) {
+      Probe p = probe_batch(dev, geo, pos, buf, later);
+      if (p == Probe::kIoError) return operational(fmt::format("journal read failed at position {}", pos));
+      if (p == Probe::kValid) {
+        ++lost_batches;
+        lost_txns += later->txn_count;
+        pos += later->padded_bytes();
+        end = std::max(end, pos);
+      } else {
+        pos += kBlockSize;
+      }
+    }
+    // The next mount must neither replay the damage nor anything after it.
+    replay_end_lsn = end;
+    rep.journal_transactions_lost = lost_txns;
+    problem(fmt::format("journal: the batch at position {} {}; it and {} later batches ({}{} transactions) cannot "
+                        "be replayed",
+                        lsn, what, lost_batches - 1, txns_known ? "" : "at least ", lost_txns));
+    repaired(fmt::format("kept the state replayed up to journal position {} ({} batches); {} batches ({}{} "
+                         "transactions) after it are lost",
+                         lsn, stats.batches, lost_batches, txns_known ? "" : "at least ", lost_txns));
+    metadata_dirty = true;
+    return true;
+  }
+
+  // ---------------------------------------------------------------- inodes
+
+  void count_inodes() {
+    table.for_each([&](const Inode& in) {
+      ++rep.inodes;
+      if (in.is_dir()) ++rep.directories;
+      else if (in.is_reg()) ++rep.regular_files;
+      else if (in.is_symlink()) ++rep.symlinks;
+      else ++rep.special_files;
+      if (in.dir) rep.entries += in.dir->size();
+      if (in.map) rep.extents += in.map->extent_count();
+    });
+  }
+
+  void check_inodes() {
+    std::vector<Ino> remove;
+    table.for_each([&](const Inode& cin) {
+      Inode& in = *table.get(cin.ino);
+      if (!valid_file_type(in.mode)) {
+        problem(fmt::format("inode {}: unknown file type (mode {:#o})", in.ino, in.mode));
+        repaired(fmt::format("inode {}: removed (unknown file type)", in.ino));
+        remove.push_back(in.ino);
+        return;
+      }
+      if (in.is_symlink()) {
+        std::size_t n = in.target ? in.target->size() : 0;
+        if (n == 0 || n > kSymlinkMax) {
+          problem(fmt::format("inode {}: symlink target of {} bytes (must be 1..{})", in.ino, n, kSymlinkMax));
+          repaired(fmt::format("inode {}: removed (invalid symlink)", in.ino));
+          remove.push_back(in.ino);
+          return;
+        }
+      }
+      // Payloads follow the type (loading guarantees it; checked anyway).
+      if (in.is_reg() != static_cast<bool>(in.map) || in.is_dir() != static_cast<bool>(in.dir) ||
+          in.is_symlink() != static_cast<bool>(in.target)) {
+        problem(fmt::format("inode {} ({}): contents do not match the file type", in.ino, type_name(in.mode)));
+        repaired(fmt::format("inode {}: contents reset to match the type", in.ino));
+        if (!in.is_reg()) in.map.reset();
+        else if (!in.map) in.map = std::make_unique<ExtentMap>();
+        if (!in.is_dir()) in.dir.reset();
+        else if (!in.dir) in.dir = std::make_unique<Directory>();
+        if (!in.is_symlink()) in.target.reset();
+        metadata_dirty = true;
+      }
+    });
+    for (Ino ino : remove) table.erase(ino);
+    if (!remove.empty()) metadata_dirty = true;
+  }
+
+  Inode* make_dir(Ino ino, std::uint32_t perms) {
+    Inode* d = ino ? table.create_at(ino) : table.create();
+    d->generation = next_generation++;
+    d->mode = S_IFDIR | perms;
+    d->uid = d->gid = 0;
+    d->nlink = 2;
+    d->atime_ns = d->mtime_ns = d->ctime_ns = d->btime_ns = now_ns();
+    d->init_payload();
+    metadata_dirty = true;
+    return d;
+  }
+
+  void check_root() {
+    Inode* r = table.get(kRootIno);
+    if (r && r->is_dir()) return;
+    if (!r) {
+      problem("root directory (inode 1) is missing");
+      repaired("created a new, empty root directory (inode 1)");
+    } else {
+      problem(fmt::format("root (inode 1) is a {}, not a directory", type_name(r->mode)));
+      repaired("replaced inode 1 with a new, empty root directory");
+      table.erase(kRootIno);
+    }
+    make_dir(kRootIno, 0755);
+  }
+
+  // ------------------------------------------------------------------ tree
+
+  // Marks everything below `start` reached, validating and repairing each
+  // entry on the way: a directory keeps the first name by which it is
+  // reached, any other name of it is removed.
+  void reach_from(Ino start) {
+    std::deque<Ino> queue{start};
+    reached[start] = 1;
+    while (!queue.empty()) {
+      const Ino d = queue.front();
+      queue.pop_front();
+      Inode* dir = table.get(d);
+      if (!dir || !dir->dir) continue;
+      std::vector<DirEntry> entries;
+      dir->dir->for_each([&](const DirEntry& e) { entries.push_back(e); });
+      std::vector<std::string> drop;
+      std::vector<DirEntry> retype;
+      for (const DirEntry& e : entries) {
+        // Messages only: built when there is something to say.
+        auto where = [&] { return fmt::format("{}: entry {}", describe(d), quote(e.name)); };
+        if (!valid_name(e.name)) {
+          problem(fmt::format("{}: invalid name", where()));
+          repaired(fmt::format("{}: removed", where()));
+          drop.push_back(e.name);
+          continue;
+        }
+        Inode* child = table.get(e.ino);
+        if (!child || e.ino == 0) {
+          problem(fmt::format("{} points at missing inode {}", where(), e.ino));
+          repaired(fmt::format("{}: removed", where()));
+          drop.push_back(e.name);
+          continue;
+        }
+        if (e.ino == kRootIno) {
+          problem(fmt::format("{} points at the root directory", where()));
+          repaired(fmt::format("{}: removed", where()));
+          drop.push_back(e.name);
+          continue;
+        }
+        if (child->is_dir() && reached[e.ino]) {
+          std::string first = path_of(e.ino);
+          problem(fmt::format("{}: directory {} has a second name here (first name {})", where(), e.ino,
+                              first.empty() ? "is an ancestor" : first));
+          repaired(fmt::format("{}: removed the second name of directory {}", where(), e.ino));
+          drop.push_back(e.name);
+          continue;
+        }
+        if (e.dtype != dtype_of(child->mode)) {
+          problem(fmt::format("{} (inode {}) says {} but the inode is a {}", where(), e.ino, dtype_name(e.dtype),
+                              type_name(child->mode)));
+          repaired(fmt::format("{}: type set to {}", where(), type_name(child->mode)));
+          retype.push_back({e.name, e.ino, dtype_of(child->mode)});
+        }
+        if (!reached[e.ino]) {
+          reached[e.ino] = 1;
+          names.emplace(e.ino, std::make_pair(d, e.name));
+          if (child->is_dir()) queue.push_back(e.ino);
+        }
+      }
+      for (const auto& n : drop) dir->dir->remove(n);
+      for (const auto& r : retype) dir->dir->replace(r.name, r.ino, r.dtype);
+      if (!drop.empty() || !retype.empty()) metadata_dirty = true;
+    }
+  }
+
+  // A free name in `dir` based on `base`.
+  static std::string free_name(const Inode& dir, const std::string& base) {
+    std::string name = base;
+    for (int i = 1; dir.dir->lookup(name); ++i) name = fmt::format("{}.{}", base, i);
+    return name;
+  }
+
+  Ino lost_and_found() {
+    if (lost_found) return lost_found;
+    Inode* root_dir = table.get(kRootIno);
+    if (auto e = root_dir->dir->lookup(kLostFound)) {
+      Inode* in = table.get(e->ino);
+      if (in && in->is_dir() && reached[e->ino]) return lost_found = e->ino;
+    }
+    table.rebuild_free_list();
+    Inode* lf = make_dir(0, 0700);
+    if (reached.size() < table.end()) reached.resize(table.end(), 0);
+    std::string name = free_name(*root_dir, kLostFound);
+    root_dir->dir->add(name, lf->ino, DT_DIR);
+    ++root_dir->nlink;
+    reached[lf->ino] = 1;
+    names.emplace(lf->ino, std::make_pair(kRootIno, name));
+    repaired(fmt::format("created /{} (inode {})", name, lf->ino));
+    return lost_found = lf->ino;
+  }
+
+  void relink(Inode& in) {
+    Ino lf = lost_and_found();
+    Inode* lfd = table.get(lf);
+    std::string name = free_name(*lfd, fmt::format("#{}", in.ino));
+    lfd->dir->add(name, in.ino, dtype_of(in.mode));
+    reached[in.ino] = 1;
+    names.emplace(in.ino, std::make_pair(lf, name));
+    std::string nl;
+    if (in.is_dir()) {
+      ++lfd->nlink;
+    } else if (in.nlink != 1) {
+      nl = fmt::format(" (nlink {} -> 1)", in.nlink);
+      in.nlink = 1;
+    }
+    repaired(fmt::format("inode {}: linked into {} as {}{}", in.ino, path_of(lf), quote(name), nl));
+    metadata_dirty = true;
+  }
+
+  static bool orphan_like(const Inode& in) { return in.nlink == 0 && (!in.dir || in.dir->empty()); }
+
+  void check_tree() {
+    reached.assign(table.end(), 0);
+    reach_from(kRootIno);
+
+    // Unreachable directories: relink the top of each detached subtree (a
+    // directory whose would-be parent is itself detached is reached through
+    // it). A cycle of detached directories is cut where the walk closes.
+    std::unordered_map<Ino, Ino> detached_parent;
+    std::vector<Ino> detached;
+    table.for_each([&](const Inode& in) {
+      if (!in.is_dir() || reached[in.ino] || orphan_like(in)) return;
+      detached.push_back(in.ino);
+    });
+    table.for_each([&](const Inode& in) {
+      if (!in.dir || reached[in.ino]) return;
+      in.dir->for_each([&](const DirEntry& e) {
+        const Inode* c = table.get(e.ino);
+        if (c && c->is_dir() && !reached[e.ino] && e.ino != in.ino) detached_parent.try_emplace(e.ino, in.ino);
+      });
+    });
+    for (Ino d : detached) {
+      if (reached[d]) continue;
+      Ino top = d;
+      std::vector<Ino> walked{top};
+      while (true) {
+        auto it = detached_parent.find(top);
+        if (it == detached_parent.end() || reached[it->second]) break;
+        if (std::find(walked.begin(), walked.end(), it->second) != walked.end()) break;
+        top = it->second;
+        walked.push_back(top);
+      }
+      Inode* in = table.get(top);
+      problem(fmt::format("directory {} ({} entries, nlink {}) is not reachable from the root", top, in->dir->size(),
+                          in->nlink));
+      relink(*in);
+      reach_from(top);
+    }
+
+    // Everything else still unreached has no name at all. (Collected first:
+    // relinking may add /lost+found to the table.)
+    std::vector<Ino> unnamed;
+    table.for_each([&](const Inode& in) {
+      if (!reached[in.ino]) unnamed.push_back(in.ino);
+    });
+    for (Ino ino : unnamed) {
+      Inode& in = *table.get(ino);
+      if (orphan_like(in)) {
+        orphans.push_back(in.ino);
+        info(fmt::format("inode {} ({}, {} blocks) is an orphan (nlink 0, no names): the next mount frees it",
+                         in.ino, type_name(in.mode), in.allocated_blocks()));
+        continue;
+      }
+      problem(fmt::format("inode {} ({}, nlink {}, {} bytes) is not reachable from the root", in.ino,
+                          type_name(in.mode), in.nlink, in.size));
+      relink(in);
+      if (in.is_dir()) reach_from(in.ino);  // (not expected: detached directories were handled above)
+    }
+    rep.orphans = orphans.size();
+  }
+
+  void check_link_counts() {
+    std::vector<std::uint64_t> refs(table.end(), 0), subdirs(table.end(), 0);
+    table.for_each([&](const Inode& in) {
+      if (!in.dir) return;
+      in.dir->for_each([&](const DirEntry& e) {
+        if (e.ino >= refs.size()) return;
+        ++refs[e.ino];
+        const Inode* c = table.get(e.ino);
+        if (c && c->is_dir()) ++subdirs[in.ino];
+      });
+    });
+    std::vector<char> orphan(table.end(), 0);
+    for (Ino o : orphans) orphan[o] = 1;
+    table.for_each([&](const Inode& cin) {
+      if (orphan[cin.ino]) return;
+      Inode& in = *table.get(cin.ino);
+      std::uint64_t expect = in.is_dir() ? 2 + subdirs[in.ino] : refs[in.ino];
+      if (in.nlink == expect) return;
+      if (in.is_dir())
+        problem(fmt::format("{}: nlink {}, but it has {} subdirectories (expected {})", describe(in.ino), in.nlink,
+                            subdirs[in.ino], expect));
+      else
+        problem(fmt::format("{} ({}): nlink {}, but {} directory entries point at it", describe(in.ino),
+                            type_name(in.mode), in.nlink, expect));
+      repaired(fmt::format("inode {}: nlink set to {}", in.ino, expect));
+      in.nlink = static_cast<std::uint32_t>(std::min<std::uint64_t>(expect, UINT32_MAX));
+      metadata_dirty = true;
+    });
+  }
+
+  // ------------------------------------------------------------ allocation
+
+  std::string owner(const Claim& c, std::uint64_t len) const {
+    if (c.ino == 0) return "the checkpoint stream";
+    return fmt::format("{} (file blocks {})", describe(c.ino), range(c.lblk, len));
+  }
+
+  // Accepts the parts of [start, start+len) that no earlier claim holds;
+  // returns the parts that overlap, with their earlier owners.
+  std::vector<std::pair<Extent, Claim>> claim(BlockNo start, std::uint64_t len, Ino ino, std::uint64_t lblk) {
+    std::vector<std::pair<Extent, Claim>> clashes;
+    const BlockNo end = start + len;
+    BlockNo cur = start;
+    auto it = claims.upper_bound(start);
+    if (it != claims.begin() && std::prev(it)->second.end > start) --it;
+    std::vector<Extent> free_parts;
+    for (; it != claims.end() && it->first < end; ++it) {
+      const BlockNo cs = it->first, ce = it->second.end;
+      if (ce <= cur) continue;
+      if (cs > cur) free_parts.push_back({cur, cs - cur});
+      const BlockNo lo = std::max(cs, cur), hi = std::min(ce, end);
+      Claim other = it->second;
+      other.lblk = it->second.lblk + (lo - cs);
+      clashes.push_back({{lo, hi - lo}, other});
+      cur = hi;
+    }
+    if (cur < end) free_parts.push_back({cur, end - cur});
+    for (const Extent& p : free_parts) claims.emplace(p.start, Claim{p.end(), ino, lblk + (p.start - start)});
+    return clashes;
+  }
+
+  void check_allocation() {
+    const Extent area = sb.data_area();
+    rep.data_blocks = area.len;
+    for (const Extent& e : root.extents) {
+      auto clashes = claim(e.start, e.len, 0, 0);
+      if (!clashes.empty()) {
+        for (const auto& [x, c] : clashes)
+          problem(fmt::format("checkpoint stream: blocks {} are listed twice", range(x.start, x.len)));
+        repaired("checkpoint stream rewritten");
+        metadata_dirty = true;
+      }
+    }
+    for (const auto& [s, c] : claims) checkpoint_pieces.push_back({s, c.end - s});
+
+    table.for_each([&](const Inode& cin) {
+      if (!cin.map) return;
+      Inode& in = *table.get(cin.ino);
+      const std::vector<FileExtent> extents = in.map->extents();
+      std::vector<std::pair<std::uint64_t, std::uint64_t>> unmap;  // file block ranges
+      std::vector<FileExtent> reflag;
+      for (const FileExtent& e : extents) {
+        auto what = [&] {
+          return fmt::format("{}: file blocks {} -> device blocks {}", describe(in.ino), range(e.lblk, e.len),
+                             range(e.pblk, e.len));
+        };
+        if (e.pblk < area.start || e.pblk > area.end() || e.len > area.end() - e.pblk) {
+          problem(fmt::format("{} lie outside the data area (blocks {})", what(), range(area.start, area.len)));
+          repaired(fmt::format("inode {}: unmapped file blocks {} (data lost)", in.ino, range(e.lblk, e.len)));
+          unmap.push_back({e.lblk, e.len});
+          continue;
+        }
+        if (e.flags & ~kKnownExtentFlags) {
+          problem(fmt::format("{}: unknown extent flags {:#x}", what(), e.flags & ~kKnownExtentFlags));
+          repaired(fmt::format("inode {}: cleared unknown flags of file blocks {}", in.ino, range(e.lblk, e.len)));
+          reflag.push_back(e);
+        }
+        for (const auto& [x, c] : claim(e.pblk, e.len, in.ino, e.lblk)) {
+          const std::uint64_t l = e.lblk + (x.start - e.pblk);
+          problem(fmt::format("{}: device blocks {} (file blocks {}) are also used by {}", describe(in.ino),
+                              range(x.start, x.len), range(l, x.len), owner(c, x.len)));
+          repaired(fmt::format("inode {}: unmapped file blocks {} (data lost)", in.ino, range(l, x.len)));
+          unmap.push_back({l, x.len});
+        }
+      }
+      for (const FileExtent& e : reflag) in.map->set(e.lblk, e.len, e.pblk, e.flags & kKnownExtentFlags);
+      for (const auto& [l, n] : unmap) in.map->set(l, n, 0, 0);
+      if (!unmap.empty() || !reflag.empty()) metadata_dirty = true;
+    });
+
+    // Count what is in use and cross-check with the allocator's view.
+    Allocator alloc(area);
+    std::uint64_t used = 0;
+    bool marked = true;
+    for (const auto& [s, c] : claims) {
+      const std::uint64_t n = c.end - s;
+      used += n;
+      if (c.ino == 0) continue;
+      rep.file_blocks += n;
+      if (!alloc.mark_used({s, n})) marked = false;
+    }
+    for (const Extent& e : checkpoint_pieces)
+      if (!alloc.mark_used(e)) marked = false;
+    rep.blocks_used = used;
+    rep.free_blocks = area.len - std::min(used, area.len);
+    if (!marked || alloc.free_blocks() != rep.free_blocks)
+      problem(fmt::format("free space: the allocator counts {} free blocks, the extent maps leave {}",
+                          alloc.free_blocks(), rep.free_blocks),
+              false);
+  }
+
+  // ------------------------------------------------------------- write-back
+
+  static int emit(const Inode& in, CheckpointWriter& w) {
+    int rc = w.add(in.to_record());
+    if (in.map)
+      for (const FileExtent& e : in.map->extents())
+        if (rc == 0) rc = w.add(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
+    if (in.xattrs)
+      for (const auto& [name, value] : *in.xattrs)
+        if (rc == 0) rc = w.add(XattrSetRec{in.ino, name, value});
+    if (in.dir)
+      in.dir->for_each([&](const DirEntry& d) {
+        if (rc == 0) rc = w.add(DirentSetRec{in.ino, d.ino, d.dtype, d.name});
+      });
+    return rc;
+  }
+
+  bool write_checkpoint() {
+    for (Ino o : orphans) {
+      const Inode* in = table.get(o);
+      repaired(fmt::format("inode {}: orphan freed ({} blocks)", o, in ? in->allocated_blocks() : 0));
+      table.erase(o);
+    }
+    // The new stream goes into blocks that neither the current stream nor
+    // any file uses, so that a crash before the root slot is written leaves
+    // the old checkpoint intact.
+    Allocator alloc(sb.data_area());
+    for (const Extent& e : checkpoint_pieces)
+      if (!alloc.mark_used(e)) return operational("internal error: checkpoint blocks cannot be reserved");
+    bool ok = true;
+    table.for_each([&](const Inode& in) {
+      if (!in.map) return;
+      for (const FileExtent& e : in.map->extents())
+        if (!alloc.mark_used({e.pblk, e.len})) ok = false;
+    });
+    if (!ok) return operational("internal error: file blocks still overlap after the repair");
+
+    CheckpointWriter writer(dev, alloc, sb.uuid_tag());
+    int rc = 0;
+    for (Ino ino = kRootIno; ino < table.end() && rc == 0; ++ino)
+      if (const Inode* in = table.get(ino)) rc = emit(*in, writer);
+    CheckpointRoot fresh;
+    if (rc == 0) rc = writer.finish(fresh);
+    if (rc != 0) return operational(fmt::format("writing the repaired checkpoint failed: {}", std::strerror(-rc)));
+    fresh.seq = root.seq + 1;
+    fresh.replay_lsn = replay_end_lsn;
+    fresh.next_generation = next_generation;
+    fresh.written_ns = now_ns();
+    // The slot that is not current: the current root stays valid until the
+    // new one is durable.
+    const int slot = 1 - root_slot;
+    AlignedBuffer block(kBlockSize);
+    auto bytes = fresh.encode();
+    std::memcpy(block.data(), bytes.data(), kBlockSize);
+    rc = dev.write(kRootSlotBlocks[slot] * kBlockSize, block.data(), kBlockSize);
+    if (rc == 0) rc = dev.flush();
+    if (rc != 0) return operational(fmt::format("writing checkpoint root slot {} failed: {}", slot_name(slot),
+                                                std::strerror(-rc)));
+    rep.wrote = true;
+    // The repaired checkpoint is current. The old root points at a stream
+    // whose blocks the next mount reuses: retire it (as mount does), so that
+    // damage to the new root can never fall back to it.
+    std::memset(block.data(), 0, kBlockSize);
+    rc = dev.write(kRootSlotBlocks[root_slot] * kBlockSize, block.data(), kBlockSize);
+    if (rc == 0) rc = dev.flush();
+    if (rc != 0) return operational(fmt::format("retiring checkpoint root slot {} failed: {}", slot_name(root_slot),
+                                                std::strerror(-rc)));
+    info(fmt::format("wrote checkpoint seq {} ({} bytes) and root slot {}", fresh.seq, fresh.stream_bytes,
+                     slot_name(slot)));
+    return true;
+  }
+
+  bool write_superblocks() {
+    if (!rewrite_primary_sb && !rewrite_backup_sb) return true;
+    AlignedBuffer block(kBlockSize);
+    auto bytes = sb.encode();
+    std::memcpy(block.data(), bytes.data(), kBlockSize);
+    int rc = 0;
+    // Backup first: while the primary is being rewritten, the backup is good.
+    if (rewrite_backup_sb) rc = dev.write(sb.backup_block() * kBlockSize, block.data(), kBlockSize);
+    if (rc == 0 && rewrite_backup_sb) rc = dev.flush();
+    if (rc == 0 && rewrite_primary_sb) rc = dev.write(kSuperBlock * kBlockSize, block.data(), kBlockSize);
+    if (rc == 0) rc = dev.flush();
+    if (rc != 0) return operational(fmt::format("writing the superblock failed: {}", std::strerror(-rc)));
+    rep.wrote = true;
+    return true;
+  }
+
+  // ================================================================== run
+
+  void run() {
+    try {
+      if (!check_superblocks() || !load_root_slots() || !load_checkpoint() || !replay_journal()) return;
+      next_generation = std::max(root.next_generation, max_generation + 1);
+      count_inodes();
+      check_inodes();
+      check_root();
+      check_tree();
+      check_link_counts();
+      check_allocation();
+    } catch (const std::exception& e) {
+      unrecoverable(fmt::format("metadata cannot be loaded: {}", e.what()));
+      return;
+    }
+    if (!opts.repair) return;
+    if ((metadata_dirty || !orphans.empty()) && !write_checkpoint()) return;
+    write_superblocks();
+  }
+
+  void finish() {
+    rep.problems_left = rep.problems.size();
+    if (opts.repair && !rep.operational_error && !rep.unrecoverable) rep.problems_left = unfixable;
+    if (rep.operational_error) {
+      rep.exit_code = kFsckOperationalError;
+    } else if (rep.unrecoverable) {
+      rep.exit_code = kFsckProblemsLeft;
+    } else if (opts.repair) {
+      rep.repaired = std::move(staged);
+      if (rep.problems.empty()) rep.exit_code = kFsckClean;
+      else rep.exit_code = unfixable == 0 ? kFsckRepaired : kFsckProblemsLeft;
+    } else {
+      rep.exit_code = rep.problems.empty() ? kFsckClean : kFsckProblemsLeft;
+    }
+  }
+};
+
+Checker::Checker(Device& dev, FsckOptions opts) : dev_(dev), opts_(opts) {}
+
+Checker::~Checker() = default;
+
+FsckReport Checker::run() {
+  if (opts_.repair && dev_.read_only()) {
+    FsckReport r;
+    r.operational_error = true;
+    r.reason = "device is read-only; cannot repair";
+    r.exit_code = kFsckOperationalError;
+    return r;
+  }
+  Impl impl(dev_, opts_);
+  impl.run();
+  impl.finish();
+  return std::move(impl.rep);
+}
+
+}  // namespace dhfs
