@@ -436,6 +436,22 @@ void MountedFs::remount(const std::string& mount_opts) {
   mount_daemon();
 }
 
+void MountedFs::kill_and_remount(const std::function<void()>& after_kill) {
+  REQUIRE(mounted_);
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  unregister_pid(pid_);
+  pid_ = -1;
+  if (after_kill) after_kill();
+  REQUIRE(::umount2(root_.c_str(), MNT_DETACH) == 0);
+  mounted_ = false;
+  unregister_mount(root_);
+  RunResult fsck = run({bin("fsck.dhfs"), "-n", image_});
+  INFO("fsck.dhfs -n " << image_ << " after SIGKILL: " << describe_status(fsck.status) << "\n" << fsck.output);
+  REQUIRE(fsck.exit_code() == 0);
+  mount_daemon();
+}
+
 void MountedFs::apply_reference_opts() {
   bool any = false;
   unsigned long flags = flags_of(options_.mount_opts, &any);

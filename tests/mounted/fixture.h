@@ -183,6 +183,10 @@ class MountedFs {
   void remount();
   // Same, mounting again with other options (replacing FsOptions::mount_opts).
   void remount(const std::string& mount_opts);
+  // Simulates a crash of the daemon: SIGKILL, run `after_kill` (e.g. stop
+  // the workload), detach the dead mount, REQUIRE fsck.dhfs -n to pass on
+  // what the daemon left behind, mount again.
+  void kill_and_remount(const std::function<void()>& after_kill = {});
 
  private:
   void mount_daemon();
