@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dhfs set-up, as root on Debian 12:
-#   tools/setup.sh          install what is missing, build, format the default
-#                           image and mount it (see the defaults below)
+#   tools/setup.sh          install what is missing, build, install the tools
+#                           to /usr/local/sbin, format the default image and
+#                           mount it (see the defaults below)
 #   tools/setup.sh test     install what is missing, build (release and
 #                           ASan/UBSan) and run every test
 # Defaults can be changed through the environment:
@@ -46,7 +47,9 @@ case "$mode" in
   mount)
     install_missing "${build_deps[@]}"
     build "$here/build/release" -DCMAKE_BUILD_TYPE=Release -DDHFS_BUILD_TESTS=OFF
-    bin=$here/build/release/tools
+    # Installed to /usr/local/sbin, where mount(8) and fstab lines find dhfs.
+    cmake --install "$here/build/release" --prefix /usr/local >/dev/null
+    bin=/usr/local/sbin
     if mountpoint -q "$mountpoint"; then
       echo "setup: $mountpoint is already mounted"; exit 0
     fi

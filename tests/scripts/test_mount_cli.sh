@@ -1,0 +1,155 @@
+#!/bin/bash
+# Command-line behaviour of mkfs.dhfs and dhfs: refusing to overwrite,
+# one-line errors and non-zero exits for bad images (not dhfs, truncated,
+# corrupted superblock, checkpoint or journal), refusing a second mount or an
+# fsck of a mounted device, ENOSPC on a full device, mount.fuse3 and fstab.
+# Usage: test_mount_cli.sh BIN_DIR
+set -euo pipefail
+
+bin=$(cd "${1:?usage: $0 BIN_DIR}" && pwd)
+for tool in mkfs.dhfs dhfs fsck.dhfs dhfsctl; do
+  [[ -x $bin/$tool ]] || { echo "missing $bin/$tool" >&2; exit 1; }
+done
+export PATH="$bin:$PATH"  # mount.fuse3 finds dhfs through PATH
+
+tmp=$(mktemp -d)
+mnt=$tmp/mnt
+mkdir -p "$mnt"
+cleanup() {
+  for m in $(grep -o " $tmp[^ ]*" /proc/mounts | sort -r); do umount -l "$m" 2>/dev/null || true; done
+  pkill -f "dhfs $tmp/" 2>/dev/null || true
+  for l in $(losetup -j "$tmp/ext4.img" -O NAME -n 2>/dev/null); do losetup -d "$l" || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+
+# run CMD...: sets $rc, $out, $err
+run() {
+  set +e
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  rc=$?
+  set -e
+  out=$(cat "$tmp/out")
+  err=$(cat "$tmp/err")
+}
+# expect_fail WHAT PATTERN: non-zero exit, exactly one stderr line matching PATTERN
+expect_fail() {
+  if [[ $rc -eq 0 ]]; then fail "$1: succeeded, expected failure"; return; fi
+  if [[ $rc -ge 128 ]]; then fail "$1: killed by signal $((rc - 128))"; fi
+  local lines
+  lines=$(printf '%s' "$err" | grep -c . || true)
+  [[ $lines -eq 1 ]] || fail "$1: expected one line on stderr, got $lines: $err"
+  [[ $err =~ $2 ]] || fail "$1: stderr '$err' does not match '$2'"
+}
+expect_ok() { [[ $rc -eq 0 ]] || fail "$1: exit $rc ($err)"; }
+mounted() { grep -q " $mnt fuse.dhfs " /proc/mounts; }
+wait_gone() {  # the daemon of IMG exits after the unmount
+  for _ in $(seq 100); do pgrep -f "dhfs $1 " >/dev/null || return 0; sleep 0.1; done
+  fail "daemon for $1 still running"
+}
+unmount() { umount "$mnt"; wait_gone "$1"; }
+
+img=$tmp/a.img
+
+# ---- mkfs.dhfs
+run mkfs.dhfs "$img"; expect_fail "mkfs of a missing file without -s" "does not exist"
+run mkfs.dhfs -s 12Q "$img"; expect_fail "mkfs with a bad size" "invalid size"
+run mkfs.dhfs -s 1M "$img"; expect_fail "mkfs too small" "too small"
+run mkfs.dhfs -s 256M "$img"; expect_ok "mkfs -s 256M"
+[[ $(stat -c %s "$img") -eq $((256 << 20)) ]] || fail "image size"
+[[ $(stat -c %b "$img") -lt 65536 ]] || fail "image is not sparse"
+run mkfs.dhfs "$img"; expect_fail "mkfs over dhfs without -f" "contains a dhfs filesystem; use -f"
+run mkfs.dhfs -f "$img"; expect_ok "mkfs -f"
+truncate -s 64M "$tmp/ext4.img"; mkfs.ext4 -q -F "$tmp/ext4.img"
+run mkfs.dhfs "$tmp/ext4.img"; expect_fail "mkfs over ext4 without -f" "ext2/3/4 filesystem"
+
+# ---- bad images are refused with one line
+run dhfs "$tmp/ext4.img" "$mnt" -f; expect_fail "mount of ext4" "not a dhfs filesystem"
+head -c 1024 /dev/zero > "$tmp/tiny"
+run dhfs "$tmp/tiny" "$mnt" -f; expect_fail "mount of a tiny file" "not a dhfs filesystem"
+truncate -s 64M "$tmp/zeros"
+run dhfs "$tmp/zeros" "$mnt" -f; expect_fail "mount of zeros" "not a dhfs filesystem"
+run dhfs "$tmp/nonexistent" "$mnt" -f; expect_fail "mount of a missing file" "No such file"
+run dhfs "$img" "$tmp/nonexistent" -f; expect_fail "mount on a missing directory" "No such file"
+run dhfs "$img" "$mnt" -f -o bogus_option; expect_fail "unknown option" "unknown mount option 'bogus_option'"
+cp "$img" "$tmp/trunc.img"; truncate -s 128M "$tmp/trunc.img"
+run dhfs "$tmp/trunc.img" "$mnt" -f; expect_fail "mount of a truncated image" "truncated"
+cp "$img" "$tmp/sb.img"; printf 'XXXXXXXX' | dd of="$tmp/sb.img" bs=1 seek=100 conv=notrunc status=none
+dhfs "$tmp/sb.img" "$mnt" && mounted || fail "primary superblock damaged: mount from the backup failed"
+mounted && unmount "$tmp/sb.img"
+cp "$tmp/sb.img" "$tmp/sb2.img"; size=$(stat -c %s "$tmp/sb2.img")
+printf 'XXXXXXXX' | dd of="$tmp/sb2.img" bs=1 seek=$((size - 4096 + 100)) conv=notrunc status=none
+run dhfs "$tmp/sb2.img" "$mnt" -f; expect_fail "both superblocks damaged" "superblock is damaged"
+mounted && fail "a damaged image got mounted"
+
+# Journal damaged in the middle: several fsynced batches, then a crash.
+cp "$img" "$tmp/j.img"
+dhfs "$tmp/j.img" "$mnt"
+for i in 1 2 3 4; do
+  echo "$i" > "$mnt/f$i"
+  dhfsctl sync "$mnt"
+done
+pkill -9 -f "dhfs $tmp/j.img "; wait_gone "$tmp/j.img"; umount -l "$mnt"
+printf 'XXXXXXXXXXXXXXXX' | dd of="$tmp/j.img" bs=1 seek=$((3 * 4096 + 100)) conv=notrunc status=none
+run dhfs "$tmp/j.img" "$mnt" -f; expect_fail "damaged journal" "journal damaged.*run fsck.dhfs"
+run fsck.dhfs -y "$tmp/j.img"; [[ $rc -eq 1 ]] || fail "fsck -y of a damaged journal: exit $rc"
+dhfs "$tmp/j.img" "$mnt" && mounted || fail "mount after fsck repaired the journal"
+mounted && unmount "$tmp/j.img"
+
+# ---- one device, one user
+dhfs "$img" "$mnt"
+mounted || fail "mount"
+mkdir -p "$tmp/mnt2"
+run dhfs "$img" "$tmp/mnt2" -f; expect_fail "second mount of a mounted image" "already mounted|in use"
+run fsck.dhfs -n "$img"; [[ $rc -eq 8 ]] || fail "fsck of a mounted image: exit $rc"
+[[ $err =~ "already mounted"|"in use" ]] || fail "fsck of a mounted image: '$err'"
+
+# ---- ENOSPC on a full device, space back after delete
+set +e
+dd if=/dev/urandom of="$mnt/fill" bs=1M count=400 conv=fsync status=none 2>"$tmp/dd.err"
+dd_rc=$?
+set -e
+[[ $dd_rc -ne 0 ]] && grep -q "No space left" "$tmp/dd.err" || fail "filling the device did not end in ENOSPC ($(cat "$tmp/dd.err"))"
+avail_full=$(stat -f -c %a "$mnt")
+echo small > "$mnt/after-full" 2>/dev/null || true
+rm -f "$mnt/fill"
+dhfsctl sync "$mnt"
+avail_after=$(stat -f -c %a "$mnt")
+[[ $avail_after -gt $((avail_full + 40000)) ]] || fail "space did not come back after delete ($avail_full -> $avail_after blocks)"
+echo again > "$mnt/again" || fail "write after freeing space"
+unmount "$img"
+run fsck.dhfs -n "$img"; [[ $rc -eq 0 ]] || fail "fsck after ENOSPC: exit $rc: $out $err"
+
+# ---- mount(8) through mount.fuse3, and an fstab line. mount.fuse3 runs
+# "dhfs" from the standard PATH (/usr/local/sbin, ...): in a private mount
+# namespace, a directory holding this build's dhfs is bound over
+# /usr/local/sbin, so nothing outside the test changes.
+echo "$img $mnt fuse.dhfs defaults,allow_other,noatime,nodev,nosuid,_netdev 0 0" > "$tmp/fstab"
+mkdir -p "$tmp/sbin"
+ln -s "$bin/dhfs" "$tmp/sbin/dhfs"
+set +e
+unshare --mount --propagation private bash -euc '
+  img=$1 mnt=$2 tmp=$3
+  mount --bind "$tmp/sbin" /usr/local/sbin
+  wait_gone() { for _ in $(seq 100); do pgrep -f "dhfs $img " >/dev/null || return 0; sleep 0.1; done; return 1; }
+  mount -t fuse.dhfs "$img" "$mnt" -o allow_other || { echo "mount -t fuse.dhfs failed"; exit 1; }
+  [[ $(cat "$mnt/again") == again ]] || { echo "content after mount -t fuse.dhfs"; umount "$mnt"; exit 1; }
+  umount "$mnt"; wait_gone
+  mount -T "$tmp/fstab" "$mnt" || { echo "mount through an fstab line failed"; exit 1; }
+  ok=0
+  grep " $mnt fuse.dhfs " /proc/mounts | grep -q noatime || { echo "noatime not applied from fstab"; ok=1; }
+  umount "$mnt"; wait_gone
+  exit $ok
+' _ "$img" "$mnt" "$tmp" >"$tmp/ns.out" 2>&1
+ns_rc=$?
+set -e
+[[ $ns_rc -eq 0 ]] || fail "mount.fuse3/fstab: $(cat "$tmp/ns.out")"
+
+if [[ $failures -ne 0 ]]; then
+  echo "$failures failure(s)" >&2
+  exit 1
+fi
+echo "all mount/mkfs command-line checks passed"
