@@ -30,6 +30,14 @@ int CheckpointWriter::add(const Record& r) {
   return 0;
 }
 
+int CheckpointWriter::add_encoded(std::span<const std::uint8_t> records, std::uint32_t count) {
+  if (error_) return error_;
+  frame_.insert(frame_.end(), records.begin(), records.end());
+  frame_records_ += count;
+  if (frame_.size() >= kFrameBytes) return seal_frame();
+  return 0;
+}
+
 int CheckpointWriter::seal_frame() {
   if (frame_records_ == 0) return 0;
   FrameHeader h;

@@ -26,6 +26,8 @@ class CheckpointWriter {
   // Adds one record. Returns 0 or a negative errno (-ENOSPC, -EIO); after
   // an error the writer is dead.
   int add(const Record& r);
+  // Adds `count` records already encoded by a RecordWriter.
+  int add_encoded(std::span<const std::uint8_t> records, std::uint32_t count);
 
   // Writes the rest, makes the stream durable and fills `root` (all fields
   // but seq, replay_lsn, next_generation and written_ns). The caller owns the blocks

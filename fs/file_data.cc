@@ -89,7 +89,7 @@ void FileSystem::maybe_touch_atime(Ino ino) {
     Inode* in = inodes_.get(ino);
     if (!in || !stale(*in)) return;
   }
-  if (journal_->admit() != 0) return;
+  if (begin_change(Journal::Change::kShrinks) != 0) return;
   std::unique_lock m(meta_mu_);
   Inode* in = inodes_.get(ino);
   if (!in || !stale(*in)) return;
@@ -109,7 +109,7 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
   std::size_t done = 0;
   while (done < data.size()) {
     std::size_t n = std::min<std::size_t>(data.size() - done, kMaxIoBytes);
-    if (int rc = journal_->admit(); rc) return done > 0 ? static_cast<ssize_t>(done) : rc;
+    if (int rc = begin_change(Journal::Change::kGrows); rc) return done > 0 ? static_cast<ssize_t>(done) : rc;
     std::unique_lock io(io_lock(ino));
     bool changed = false;
     ssize_t rc = write_locked(ino, off + done, data.subspan(done, n), &changed);
@@ -284,12 +284,12 @@ int FileSystem::fallocate(Ino ino, int mode, std::uint64_t off, std::uint64_t le
   const bool keep_size = mode & FALLOC_FL_KEEP_SIZE;
   if (mode & FALLOC_FL_PUNCH_HOLE) {
     if (!keep_size || (mode & ~(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))) return -EOPNOTSUPP;
-    if (int rc = journal_->admit(); rc) return rc;
+    if (int rc = begin_change(Journal::Change::kShrinks); rc) return rc;
     std::unique_lock io(io_lock(ino));
     return punch_hole(ino, off, len);
   }
   if (mode & ~FALLOC_FL_KEEP_SIZE) return -EOPNOTSUPP;
-  if (int rc = journal_->admit(); rc) return rc;
+  if (int rc = begin_change(Journal::Change::kGrows); rc) return rc;
   std::unique_lock io(io_lock(ino));
   return preallocate(ino, off, len, keep_size);
 }

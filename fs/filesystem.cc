@@ -35,6 +35,12 @@ constexpr std::uint32_t kMaxLinks = 65000;
 
 std::uint64_t FileSystem::commit(Txn& txn) { return journal_->append(txn.bytes()); }
 
+int FileSystem::begin_change(Journal::Change change) {
+  if (int rc = journal_->admit(change); rc) return rc;
+  if (change == Journal::Change::kGrows && alloc_->free_blocks() < metadata_need_blocks()) return -ENOSPC;
+  return 0;
+}
+
 Attr FileSystem::attr_of(const Inode& in) const {
   Attr a;
   a.ino = in.ino;
@@ -165,7 +171,7 @@ int FileSystem::access(Ino ino, int mask, const Cred& cred) {
 
 int FileSystem::setattr(Ino ino, const SetAttr& sa, Attr* out) {
   if (opts_.read_only) return -EROFS;
-  if (int rc = journal_->admit(); rc) return rc;
+  if (int rc = begin_change(Journal::Change::kShrinks); rc) return rc;
   // A size change rewrites the block map: it needs the inode's I/O lock.
   std::unique_lock<std::shared_mutex> io;
   if (sa.valid & SetAttr::kSize) io = std::unique_lock(io_lock(ino));
@@ -212,7 +218,7 @@ int FileSystem::setattr(Ino ino, const SetAttr& sa, Attr* out) {
 int FileSystem::make_node(Ino parent, std::string_view name, std::uint32_t mode, std::uint32_t rdev,
                           std::string_view target, const Cred& cred, Attr* out, bool open_it) {
   if (opts_.read_only) return -EROFS;
-  if (int rc = journal_->admit(); rc) return rc;
+  if (int rc = begin_change(Journal::Change::kGrows); rc) return rc;
   std::unique_lock m(meta_mu_);
   Inode* dir;
   if (int rc = check_dir_entry(parent, name, &dir); rc) return rc;
@@ -273,7 +279,7 @@ int FileSystem::readlink(Ino ino, std::string* out) {
 
 int FileSystem::link(Ino ino, Ino newparent, std::string_view newname, Attr* out) {
   if (opts_.read_only) return -EROFS;
-  if (int rc = journal_->admit(); rc) return rc;
+  if (int rc = begin_change(Journal::Change::kGrows); rc) return rc;
   std::unique_lock m(meta_mu_);
   Inode* dir;
   if (int rc = check_dir_entry(newparent, newname, &dir); rc) return rc;
@@ -301,7 +307,7 @@ int FileSystem::link(Ino ino, Ino newparent, std::string_view newname, Attr* out
 
 int FileSystem::remove_entry(Ino parent, std::string_view name, bool want_dir) {
   if (opts_.read_only) return -EROFS;
-  if (int rc = journal_->admit(); rc) return rc;
+  if (int rc = begin_change(Journal::Change::kShrinks); rc) return rc;
   std::unique_lock m(meta_mu_);
   Inode* dir;
   if (int rc = check_dir_entry(parent, name, &dir); rc) return rc;
@@ -343,7 +349,7 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
   if (opts_.read_only) return -EROFS;
   if (flags & ~(kRenameNoReplace | kRenameExchange | kRenameWhiteout)) return -EINVAL;
   if ((flags & kRenameExchange) && (flags & (kRenameNoReplace | kRenameWhiteout))) return -EINVAL;
-  if (int rc = journal_->admit(); rc) return rc;
+  if (int rc = begin_change(Journal::Change::kShrinks); rc) return rc;
   std::unique_lock m(meta_mu_);
   Inode *from_dir, *to_dir;
   if (int rc = check_dir_entry(parent, name, &from_dir); rc) return rc;
@@ -551,7 +557,7 @@ int FileSystem::setxattr(Ino ino, std::string_view name, std::string_view value,
   if (name.empty()) return -EINVAL;
   if (!supported_xattr(name)) return -EOPNOTSUPP;
   if (value.size() > kXattrValueMax) return -E2BIG;
-  if (int rc = journal_->admit(); rc) return rc;
+  if (int rc = begin_change(Journal::Change::kGrows); rc) return rc;
   std::unique_lock m(meta_mu_);
   Inode* in = inodes_.get(ino);
   if (!in) return -ENOENT;
@@ -596,7 +602,7 @@ int FileSystem::listxattr(Ino ino, std::string* names) {
 int FileSystem::removexattr(Ino ino, std::string_view name) {
   if (opts_.read_only) return -EROFS;
   if (name.size() > kXattrNameMax) return -ERANGE;
-  if (int rc = journal_->admit(); rc) return rc;
+  if (int rc = begin_change(Journal::Change::kShrinks); rc) return rc;
   std::unique_lock m(meta_mu_);
   Inode* in = inodes_.get(ino);
   if (!in) return -ENOENT;

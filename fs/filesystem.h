@@ -204,6 +204,12 @@ class FileSystem {
                 const Cred& cred, Attr* out, bool open_it);
   void release_if_unused(Inode& in, Txn& txn);
   std::uint64_t commit(Txn& txn);
+  // Admission of a change (journal backpressure); a change that grows
+  // metadata is refused with ENOSPC once the next checkpoint might not fit.
+  int begin_change(Journal::Change change);
+  // Blocks the next checkpoint may need: the current stream plus everything
+  // journaled since (each record adds at most its own size to the state).
+  std::uint64_t metadata_need_blocks() const;
   void touch_dir(Inode& dir, std::int64_t now, Txn& txn);
   // Records a change of `in` at `now`: ctime, and mtime if its contents
   // were modified. Left alone where the kernel owns them (regular files
@@ -246,6 +252,7 @@ class FileSystem {
   // Current checkpoint.
   std::mutex checkpoint_mu_;  // one checkpoint at a time
   CheckpointRoot root_;
+  std::atomic<std::uint64_t> stream_bytes_{0};  // root_.stream_bytes, readable without checkpoint_mu_
   int root_slot_ = 0;  // the slot holding root_; the next one goes to the other
   std::uint64_t replayed_batches_ = 0;
   std::uint64_t journal_head_at_load_ = 0;

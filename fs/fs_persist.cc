@@ -19,19 +19,13 @@ std::int64_t now_ns() {
 }
 
 // Every record needed to rebuild `in`.
-int emit_inode(const Inode& in, CheckpointWriter& w) {
-  int rc = w.add(in.to_record());
+void emit_inode(const Inode& in, RecordWriter& w) {
+  w.add(in.to_record());
   if (in.map)
-    for (const FileExtent& e : in.map->extents())
-      if (rc == 0) rc = w.add(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
+    for (const FileExtent& e : in.map->extents()) w.add(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
   if (in.xattrs)
-    for (const auto& [name, value] : *in.xattrs)
-      if (rc == 0) rc = w.add(XattrSetRec{in.ino, name, value});
-  if (in.dir)
-    in.dir->for_each([&](const DirEntry& d) {
-      if (rc == 0) rc = w.add(DirentSetRec{in.ino, d.ino, d.dtype, d.name});
-    });
-  return rc;
+    for (const auto& [name, value] : *in.xattrs) w.add(XattrSetRec{in.ino, name, value});
+  if (in.dir) in.dir->for_each([&](const DirEntry& d) { w.add(DirentSetRec{in.ino, d.ino, d.dtype, d.name}); });
 }
 
 }  // namespace
@@ -50,6 +44,7 @@ std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const 
   std::unique_ptr<FileSystem> fs(new FileSystem(std::move(dev), st.sb, o));
   fs->inodes_ = std::move(st.inodes);
   fs->root_ = st.root;
+  fs->stream_bytes_ = st.root.stream_bytes;
   fs->root_slot_ = st.root_slot;
   fs->next_generation_ = st.next_generation;
   fs->replayed_batches_ = st.replay.batches;
@@ -145,18 +140,26 @@ void FileSystem::remove_orphans() {
   }
 }
 
+std::uint64_t FileSystem::metadata_need_blocks() const {
+  // (+ slack for the writer's 1 MiB chunks and for rounding)
+  return (stream_bytes_.load() + journal_->used_bytes()) / kBlockSize + 512;
+}
+
 void FileSystem::update_metadata_reserve() {
-  // Room for the next checkpoint while the current one still exists, plus
-  // what the journal can add before the next checkpoint is due.
-  std::uint64_t stream_blocks = (root_.stream_bytes + kBlockSize - 1) / kBlockSize;
-  alloc_->set_metadata_reserve(2 * stream_blocks + sb_.journal_blocks / 2 + 1024);
+  // File data may not take the room the next checkpoint needs (the current
+  // one stays until the next is durable), nor what the journal may still add.
+  alloc_->set_metadata_reserve(metadata_need_blocks() + sb_.journal_blocks);
 }
 
 void FileSystem::start() {
   if (started_ || opts_.read_only) return;
   started_ = true;
   journal_->start(
-      journal_head_at_load_, root_.replay_lsn, [this](std::uint64_t seq) { alloc_->mark_durable(seq); },
+      journal_head_at_load_, root_.replay_lsn,
+      [this](std::uint64_t seq) {
+        alloc_->mark_durable(seq);
+        update_metadata_reserve();
+      },
       [this] { request_checkpoint(); });
   bg_thread_ = std::thread([this] { checkpointer_loop(); });
 }
@@ -170,6 +173,7 @@ void FileSystem::request_checkpoint() {
 }
 
 void FileSystem::checkpointer_loop() {
+  bool failing = false;
   std::unique_lock lk(bg_mu_);
   while (!bg_stop_) {
     bg_cv_.wait_for(lk, opts_.checkpoint_interval, [&] { return bg_stop_ || bg_wanted_; });
@@ -178,8 +182,20 @@ void FileSystem::checkpointer_loop() {
     bg_wanted_ = false;
     lk.unlock();
     if (wanted || journal_->last_appended_seq() != seq_at_checkpoint_) {
-      if (int rc = write_checkpoint(); rc != 0)
-        fmt::print(stderr, "dhfs: {}: checkpoint failed: {}\n", dev_->describe(), std::strerror(-rc));
+      if (int rc = write_checkpoint(); rc != 0) {
+        if (!failing)
+          fmt::print(stderr, "dhfs: {}: checkpoint failed: {} (retrying)\n", dev_->describe(), std::strerror(-rc));
+        failing = true;
+        // Writers stop waiting for it; while the journal is filling up,
+        // try again soon (deletes may have made room meanwhile).
+        journal_->checkpoint_failed(rc);
+        lk.lock();
+        bg_cv_.wait_for(lk, std::chrono::seconds(1), [&] { return bg_stop_; });
+        if (journal_->fill() >= 0.5) bg_wanted_ = true;
+        continue;
+      }
+      if (failing) fmt::print(stderr, "dhfs: {}: checkpoint written again\n", dev_->describe());
+      failing = false;
     }
     lk.lock();
   }
@@ -195,20 +211,23 @@ int FileSystem::write_checkpoint() {
   const std::uint64_t replay_from = journal_->head_lsn();
   const std::uint64_t seq_before = journal_->last_appended_seq();
   CheckpointWriter writer(*dev_, *alloc_, sb_.uuid_tag());
-  std::uint64_t generation;
+  std::uint64_t generation = 0;
+  std::vector<std::uint8_t> chunk;
   for (Ino next = kRootIno;;) {
-    std::shared_lock m(meta_mu_);
-    if (next >= inodes_.end()) {
-      generation = next_generation_;
-      break;
+    // Encode a bounded chunk under the lock, write it without: writers
+    // never wait for the device behind a checkpoint.
+    chunk.clear();
+    RecordWriter w(chunk);
+    bool done;
+    {
+      std::shared_lock m(meta_mu_);
+      for (; next < inodes_.end() && chunk.size() < (4u << 20); ++next)
+        if (Inode* in = inodes_.get(next)) emit_inode(*in, w);
+      done = next >= inodes_.end();
+      if (done) generation = next_generation_;
     }
-    // Bounded chunks keep writers from waiting long behind a big table.
-    for (int n = 0; n < 4096 && next < inodes_.end(); ++next) {
-      if (Inode* in = inodes_.get(next)) {
-        if (int rc = emit_inode(*in, writer); rc != 0) return rc;
-        ++n;
-      }
-    }
+    if (int rc = writer.add_encoded(chunk, w.count()); rc != 0) return rc;
+    if (done) break;
   }
   // The stream may contain changes of transactions not yet committed; it
   // must not become current before they are durable, or a crash could
@@ -233,6 +252,7 @@ int FileSystem::write_checkpoint() {
   if (int rc = dev_->write(kRootSlotBlocks[root_slot_] * kBlockSize, block.data(), kBlockSize); rc < 0) return rc;
   for (const Extent& e : root_.extents) alloc_->free_now(e);
   root_ = root;
+  stream_bytes_ = root.stream_bytes;
   root_slot_ = slot;
   seq_at_checkpoint_ = seq_before;
   journal_->set_tail(replay_from);

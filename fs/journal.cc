@@ -14,6 +14,7 @@ namespace {
 constexpr std::size_t kEarlyCommitBytes = 1 << 20;
 constexpr double kCheckpointAt = 0.5;
 constexpr double kThrottleAt = 0.7;
+constexpr double kShrinkThrottleAt = 0.9;
 
 // Reads or writes `len` bytes of the ring at stream position `lsn`,
 // splitting the I/O where it wraps around the end of the ring.
@@ -153,13 +154,30 @@ void Journal::stop() {
   room_cv_.notify_all();  // writers waiting for room must not wait forever
 }
 
-int Journal::admit() {
+int Journal::admit(Change change) {
   std::unique_lock lk(mu_);
+  const double limit = (change == Change::kGrows ? kThrottleAt : kShrinkThrottleAt) * static_cast<double>(geo_.capacity());
+  auto full = [&] { return static_cast<double>(used_locked()) >= limit; };
   room_cv_.wait(lk, [&] {
-    return error_.load() != 0 || !running_ ||
-           static_cast<double>(used_locked()) < kThrottleAt * static_cast<double>(geo_.capacity());
+    return error_.load() != 0 || !running_ || !full() || (change == Change::kGrows && checkpoint_error_ != 0);
   });
-  return error_.load();
+  if (int e = error_.load()) return e;
+  if (running_ && full()) return checkpoint_error_;
+  return 0;
+}
+
+void Journal::checkpoint_failed(int error) {
+  {
+    std::lock_guard lk(mu_);
+    checkpoint_error_ = error;
+    checkpoint_requested_ = false;
+  }
+  room_cv_.notify_all();
+}
+
+std::uint64_t Journal::used_bytes() const {
+  std::lock_guard lk(mu_);
+  return used_locked();
 }
 
 std::uint64_t Journal::append(std::span<const std::uint8_t> records) {
@@ -194,6 +212,7 @@ void Journal::set_tail(std::uint64_t lsn) {
     std::lock_guard lk(mu_);
     tail_ = lsn;
     checkpoint_requested_ = false;
+    checkpoint_error_ = 0;
   }
   room_cv_.notify_all();
 }

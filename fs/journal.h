@@ -81,11 +81,23 @@ class Journal {
   // Commits everything pending and stops the committer.
   void stop();
 
-  // Backpressure: waits while the ring is too full to take more. Call
-  // before taking any lock that a checkpoint needs. Returns 0, or the
-  // journal's sticky error (-EIO, ...): after a failed commit nothing more
-  // may change, since it could never be made durable.
-  int admit();
+  enum class Change {
+    kGrows,    // may add metadata
+    kShrinks,  // only removes (unlink, rmdir, removexattr, truncate)
+  };
+  // Backpressure: waits while the ring is too full to take more (70% for
+  // changes that grow metadata, 90% for changes that only remove, so that
+  // space can still be freed when a checkpoint cannot be written for lack
+  // of it). Call before taking any lock that a checkpoint needs. Returns 0;
+  // the journal's sticky error (-EIO, ...), since after a failed commit
+  // nothing may change that could never be made durable; or, while the last
+  // checkpoint failed and the ring is full, that checkpoint's error.
+  int admit(Change change = Change::kGrows);
+  // A checkpoint could not be written: writers stop waiting for one (see
+  // admit) and the journal will ask again.
+  void checkpoint_failed(int error);
+  // Ring bytes in use, pending transactions included.
+  std::uint64_t used_bytes() const;
 
   // Queues one transaction; returns its sequence number. Atomic: after a
   // crash either all of its records are replayed or none.
@@ -139,6 +151,7 @@ class Journal {
   bool stopping_ = false;
   bool running_ = false;
   bool checkpoint_requested_ = false;
+  int checkpoint_error_ = 0;
   std::chrono::milliseconds commit_interval_{5000};
   std::atomic<bool> data_dirty_{false};
   std::atomic<int> error_{0};
