@@ -1,0 +1,1 @@
+"""dhfs benchmark suite library: see bench/README.md."""
