@@ -92,7 +92,7 @@ std::optional<Extent> FreeSpace::take_near(std::uint64_t want, std::uint64_t min
   return take_from(*run, want);
 }
 
-std::optional<Extent> FreeSpace::take_best_fit(std::uint64_t want, std::uint64_t min_len) {
+std::optional<Extent> FreeSpace::find_best_fit(std::uint64_t want, std::uint64_t min_len) const {
   if (want == 0 || by_len_.empty()) return std::nullopt;
   min_len = std::clamp<std::uint64_t>(min_len, 1, want);
   auto it = by_len_.lower_bound({want, 0});
@@ -101,7 +101,29 @@ std::optional<Extent> FreeSpace::take_best_fit(std::uint64_t want, std::uint64_t
     it = by_len_.lower_bound({by_len_.rbegin()->first, 0});
     if (it->first < min_len) return std::nullopt;
   }
-  return take_from({it->second, it->first}, want);
+  return Extent{it->second, it->first};
+}
+
+std::optional<Extent> FreeSpace::take_best_fit(std::uint64_t want, std::uint64_t min_len) {
+  const auto run = find_best_fit(want, min_len);
+  if (!run) return std::nullopt;
+  return take_from(*run, want);
+}
+
+std::vector<Extent> FreeSpace::runs_within(Extent range) const {
+  std::vector<Extent> out;
+  if (range.empty()) return out;
+  if (wraps(range)) range.len = std::numeric_limits<BlockNo>::max() - range.start;
+  std::optional<Extent> run = by_start_.last_at_or_before(range.start);
+  if (!run || run->end() <= range.start) run = by_start_.first_at_or_after(range.start);
+  while (run && run->start < range.end()) {
+    const BlockNo start = std::max(run->start, range.start);
+    const BlockNo end = std::min(run->end(), range.end());
+    out.push_back({start, end - start});
+    if (run->end() >= range.end()) break;
+    run = by_start_.first_at_or_after(run->end());
+  }
+  return out;
 }
 
 std::optional<Extent> FreeSpace::run_containing(BlockNo b) const {

@@ -1,7 +1,7 @@
 // FreeSpace: a set of free block extents, always coalesced, indexed both by
 // start block (for "near this block" searches) and by length (for best fit).
-// Not thread-safe; Allocator wraps it with a lock. Later work keeps one
-// FreeSpace per container region next to the global one.
+// Not thread-safe; Allocator wraps it with a lock and keeps one FreeSpace per
+// container region next to the global one.
 //
 // Every operation is O(log n) in the number of free extents. An empty extent
 // has no blocks, so the checks below hold for it vacuously and it changes
@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 #include <utility>
+#include <vector>
 
 #include "alloc/extent.h"
 #include "alloc/run_tree.h"
@@ -47,6 +48,13 @@ class FreeSpace {
   // `want`; if none does, from the largest one, provided it has `min_len`.
   // Ties go to the extent with the lowest start.
   std::optional<Extent> take_best_fit(std::uint64_t want, std::uint64_t min_len);
+
+  // The free extent take_best_fit would take from, without taking anything.
+  std::optional<Extent> find_best_fit(std::uint64_t want, std::uint64_t min_len) const;
+
+  // The free blocks inside `range`, as runs clipped to it, ascending.
+  // O(log n + runs found).
+  std::vector<Extent> runs_within(Extent range) const;
 
   // The maximal free run that contains block `b`, if `b` is free.
   std::optional<Extent> run_containing(BlockNo b) const;

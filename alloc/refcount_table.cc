@@ -153,6 +153,13 @@ void RefcountTable::for_each(const std::function<void(Extent, std::uint32_t)>& f
   for (const auto& [start, r] : ranges_) fn({start, r.len}, r.count);
 }
 
+BlockNo RefcountTable::for_each_from(BlockNo from, std::size_t max,
+                                     const std::function<void(Extent, std::uint32_t)>& fn) const {
+  auto it = ranges_.lower_bound(from);
+  for (std::size_t n = 0; it != ranges_.end() && n < max; ++it, ++n) fn({it->first, it->second.len}, it->second.count);
+  return it == ranges_.end() ? 0 : it->first;
+}
+
 void RefcountTable::clear() {
   ranges_.clear();
   shared_blocks_ = saved_blocks_ = 0;

@@ -48,6 +48,9 @@ class RefcountTable {
   void for_runs(Extent e, const std::function<void(Extent, std::uint32_t)>& fn) const;
   // Visits every shared range.
   void for_each(const std::function<void(Extent, std::uint32_t)>& fn) const;
+  // Visits up to `max` shared ranges starting at or after block `from`;
+  // returns the block to continue from, or 0 when there are no more.
+  BlockNo for_each_from(BlockNo from, std::size_t max, const std::function<void(Extent, std::uint32_t)>& fn) const;
 
   // Blocks referenced more than once, and the blocks sharing saves:
   // sum over shared blocks of (count - 1).
