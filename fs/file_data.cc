@@ -111,22 +111,70 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
     std::size_t n = std::min<std::size_t>(data.size() - done, kMaxIoBytes);
     if (int rc = begin_change(Journal::Change::kGrows); rc) return done > 0 ? static_cast<ssize_t>(done) : rc;
     std::unique_lock io(io_lock(ino));
+    const std::span<const std::byte> piece = data.subspan(done, n);
+    const std::uint64_t at = off + done;
+    std::optional<ChunkKey> key;
+    std::uint64_t size_before = 0, generation = 0;
+    {
+      std::shared_lock m(meta_mu_);
+      if (Inode* in = inodes_.get(ino)) {
+        size_before = in->size;
+        generation = in->generation;
+      }
+    }
+    if (ChunkIndex::is_chunk(at, n, std::max(size_before, at + n))) {
+      key = ChunkIndex::key_of(piece);
+      if (auto home = chunks_.find(*key); home && share_stored_chunk(ino, at, piece, *home)) {
+        if (blocks_changed) *blocks_changed = true;
+        done += n;
+        continue;
+      }
+    }
     bool changed = false;
-    ssize_t rc = write_locked(ino, off + done, data.subspan(done, n), &changed);
+    ssize_t rc = write_locked(ino, at, piece, &changed, true);
     if (blocks_changed && changed) *blocks_changed = true;
     if (rc < 0) return done > 0 ? static_cast<ssize_t>(done) : rc;
+    if (key) chunks_.remember(*key, {ino, generation, at / kBlockSize});
     done += n;
   }
   return static_cast<ssize_t>(done);
 }
 
-ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data,
-                                 bool* blocks_changed) {
+// The nearest earlier block of the file that it owns alone, extrapolated
+// to `lblk`: blocks written (or copied on write) land in file order next to
+// their neighbours, with room kept for the blocks between them. 0 if none.
+BlockNo FileSystem::placement_hint(const Inode& in, std::uint64_t lblk) const {
+  const auto& ex = in.map->extents();
+  auto it = std::lower_bound(ex.begin(), ex.end(), lblk,
+                             [](const FileExtent& e, std::uint64_t l) { return e.lblk < l; });
+  for (int looked = 0; it != ex.begin() && looked < 32; ++looked) {
+    --it;
+    std::uint64_t last = std::min(it->lend(), lblk) - 1;
+    BlockNo p = it->pblk + (last - it->lblk);
+    if (refs_.refs(p) == 1) return p + (lblk - last);
+  }
+  return 0;
+}
+
+namespace {
+// A piece of a write: a run of file blocks with one way of being written.
+struct WritePiece {
+  enum Kind { kInPlace, kUnwritten, kAllocate, kCopyOnWrite } kind;
+  std::uint64_t lblk;
+  std::uint64_t len;
+  BlockNo pblk;  // current mapping (0 for holes)
+  BlockNo hint;  // for pieces that need new blocks
+};
+}  // namespace
+
+ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed,
+                                 bool extend) {
   const std::uint64_t end = off + data.size();
   const std::uint64_t first = off / kBlockSize;
   const std::uint64_t nblk = (end - 1) / kBlockSize - first + 1;
-  std::vector<Segment> segs;
+  std::vector<WritePiece> pieces;
   std::uint64_t old_size;
+  RegionId region;
   {
     std::shared_lock m(meta_mu_);
     Inode* in = inodes_.get(ino);
@@ -134,71 +182,79 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     if (in->is_dir()) return -EISDIR;
     if (!in->is_reg()) return -EINVAL;
     old_size = in->size;
-    segs = in->map->segments(first, nblk);
+    region = in->region;
+    for (const Segment& s : in->map->segments(first, nblk)) {
+      if (s.hole()) {
+        pieces.push_back({WritePiece::kAllocate, s.lblk, s.len, 0, 0});
+      } else if (s.flags & kExtentUnwritten) {
+        pieces.push_back({WritePiece::kUnwritten, s.lblk, s.len, s.pblk, 0});
+      } else {
+        // Shared blocks are never written: their new contents go elsewhere.
+        refs_.for_runs({s.pblk, s.len}, [&](Extent run, std::uint32_t count) {
+          pieces.push_back({count > 1 ? WritePiece::kCopyOnWrite : WritePiece::kInPlace,
+                            s.lblk + (run.start - s.pblk), run.len, run.start, 0});
+        });
+      }
+    }
+    for (WritePiece& p : pieces)
+      if (p.kind == WritePiece::kAllocate || p.kind == WritePiece::kCopyOnWrite) p.hint = placement_hint(*in, p.lblk);
   }
   // Writing past the end exposes the rest of the old last block.
-  if (off > old_size && old_size / kBlockSize < first)
+  if (extend && off > old_size && old_size / kBlockSize < first)
     if (int rc = zero_tail_block(ino, old_size); rc) return rc;
 
   AlignedBuffer buf(nblk * kBlockSize);
-  // Partial first and last blocks: start from their current contents. Bytes
+  // Partial first and last blocks start from their current contents; bytes
   // at or beyond the old end of file read as zeros whatever the disk holds.
   auto load_block = [&](std::uint64_t lblk) -> int {
     std::byte* at = buf.data() + (lblk - first) * kBlockSize;
-    auto it = std::find_if(segs.begin(), segs.end(),
-                           [&](const Segment& s) { return lblk >= s.lblk && lblk < s.lblk + s.len; });
-    if (it != segs.end() && readable(*it)) {
-      if (int rc = dev_->read((it->pblk + (lblk - it->lblk)) * kBlockSize, at, kBlockSize); rc < 0) return rc;
-      std::uint64_t block_start = lblk * kBlockSize;
-      if (old_size < block_start + kBlockSize) {
-        std::uint64_t keep = old_size > block_start ? old_size - block_start : 0;
-        std::memset(at + keep, 0, kBlockSize - keep);
-      }
+    auto it = std::find_if(pieces.begin(), pieces.end(),
+                           [&](const WritePiece& p) { return lblk >= p.lblk && lblk < p.lblk + p.len; });
+    if (it == pieces.end() || it->pblk == 0 || it->kind == WritePiece::kUnwritten) return 0;
+    if (int rc = dev_->read((it->pblk + (lblk - it->lblk)) * kBlockSize, at, kBlockSize); rc < 0) return rc;
+    const std::uint64_t block_start = lblk * kBlockSize;
+    if (old_size < block_start + kBlockSize) {
+      std::uint64_t keep = old_size > block_start ? old_size - block_start : 0;
+      std::memset(at + keep, 0, kBlockSize - keep);
     }
     return 0;
   };
-  if (off % kBlockSize)
+  const std::uint64_t last = (end - 1) / kBlockSize;
+  if (off % kBlockSize || (first == last && end % kBlockSize))
     if (int rc = load_block(first); rc) return rc;
-  if (end % kBlockSize && (end - 1) / kBlockSize != first)
-    if (int rc = load_block((end - 1) / kBlockSize); rc) return rc;
-  if (end % kBlockSize && (end - 1) / kBlockSize == first && off % kBlockSize == 0)
-    if (int rc = load_block(first); rc) return rc;
+  if (last != first && end % kBlockSize)
+    if (int rc = load_block(last); rc) return rc;
   std::memcpy(buf.data() + off % kBlockSize, data.data(), data.size());
 
-  // Place every block: overwrite in place where mapped, allocate holes
-  // next to the block before them so sequential writers stay contiguous.
+  // New blocks for holes and for shared blocks.
   std::vector<DeviceIo> ios;
-  std::vector<FileExtent> fresh;      // newly allocated, to map
-  std::vector<Segment> converted;     // unwritten -> written
-  BlockNo hint = 0;
+  std::vector<FileExtent> fresh;  // newly allocated, to map
+  std::vector<Segment> converted;  // unwritten -> written
   auto release_fresh = [&] {
     for (const FileExtent& f : fresh) alloc_->free_now({f.pblk, f.len});
   };
-  for (const Segment& s : segs) {
-    std::byte* at = buf.data() + (s.lblk - first) * kBlockSize;
-    if (!s.hole()) {
-      add_io(ios, DeviceIo::Op::Write, s.pblk, at, s.len);
-      if (s.flags & kExtentUnwritten) converted.push_back(s);
-      hint = s.pblk + s.len;
+  BlockNo prev_end = 0;  // keeps consecutive new pieces together
+  for (const WritePiece& p : pieces) {
+    std::byte* at = buf.data() + (p.lblk - first) * kBlockSize;
+    if (p.kind == WritePiece::kInPlace || p.kind == WritePiece::kUnwritten) {
+      add_io(ios, DeviceIo::Op::Write, p.pblk, at, p.len);
+      if (p.kind == WritePiece::kUnwritten) converted.push_back({p.lblk, p.len, p.pblk, 0});
+      prev_end = 0;
       continue;
     }
-    if (hint == 0) {
-      std::shared_lock m(meta_mu_);
-      Inode* in = inodes_.get(ino);
-      if (in)
-        if (auto prev = in->map->find_before(s.lblk)) hint = prev->pblk + (s.lblk - prev->lblk);
-    }
     std::vector<Extent> got;
-    if (!alloc_->allocate_all({s.len, 1, hint, false}, got)) {
+    AllocRequest req{p.len, 1, prev_end ? prev_end : p.hint, false};
+    req.region = region;
+    if (!alloc_->allocate_all(req, got)) {
       release_fresh();
       return -ENOSPC;
     }
-    std::uint64_t l = s.lblk;
+    std::uint64_t l = p.lblk;
     for (const Extent& e : got) {
       add_io(ios, DeviceIo::Op::Write, e.start, buf.data() + (l - first) * kBlockSize, e.len);
       fresh.push_back({l, e.start, static_cast<std::uint32_t>(e.len), 0});
       l += e.len;
-      hint = e.end();
+      prev_end = e.end();
     }
   }
   if (int rc = dev_->submit(ios); rc < 0) {
@@ -214,44 +270,106 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     return -ENOENT;
   }
   Txn txn;
+  std::vector<Segment> replaced;  // shared blocks this file no longer references
   for (const FileExtent& f : fresh) {
-    in->map->set(f.lblk, f.len, f.pblk, 0);
+    in->map->set(f.lblk, f.len, f.pblk, 0, &replaced);
     txn.extent(ino, f.lblk, f.len, f.pblk, 0);
   }
   for (const Segment& c : converted) {
     in->map->set(c.lblk, c.len, c.pblk, 0);
     txn.extent(ino, c.lblk, c.len, c.pblk, 0);
   }
-  in->size = std::max(in->size, end);
-  // With the kernel's writeback cache the kernel keeps mtime/ctime itself
-  // and sends them with setattr; pages written back later must not move
-  // them to the time of the writeback.
+  std::vector<Extent> to_free;
+  drop_refs(replaced, txn, to_free);
+  if (extend) in->size = std::max(in->size, end);
   mark_changed(*in, now_ns(), true);
   txn.inode(*in);
-  commit(txn);
+  commit(txn, to_free);
   if (blocks_changed) *blocks_changed = !fresh.empty();
   return static_cast<ssize_t>(data.size());
 }
 
-// Zeroes [off, off+len) inside one block, on the device, if that block
-// holds data. Caller holds the inode's I/O lock.
-int FileSystem::zero_range_in_block(Ino ino, std::uint64_t off, std::uint64_t len) {
+bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const std::byte> data,
+                                    const ChunkHome& home) {
   const std::uint64_t lblk = off / kBlockSize;
-  BlockNo pblk = 0;
+  const std::uint64_t nblk = (data.size() + kBlockSize - 1) / kBlockSize;
+  if (home.ino == ino && home.lblk == lblk) return false;  // the same place again
+  // The source must not change while it is compared and shared; if its
+  // lock is taken, this write is simply written.
+  std::shared_mutex& src_lock = io_lock(home.ino);
+  std::shared_lock<std::shared_mutex> held;
+  if (&src_lock != &io_lock(ino)) {
+    held = std::shared_lock(src_lock, std::try_to_lock);
+    if (!held.owns_lock()) return false;
+  }
+  auto source_segments = [&]() -> std::optional<std::vector<Segment>> {
+    Inode* src = inodes_.get(home.ino);
+    if (!src || !src->is_reg() || src->generation != home.generation) return std::nullopt;
+    auto segs = src->map->segments(home.lblk, nblk);
+    for (const Segment& s : segs)
+      if (s.hole() || (s.flags & kExtentUnwritten)) return std::nullopt;
+    return segs;
+  };
+  std::vector<Segment> segs;
+  std::uint64_t old_size;
+  {
+    std::shared_lock m(meta_mu_);
+    auto s = source_segments();
+    Inode* in = inodes_.get(ino);
+    if (!s || !in) return false;
+    segs = std::move(*s);
+    old_size = in->size;
+  }
+  // Byte for byte, never on the hash alone.
+  AlignedBuffer buf(nblk * kBlockSize);
+  std::vector<DeviceIo> ios;
+  for (const Segment& s : segs) add_io(ios, DeviceIo::Op::Read, s.pblk, buf.data() + (s.lblk - home.lblk) * kBlockSize, s.len);
+  if (dev_->submit(ios) < 0 || std::memcmp(buf.data(), data.data(), data.size()) != 0) {
+    chunks_.forget(ChunkIndex::key_of(data));
+    return false;
+  }
+  if (off > old_size && old_size / kBlockSize < lblk && zero_tail_block(ino, old_size) != 0) return false;
+
+  std::unique_lock m(meta_mu_);
+  auto again = source_segments();
+  Inode* in = inodes_.get(ino);
+  if (!in || !again || again->size() != segs.size() ||
+      !std::equal(segs.begin(), segs.end(), again->begin(),
+                  [](const Segment& a, const Segment& b) { return a.lblk == b.lblk && a.pblk == b.pblk && a.len == b.len; }))
+    return false;
+  Txn txn;
+  std::vector<Segment> displaced;
+  in->map->set(lblk, nblk, 0, 0, &displaced);
+  txn.extent(ino, lblk, nblk, 0, 0);
+  for (const Segment& s : segs) {
+    const std::uint64_t l = lblk + (s.lblk - home.lblk);
+    in->map->set(l, s.len, s.pblk, 0);
+    txn.extent(ino, l, s.len, s.pblk, 0);
+    add_refs({s.pblk, s.len}, txn);
+  }
+  std::vector<Extent> to_free;
+  drop_refs(displaced, txn, to_free);
+  in->size = std::max(in->size, off + data.size());
+  mark_changed(*in, now_ns(), true);
+  txn.inode(*in);
+  commit(txn, to_free);
+  return true;
+}
+
+// Zeroes [off, off+len) inside one block if that block holds data (through
+// the write path, so a shared block is copied, not changed). Caller holds
+// the inode's I/O lock.
+int FileSystem::zero_range_in_block(Ino ino, std::uint64_t off, std::uint64_t len) {
   {
     std::shared_lock m(meta_mu_);
     Inode* in = inodes_.get(ino);
     if (!in || !in->map) return 0;
-    auto e = in->map->find(lblk);
+    auto e = in->map->find(off / kBlockSize);
     if (!e || (e->flags & kExtentUnwritten)) return 0;
-    pblk = e->pblk + (lblk - e->lblk);
   }
-  AlignedBuffer buf(kBlockSize);
-  if (int rc = dev_->read(pblk * kBlockSize, buf.data(), kBlockSize); rc < 0) return rc;
-  std::memset(buf.data() + off % kBlockSize, 0, len);
-  if (int rc = dev_->write(pblk * kBlockSize, buf.data(), kBlockSize); rc < 0) return rc;
-  journal_->note_data_written();
-  return 0;
+  std::vector<std::byte> zeros(len);
+  ssize_t rc = write_locked(ino, off, zeros, nullptr, false);
+  return rc < 0 ? static_cast<int>(rc) : 0;
 }
 
 int FileSystem::zero_tail_block(Ino ino, std::uint64_t size) {
@@ -270,7 +388,7 @@ void FileSystem::truncate_locked(Inode& in, std::uint64_t new_size, Txn& txn, st
     std::vector<Segment> gone;
     in.map->set(keep, ~0ULL - keep, 0, 0, &gone);
     if (!gone.empty()) txn.extent(in.ino, keep, ~0ULL - keep, 0, 0);
-    for (const Segment& g : gone) freed.push_back({g.pblk, g.len});
+    drop_refs(gone, txn, freed);
   }
   in.size = new_size;
 }
@@ -324,8 +442,9 @@ int FileSystem::punch_hole(Ino ino, std::uint64_t off, std::uint64_t len) {
   }
   mark_changed(*in, now_ns(), true);
   txn.inode(*in);
-  std::uint64_t seq = commit(txn);
-  for (const Segment& g : gone) alloc_->free_after({g.pblk, g.len}, seq);
+  std::vector<Extent> to_free;
+  drop_refs(gone, txn, to_free);
+  commit(txn, to_free);
   return 0;
 }
 
@@ -406,10 +525,9 @@ std::int64_t FileSystem::lseek(Ino ino, std::int64_t off, int whence) {
 
 // ------------------------------------------------------------ copy_file_range
 
-ssize_t FileSystem::copy_file_range(Ino in_ino, std::uint64_t off_in, Ino out_ino, std::uint64_t off_out,
-                                    std::size_t len) {
-  if (opts_.read_only) return -EROFS;
-  if (in_ino == out_ino && off_in < off_out + len && off_out < off_in + len) return -EINVAL;
+// Copies bytes through the read and write paths (unaligned ranges).
+ssize_t FileSystem::copy_bytes(Ino in_ino, std::uint64_t off_in, Ino out_ino, std::uint64_t off_out,
+                               std::size_t len) {
   AlignedBuffer scratch;
   std::size_t done = 0;
   while (done < len) {
@@ -425,6 +543,131 @@ ssize_t FileSystem::copy_file_range(Ino in_ino, std::uint64_t off_in, Ino out_in
     if (w < 0) return done ? static_cast<ssize_t>(done) : w;
     done += static_cast<std::size_t>(w);
     if (static_cast<std::size_t>(w) < got.size()) break;
+  }
+  return static_cast<ssize_t>(done);
+}
+
+// Makes file blocks [lblk_out, +nblk) of `out` reference the device blocks
+// behind [lblk_in, +nblk) of `in`: no data moves, whatever the size. Holes
+// and unwritten blocks of the source become holes. The output grows to at
+// most `out_size_after` bytes. Works in windows of source extents, one
+// transaction each, so the journal never sees an unbounded transaction.
+ssize_t FileSystem::clone_blocks(Ino in_ino, std::uint64_t lblk_in, Ino out_ino, std::uint64_t lblk_out,
+                                 std::uint64_t nblk, std::uint64_t out_size_after) {
+  constexpr std::size_t kWindow = 1024;  // source segments per transaction
+  std::uint64_t done = 0;
+  while (done < nblk) {
+    if (int rc = begin_change(Journal::Change::kGrows); rc) return done ? static_cast<ssize_t>(done) : rc;
+    // Lock order: I/O stripes by index; the source only needs to stand still.
+    std::shared_mutex& a = io_lock(in_ino);
+    std::shared_mutex& b = io_lock(out_ino);
+    std::unique_lock<std::shared_mutex> out_lock;
+    std::shared_lock<std::shared_mutex> in_lock;
+    if (&a == &b) {
+      out_lock = std::unique_lock(b);
+    } else if (&a < &b) {
+      in_lock = std::shared_lock(a);
+      out_lock = std::unique_lock(b);
+    } else {
+      out_lock = std::unique_lock(b);
+      in_lock = std::shared_lock(a);
+    }
+    std::uint64_t out_old_size;
+    {
+      std::shared_lock m(meta_mu_);
+      Inode* out = inodes_.get(out_ino);
+      if (!out || !inodes_.get(in_ino)) return -ENOENT;
+      out_old_size = out->size;
+    }
+    // Cloning past the end exposes the rest of the old last block.
+    if ((lblk_out + done) * kBlockSize > out_old_size)
+      if (int rc = zero_tail_block(out_ino, out_old_size); rc) return done ? static_cast<ssize_t>(done) : rc;
+
+    std::unique_lock m(meta_mu_);
+    Inode* in = inodes_.get(in_ino);
+    Inode* out = inodes_.get(out_ino);
+    if (!in || !out) return -ENOENT;
+    std::vector<Segment> segs = in->map->segments(lblk_in + done, nblk - done);
+    if (segs.size() > kWindow) segs.resize(kWindow);
+    const std::uint64_t win = segs.back().lblk + segs.back().len - (lblk_in + done);
+    const std::uint64_t dst = lblk_out + done;
+    Txn txn;
+    std::vector<Segment> displaced;
+    out->map->set(dst, win, 0, 0, &displaced);
+    txn.extent(out_ino, dst, win, 0, 0);
+    for (const Segment& s : segs) {
+      if (s.hole() || (s.flags & kExtentUnwritten)) continue;
+      const std::uint64_t l = dst + (s.lblk - (lblk_in + done));
+      out->map->set(l, s.len, s.pblk, 0);
+      txn.extent(out_ino, l, s.len, s.pblk, 0);
+      add_refs({s.pblk, s.len}, txn);
+    }
+    std::vector<Extent> to_free;
+    drop_refs(displaced, txn, to_free);
+    done += win;
+    out->size = std::max(out->size, std::min(out_size_after, (lblk_out + done) * kBlockSize));
+    mark_changed(*out, now_ns(), true);
+    txn.inode(*out);
+    commit(txn, to_free);
+  }
+  return static_cast<ssize_t>(done);
+}
+
+// copy_file_range within one dhfs is a clone: the block-aligned part of the
+// range shares the source's blocks (a 1 GiB copy costs a few records), and
+// only unaligned edges are copied byte by byte.
+ssize_t FileSystem::copy_file_range(Ino in_ino, std::uint64_t off_in, Ino out_ino, std::uint64_t off_out,
+                                    std::size_t len) {
+  if (opts_.read_only) return -EROFS;
+  if (len == 0) return 0;
+  if (in_ino == out_ino && off_in < off_out + len && off_out < off_in + len) return -EINVAL;
+  std::uint64_t in_size;
+  {
+    std::shared_lock m(meta_mu_);
+    Inode* in = inodes_.get(in_ino);
+    Inode* out = inodes_.get(out_ino);
+    if (!in || !out) return -ENOENT;
+    if (in->is_dir() || out->is_dir()) return -EISDIR;
+    if (!in->is_reg() || !out->is_reg()) return -EINVAL;
+    in_size = in->size;
+  }
+  if (off_in >= in_size) return 0;
+  len = static_cast<std::size_t>(std::min<std::uint64_t>(len, in_size - off_in));
+  if (off_in % kBlockSize != off_out % kBlockSize || len < kBlockSize)
+    return copy_bytes(in_ino, off_in, out_ino, off_out, len);
+
+  std::size_t done = 0;
+  const std::size_t head = (kBlockSize - off_in % kBlockSize) % kBlockSize;
+  if (head) {
+    ssize_t n = copy_bytes(in_ino, off_in, out_ino, off_out, head);
+    if (n < static_cast<ssize_t>(head)) return n;
+    done = head;
+  }
+  // The source's last block may be shared whole when it ends the source and
+  // becomes the end of the output too: what lies beyond the end of file in
+  // it is then never visible.
+  const std::uint64_t end_out = off_out + len;
+  std::uint64_t whole = (len - done) / kBlockSize;
+  std::size_t tail = (len - done) % kBlockSize;
+  if (tail && off_in + len == in_size) {
+    std::shared_lock m(meta_mu_);
+    Inode* out = inodes_.get(out_ino);
+    if (out && out->size <= end_out) {
+      ++whole;
+      tail = 0;
+    }
+  }
+  if (whole) {
+    ssize_t n = clone_blocks(in_ino, (off_in + done) / kBlockSize, out_ino, (off_out + done) / kBlockSize, whole,
+                             end_out);
+    if (n < 0) return done ? static_cast<ssize_t>(done) : n;
+    done = std::min<std::size_t>(len, done + static_cast<std::size_t>(n) * kBlockSize);
+    if (static_cast<std::uint64_t>(n) < whole) return static_cast<ssize_t>(done);
+  }
+  if (tail) {
+    ssize_t n = copy_bytes(in_ino, off_in + done, out_ino, off_out + done, tail);
+    if (n < 0) return static_cast<ssize_t>(done);
+    done += static_cast<std::size_t>(n);
   }
   return static_cast<ssize_t>(done);
 }

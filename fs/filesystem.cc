@@ -33,7 +33,27 @@ constexpr std::uint32_t kMaxLinks = 65000;
 
 }  // namespace
 
-std::uint64_t FileSystem::commit(Txn& txn) { return journal_->append(txn.bytes()); }
+std::uint64_t FileSystem::commit(Txn& txn, const std::vector<Extent>& to_free) {
+  std::uint64_t seq = journal_->append(txn.bytes());
+  for (const Extent& e : to_free) alloc_->free_after(e, seq);
+  return seq;
+}
+
+void FileSystem::drop_refs(const std::vector<Segment>& gone, Txn& txn, std::vector<Extent>& to_free) {
+  std::vector<RefcountChange> changes;
+  for (const Segment& g : gone)
+    if (!g.hole()) refs_.drop_ref({g.pblk, g.len}, to_free, &changes);
+  // A block going from one reference to none needs no record: the block
+  // map change that dropped it says so.
+  for (const RefcountChange& c : changes)
+    if (c.count > 0) txn.add(RefcountSetRec{c.extent.start, c.extent.len, c.count});
+}
+
+void FileSystem::add_refs(Extent e, Txn& txn) {
+  std::vector<RefcountChange> changes;
+  refs_.add_ref(e, &changes);
+  for (const RefcountChange& c : changes) txn.add(RefcountSetRec{c.extent.start, c.extent.len, c.count});
+}
 
 int FileSystem::begin_change(Journal::Change change) {
   if (int rc = journal_->admit(change); rc) return rc;
@@ -207,8 +227,7 @@ int FileSystem::setattr(Ino ino, const SetAttr& sa, Attr* out) {
   else if (sa.valid & SetAttr::kMtime) in->mtime_ns = sa.mtime_ns;
   if (sa.valid & SetAttr::kCtime) in->ctime_ns = sa.ctime_ns;
   txn.inode(*in);
-  std::uint64_t seq = commit(txn);
-  for (const Extent& e : freed) alloc_->free_after(e, seq);
+  commit(txn, freed);
   *out = attr_of(*in);
   return 0;
 }

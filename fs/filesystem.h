@@ -34,7 +34,9 @@
 #include <vector>
 
 #include "alloc/allocator.h"
+#include "alloc/refcount_table.h"
 #include "fs/device.h"
+#include "fs/chunk_index.h"
 #include "fs/format.h"
 #include "fs/inode_table.h"
 #include "fs/journal.h"
@@ -203,7 +205,15 @@ class FileSystem {
   int make_node(Ino parent, std::string_view name, std::uint32_t mode, std::uint32_t rdev, std::string_view target,
                 const Cred& cred, Attr* out, bool open_it);
   void release_if_unused(Inode& in, Txn& txn);
-  std::uint64_t commit(Txn& txn);
+  // Hands `txn` to the journal; the blocks in `to_free` become reusable once
+  // it is durable. Returns its sequence number.
+  std::uint64_t commit(Txn& txn, const std::vector<Extent>& to_free = {});
+  // One reference less to each mapped segment (blocks leaving a block map):
+  // the new counts go into `txn`, blocks that lost their last reference into
+  // `to_free`.
+  void drop_refs(const std::vector<Segment>& gone, Txn& txn, std::vector<Extent>& to_free);
+  // One reference more to every block of `e` (a block map shares it).
+  void add_refs(Extent e, Txn& txn);
   // Admission of a change (journal backpressure); a change that grows
   // metadata is refused with ENOSPC once the next checkpoint might not fit.
   int begin_change(Journal::Change change);
@@ -223,7 +233,20 @@ class FileSystem {
   int zero_range_in_block(Ino ino, std::uint64_t off, std::uint64_t len);
   int punch_hole(Ino ino, std::uint64_t off, std::uint64_t len);
   int preallocate(Ino ino, std::uint64_t off, std::uint64_t len, bool keep_size);
-  ssize_t write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed);
+  // Writes under the inode's I/O lock: in place where the file owns the
+  // blocks alone, to new blocks for holes and for shared blocks. `extend`:
+  // the file grows to cover the write (false: zeroing beyond the end).
+  ssize_t write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed,
+                       bool extend);
+  BlockNo placement_hint(const Inode& in, std::uint64_t lblk) const;
+  // A write of a whole chunk whose bytes the filesystem already stores
+  // (see ChunkIndex) shares the stored blocks instead. Caller holds the
+  // inode's I/O lock. True if the write was done that way.
+  bool share_stored_chunk(Ino ino, std::uint64_t off, std::span<const std::byte> data, const ChunkHome& home);
+  // Shares whole blocks of `in` with `out` (clone); see copy_file_range.
+  ssize_t clone_blocks(Ino in_ino, std::uint64_t lblk_in, Ino out_ino, std::uint64_t lblk_out, std::uint64_t nblk,
+                       std::uint64_t out_size_after);
+  ssize_t copy_bytes(Ino in_ino, std::uint64_t off_in, Ino out_ino, std::uint64_t off_out, std::size_t len);
   int read_locked(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch,
                   std::span<const std::byte>* out);
   void maybe_touch_atime(Ino ino);
@@ -246,6 +269,8 @@ class FileSystem {
 
   std::shared_mutex meta_mu_;
   InodeTable inodes_;
+  RefcountTable refs_;  // blocks referenced by more than one block map
+  ChunkIndex chunks_;
   std::uint64_t next_generation_ = 1;
   std::array<std::shared_mutex, 256> io_locks_;
 

@@ -1,9 +1,11 @@
 // FileSystem: loading, checkpoints, start and shutdown.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "fs/block_usage.h"
 #include "fs/checkpoint.h"
 #include "fs/filesystem.h"
 #include "fs/loader.h"
@@ -42,7 +44,8 @@ std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const 
   if (st.sb.feature_ro_compat & ~kKnownRoCompat) o.read_only = true;
 
   std::unique_ptr<FileSystem> fs(new FileSystem(std::move(dev), st.sb, o));
-  fs->inodes_ = std::move(st.inodes);
+  fs->inodes_ = std::move(st.meta.inodes);
+  fs->refs_ = std::move(st.meta.refs);
   fs->root_ = st.root;
   fs->stream_bytes_ = st.root.stream_bytes;
   fs->root_slot_ = st.root_slot;
@@ -105,27 +108,46 @@ bool FileSystem::claim_blocks(std::string& error) {
       return false;
     }
   }
-  bool ok = true;
-  inodes_.for_each([&](const Inode& in) {
-    if (!ok || !in.map) return;
-    for (const FileExtent& e : in.map->extents()) {
-      if (!alloc_->mark_used({e.pblk, e.len})) {
-        error = fmt::format("{}: inode {} uses blocks {}+{} that are outside the data area or used twice; "
-                            "run fsck.dhfs",
-                            dev_->describe(), in.ino, e.pblk, e.len);
-        ok = false;
-        return;
-      }
+  // Each run of referenced blocks is claimed once, and the number of block
+  // maps referencing it must be what the reference counts say.
+  std::uint64_t shared = 0, saved = 0;
+  for (const BlockRun& br : referenced_runs(inodes_)) {
+    const Extent run = br.extent;
+    const auto depth = br.refs;
+    if (!alloc_->mark_used(run)) {
+      error = fmt::format("{}: blocks {}+{} are outside the data area or also hold the checkpoint; run fsck.dhfs",
+                          dev_->describe(), run.start, run.len);
+      return false;
     }
-  });
-  return ok;
+    bool counts_ok = true;
+    refs_.for_runs(run, [&](Extent, std::uint32_t c) { counts_ok &= c == depth; });
+    if (!counts_ok) {
+      error = fmt::format("{}: blocks {}+{} are referenced {} times, but their reference count says otherwise; "
+                          "run fsck.dhfs",
+                          dev_->describe(), run.start, run.len, depth);
+      return false;
+    }
+    if (depth >= 2) {
+      shared += run.len;
+      saved += run.len * (depth - 1);
+    }
+  }
+  if (shared != refs_.shared_blocks() || saved != refs_.saved_blocks()) {
+    error = fmt::format("{}: reference counts name blocks no file references; run fsck.dhfs", dev_->describe());
+    return false;
+  }
+  return true;
 }
 
 void FileSystem::free_inode(Inode& in, Txn& txn) {
   txn.free_inode(in.ino);
-  std::uint64_t seq = commit(txn);
-  if (in.map)
-    for (const FileExtent& e : in.map->extents()) alloc_->free_after({e.pblk, e.len}, seq);
+  std::vector<Extent> to_free;
+  if (in.map) {
+    std::vector<Segment> gone;
+    for (const FileExtent& e : in.map->extents()) gone.push_back({e.lblk, e.len, e.pblk, e.flags});
+    drop_refs(gone, txn, to_free);
+  }
+  commit(txn, to_free);
   inodes_.erase(in.ino);
 }
 
@@ -147,8 +169,9 @@ std::uint64_t FileSystem::metadata_need_blocks() const {
 
 void FileSystem::update_metadata_reserve() {
   // File data may not take the room the next checkpoint needs (the current
-  // one stays until the next is durable), nor what the journal may still add.
-  alloc_->set_metadata_reserve(metadata_need_blocks() + sb_.journal_blocks);
+  // one stays until the next is durable): the current stream plus all the
+  // journal may hold before writers wait (70% of the ring).
+  alloc_->set_metadata_reserve((stream_bytes_.load() + sb_.journal_blocks * kBlockSize * 7 / 10) / kBlockSize + 512);
 }
 
 void FileSystem::start() {
@@ -228,6 +251,19 @@ int FileSystem::write_checkpoint() {
     }
     if (int rc = writer.add_encoded(chunk, w.count()); rc != 0) return rc;
     if (done) break;
+  }
+  // Reference counts, in chunks the same way.
+  for (BlockNo from = 0;;) {
+    chunk.clear();
+    RecordWriter w(chunk);
+    {
+      std::shared_lock m(meta_mu_);
+      from = refs_.for_each_from(from, 65536, [&](Extent e, std::uint32_t c) {
+        w.add(RefcountSetRec{e.start, e.len, c});
+      });
+    }
+    if (int rc = writer.add_encoded(chunk, w.count()); rc != 0) return rc;
+    if (from == 0) break;
   }
   // The stream may contain changes of transactions not yet committed; it
   // must not become current before they are durable, or a crash could

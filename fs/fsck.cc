@@ -1,5 +1,7 @@
 #include "fs/fsck.h"
 
+#include "fs/block_usage.h"
+
 #include <fmt/format.h>
 #include <dirent.h>
 #include <sys/stat.h>
@@ -169,8 +171,9 @@ struct Checker::Impl {
   bool rewrite_backup_sb = false;
   CheckpointRoot root;
   int root_slot = 0;
-  InodeTable table;
-  std::uint64_t max_generation = 0;
+  MetaState meta;
+  InodeTable& table = meta.inodes;
+  std::uint64_t& max_generation = meta.max_generation;
   std::uint64_t next_generation = 1;
   std::uint64_t replay_end_lsn = 0;  // replay_lsn of a repaired checkpoint
   bool metadata_dirty = false;       // the table differs from what is on the device
@@ -350,7 +353,7 @@ struct Checker::Impl {
     bool ok = read_checkpoint(
         dev, root, sb.uuid_tag(),
         [&](const Record& r) {
-          if (!apply_record(table, r, max_generation)) ++skipped;
+          if (!apply_record(meta, r)) ++skipped;
           return true;
         },
         why);
@@ -395,7 +398,7 @@ struct Checker::Impl {
             return false;
           }
           for (const Record& r : recs)
-            if (!apply_record(table, r, max_generation)) ++skipped;
+            if (!apply_record(meta, r)) ++skipped;
           BatchHeader h;
           h.payload_len = static_cast<std::uint32_t>(payload.size());
           lsn += h.padded_bytes();
@@ -772,6 +775,49 @@ struct Checker::Impl {
     return clashes;
   }
 
+  // Parts of [start, start+len) that the checkpoint stream holds.
+  std::vector<std::pair<Extent, Claim>> checkpoint_overlaps(BlockNo start, std::uint64_t len) const {
+    std::vector<std::pair<Extent, Claim>> out;
+    const BlockNo end = start + len;
+    auto it = claims.upper_bound(start);
+    if (it != claims.begin() && std::prev(it)->second.end > start) --it;
+    for (; it != claims.end() && it->first < end; ++it) {
+      const BlockNo lo = std::max(it->first, start), hi = std::min(it->second.end, end);
+      if (hi > lo) out.push_back({{lo, hi - lo}, it->second});
+    }
+    return out;
+  }
+
+  // Every reference count must equal the number of block maps referencing
+  // the block. The block maps are the truth: repair rebuilds the counts.
+  void check_refcounts() {
+    RefcountTable derived;
+    std::uint64_t wrong = 0;
+    for (const BlockRun& r : referenced_runs(table)) {
+      if (r.refs >= 2) derived.set(r.extent, r.refs);
+      meta.refs.for_runs(r.extent, [&](Extent e, std::uint32_t c) {
+        if (c != r.refs) {
+          if (wrong++ < 20)
+            problem(fmt::format("device blocks {}: reference count {}, but {} block maps reference them",
+                                range(e.start, e.len), c, r.refs));
+        }
+      });
+    }
+    // With every referenced block right, any difference left is a count
+    // for blocks that no map references.
+    if (wrong == 0 && (meta.refs.shared_blocks() != derived.shared_blocks() ||
+                       meta.refs.saved_blocks() != derived.saved_blocks())) {
+      ++wrong;
+      problem(fmt::format("reference counts cover {} blocks that no block map references",
+                          meta.refs.shared_blocks() - std::min(meta.refs.shared_blocks(), derived.shared_blocks())));
+    }
+    if (wrong == 0) return;
+    if (wrong > 20) problem(fmt::format("... {} reference count problems in all", wrong));
+    repaired("reference counts rebuilt from the block maps");
+    meta.refs = std::move(derived);
+    metadata_dirty = true;
+  }
+
   void check_allocation() {
     const Extent area = sb.data_area();
     rep.data_blocks = area.len;
@@ -808,7 +854,10 @@ struct Checker::Impl {
           repaired(fmt::format("inode {}: cleared unknown flags of file blocks {}", in.ino, range(e.lblk, e.len)));
           reflag.push_back(e);
         }
-        for (const auto& [x, c] : claim(e.pblk, e.len, in.ino, e.lblk)) {
+        // Files may share blocks with each other (clones, copy-ups, dedup:
+        // the reference counts are checked below), never with the
+        // checkpoint stream.
+        for (const auto& [x, c] : checkpoint_overlaps(e.pblk, e.len)) {
           const std::uint64_t l = e.lblk + (x.start - e.pblk);
           problem(fmt::format("{}: device blocks {} (file blocks {}) are also used by {}", describe(in.ino),
                               range(x.start, x.len), range(l, x.len), owner(c, x.len)));
@@ -820,17 +869,17 @@ struct Checker::Impl {
       for (const auto& [l, n] : unmap) in.map->set(l, n, 0, 0);
       if (!unmap.empty() || !reflag.empty()) metadata_dirty = true;
     });
+    check_refcounts();
 
     // Count what is in use and cross-check with the allocator's view.
     Allocator alloc(area);
     std::uint64_t used = 0;
     bool marked = true;
-    for (const auto& [s, c] : claims) {
-      const std::uint64_t n = c.end - s;
-      used += n;
-      if (c.ino == 0) continue;
-      rep.file_blocks += n;
-      if (!alloc.mark_used({s, n})) marked = false;
+    for (const auto& [s, c] : claims) used += c.end - s;  // the checkpoint stream
+    for (const BlockRun& r : referenced_runs(table)) {
+      used += r.extent.len;
+      rep.file_blocks += r.extent.len;
+      if (!alloc.mark_used(r.extent)) marked = false;
     }
     for (const Extent& e : checkpoint_pieces)
       if (!alloc.mark_used(e)) marked = false;
@@ -872,17 +921,21 @@ struct Checker::Impl {
     for (const Extent& e : checkpoint_pieces)
       if (!alloc.mark_used(e)) return operational("internal error: checkpoint blocks cannot be reserved");
     bool ok = true;
-    table.for_each([&](const Inode& in) {
-      if (!in.map) return;
-      for (const FileExtent& e : in.map->extents())
-        if (!alloc.mark_used({e.pblk, e.len})) ok = false;
-    });
-    if (!ok) return operational("internal error: file blocks still overlap after the repair");
+    for (const BlockRun& r : referenced_runs(table))
+      if (!alloc.mark_used(r.extent)) ok = false;
+    if (!ok) return operational("internal error: file blocks overlap the checkpoint after the repair");
 
     CheckpointWriter writer(dev, alloc, sb.uuid_tag());
     int rc = 0;
     for (Ino ino = kRootIno; ino < table.end() && rc == 0; ++ino)
       if (const Inode* in = table.get(ino)) rc = emit(*in, writer);
+    meta.refs.for_each([&](Extent e, std::uint32_t c) {
+      if (rc == 0) rc = writer.add(RefcountSetRec{e.start, e.len, c});
+    });
+    for (const auto& [id, g] : meta.regions)
+      if (rc == 0) rc = writer.add(RegionSetRec{id, g.root, g.flags, g.reserved});
+    for (const auto& [name, value] : meta.config)
+      if (rc == 0) rc = writer.add(ConfigSetRec{name, value});
     CheckpointRoot fresh;
     if (rc == 0) rc = writer.finish(fresh);
     if (rc != 0) return operational(fmt::format("writing the repaired checkpoint failed: {}", std::strerror(-rc)));

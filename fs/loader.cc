@@ -67,7 +67,8 @@ bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string
   return true;
 }
 
-bool apply_record(InodeTable& table, const Record& rec, std::uint64_t& max_generation) {
+bool apply_record(MetaState& st, const Record& rec) {
+  InodeTable& table = st.inodes;
   return std::visit(
       Overloaded{
           [&](const InodeRec& r) {
@@ -78,7 +79,7 @@ bool apply_record(InodeTable& table, const Record& rec, std::uint64_t& max_gener
             in->apply_attrs(r);
             if (fresh) in->init_payload();
             if (in->target) in->target->assign(r.symlink);
-            max_generation = std::max(max_generation, r.generation);
+            st.max_generation = std::max(st.max_generation, r.generation);
             return true;
           },
           [&](const InodeFreeRec& r) {
@@ -120,6 +121,22 @@ bool apply_record(InodeTable& table, const Record& rec, std::uint64_t& max_gener
             }
             return true;
           },
+          [&](const RefcountSetRec& r) {
+            st.refs.set({r.pblk, r.len}, r.count);
+            return true;
+          },
+          [&](const RegionSetRec& r) {
+            st.regions[r.id] = RegionState{r.id, r.root, r.flags, r.reserved};
+            return true;
+          },
+          [&](const RegionDelRec& r) {
+            st.regions.erase(r.id);
+            return true;
+          },
+          [&](const ConfigSetRec& r) {
+            st.config[std::string(r.name)] = std::string(r.value);
+            return true;
+          },
       },
       rec);
 }
@@ -153,14 +170,13 @@ bool load_state(Device& dev, LoadedState& st, std::string& error) {
     }
   }
 
-  std::uint64_t max_gen = 0;
   std::string why;
   bool ok = read_checkpoint(
       dev, st.root, tag,
       [&](const Record& r) {
         // A checkpoint lists every object before what belongs to it: a
         // record whose owner is missing means the stream is damaged.
-        if (!apply_record(st.inodes, r, max_gen)) {
+        if (!apply_record(st.meta, r)) {
           why = "record for a missing inode";
           return false;
         }
@@ -181,7 +197,7 @@ bool load_state(Device& dev, LoadedState& st, std::string& error) {
         bool good = decode_records(
             payload,
             [&](const Record& r) {
-              if (!apply_record(st.inodes, r, max_gen)) ++st.skipped_records;
+              if (!apply_record(st.meta, r)) ++st.skipped_records;
               return true;
             },
             rec_why);
@@ -193,7 +209,7 @@ bool load_state(Device& dev, LoadedState& st, std::string& error) {
     error = fmt::format("{}: {}; run fsck.dhfs", dev.describe(), why);
     return false;
   }
-  st.next_generation = std::max(st.root.next_generation, max_gen + 1);
+  st.next_generation = std::max(st.root.next_generation, st.meta.max_generation + 1);
   return true;
 }
 

@@ -6,8 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
+#include "alloc/refcount_table.h"
 #include "fs/device.h"
 #include "fs/format.h"
 #include "fs/inode_table.h"
@@ -15,12 +17,30 @@
 
 namespace dhfs {
 
+// A container region as the records describe it.
+struct RegionState {
+  std::uint32_t id = 0;
+  Ino root = 0;
+  std::uint32_t flags = 0;
+  std::vector<Extent> reserved;
+};
+
+// Everything the metadata records describe.
+struct MetaState {
+  InodeTable inodes;
+  RefcountTable refs;
+  std::map<std::uint32_t, RegionState> regions;
+  std::map<std::string, std::string, std::less<>> config;
+  std::uint64_t max_generation = 0;
+};
+
 struct LoadedState {
   Superblock sb;
   bool used_backup_superblock = false;
   CheckpointRoot root;
   int root_slot = 0;  // 0 (A) or 1 (B)
-  InodeTable inodes;
+  MetaState meta;
+  InodeTable& inodes = meta.inodes;
   ReplayStats replay;
   std::uint64_t next_generation = 1;
   // Records that referred to objects missing at the time they were applied
@@ -33,8 +53,8 @@ bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string
 
 bool load_state(Device& dev, LoadedState& state, std::string& error);
 
-// Applies one record to an inode table (checkpoint load and journal replay).
+// Applies one record to the state (checkpoint load and journal replay).
 // Returns false if the record refers to an object that is missing.
-bool apply_record(InodeTable& table, const Record& r, std::uint64_t& max_generation);
+bool apply_record(MetaState& state, const Record& r);
 
 }  // namespace dhfs

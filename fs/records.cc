@@ -57,12 +57,35 @@ struct Encoder {
     w.put(r.ino);
     w.put_string(r.name);
   }
+  void operator()(const RefcountSetRec& r) {
+    w.put(r.pblk);
+    w.put(r.len);
+    w.put(r.count);
+  }
+  void operator()(const RegionSetRec& r) {
+    w.put(r.id);
+    w.put(r.root);
+    w.put(r.flags);
+    w.put(static_cast<std::uint32_t>(r.reserved.size()));
+    for (const Extent& e : r.reserved) {
+      w.put(e.start);
+      w.put(e.len);
+    }
+  }
+  void operator()(const RegionDelRec& r) { w.put(r.id); }
+  void operator()(const ConfigSetRec& r) {
+    w.put(static_cast<std::uint8_t>(r.name.size()));
+    w.put_string(r.name);
+    w.put_string(r.value);
+  }
 };
 
 RecordType type_of(const Record& r) {
-  static constexpr RecordType kTypes[] = {RecordType::kInode,     RecordType::kInodeFree, RecordType::kDirentSet,
-                                          RecordType::kDirentDel, RecordType::kExtentSet, RecordType::kXattrSet,
-                                          RecordType::kXattrDel};
+  static constexpr RecordType kTypes[] = {
+      RecordType::kInode,    RecordType::kInodeFree,    RecordType::kDirentSet, RecordType::kDirentDel,
+      RecordType::kExtentSet, RecordType::kXattrSet,    RecordType::kXattrDel,  RecordType::kRefcountSet,
+      RecordType::kRegionSet, RecordType::kRegionDel,   RecordType::kConfigSet};
+  static_assert(std::size(kTypes) == std::variant_size_v<Record>);
   return kTypes[r.index()];
 }
 
@@ -160,6 +183,54 @@ bool decode_body(RecordType type, ByteReader& r, Record& out, std::string& why) 
         return false;
       }
       out = x;
+      return true;
+    }
+    case RecordType::kRefcountSet: {
+      RefcountSetRec c;
+      c.pblk = r.get<std::uint64_t>();
+      c.len = r.get<std::uint64_t>();
+      c.count = r.get<std::uint32_t>();
+      if (c.pblk == 0 || c.pblk > kMaxBlock || c.len == 0 || c.len > kMaxBlock) {
+        why = "invalid reference count range";
+        return false;
+      }
+      out = c;
+      return true;
+    }
+    case RecordType::kRegionSet: {
+      RegionSetRec g;
+      g.id = r.get<std::uint32_t>();
+      g.root = r.get<std::uint64_t>();
+      g.flags = r.get<std::uint32_t>();
+      auto n = r.get<std::uint32_t>();
+      if (g.id == 0 || g.root == 0 || g.root > kMaxIno || n > kMaxRegionSlices) {
+        why = "invalid region";
+        return false;
+      }
+      for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+        Extent e{r.get<std::uint64_t>(), r.get<std::uint64_t>()};
+        if (e.start == 0 || e.start > kMaxBlock || e.len == 0 || e.len > kMaxBlock) {
+          why = "invalid region slice";
+          return false;
+        }
+        g.reserved.push_back(e);
+      }
+      out = std::move(g);
+      return true;
+    }
+    case RecordType::kRegionDel:
+      out = RegionDelRec{r.get<std::uint32_t>()};
+      return true;
+    case RecordType::kConfigSet: {
+      ConfigSetRec c;
+      auto n = r.get<std::uint8_t>();
+      c.name = r.get_string(n);
+      c.value = r.get_string(r.remaining());
+      if (c.name.empty() || c.name.size() > 64 || c.value.size() > 4096) {
+        why = "invalid setting";
+        return false;
+      }
+      out = c;
       return true;
     }
   }

@@ -40,6 +40,10 @@ enum class RecordType : std::uint8_t {
   kExtentSet = 5,   // file blocks [lblk, lblk+len) -> device blocks (0: hole)
   kXattrSet = 6,
   kXattrDel = 7,
+  kRefcountSet = 8,  // device blocks [pblk, pblk+len) have `count` references
+  kRegionSet = 9,    // a container region: its root and reserved slices
+  kRegionDel = 10,   // the region ended
+  kConfigSet = 11,   // a persisted setting (name -> value)
 };
 
 // Extent flags.
@@ -62,19 +66,23 @@ struct InodeRec {
   std::uint32_t flags = 0;
   std::uint32_t region = 0;
   std::string_view symlink;  // symlinks only
+  friend bool operator==(const InodeRec&, const InodeRec&) = default;
 };
 struct InodeFreeRec {
   Ino ino = 0;
+  friend bool operator==(const InodeFreeRec&, const InodeFreeRec&) = default;
 };
 struct DirentSetRec {
   Ino parent = 0;
   Ino child = 0;
   std::uint8_t dtype = 0;  // DT_* of the child
   std::string_view name;
+  friend bool operator==(const DirentSetRec&, const DirentSetRec&) = default;
 };
 struct DirentDelRec {
   Ino parent = 0;
   std::string_view name;
+  friend bool operator==(const DirentDelRec&, const DirentDelRec&) = default;
 };
 struct ExtentSetRec {
   Ino ino = 0;
@@ -82,18 +90,46 @@ struct ExtentSetRec {
   std::uint64_t len = 0;   // blocks; may reach to the end of the address space
   BlockNo pblk = 0;        // 0: unmapped (hole)
   std::uint32_t flags = 0;
+  friend bool operator==(const ExtentSetRec&, const ExtentSetRec&) = default;
 };
 struct XattrSetRec {
   Ino ino = 0;
   std::string_view name;
   std::string_view value;
+  friend bool operator==(const XattrSetRec&, const XattrSetRec&) = default;
 };
 struct XattrDelRec {
   Ino ino = 0;
   std::string_view name;
+  friend bool operator==(const XattrDelRec&, const XattrDelRec&) = default;
 };
 
-using Record = std::variant<InodeRec, InodeFreeRec, DirentSetRec, DirentDelRec, ExtentSetRec, XattrSetRec, XattrDelRec>;
+struct RefcountSetRec {
+  BlockNo pblk = 0;
+  std::uint64_t len = 0;
+  std::uint32_t count = 0;  // 0 or 1: not shared (the range leaves the table)
+  friend bool operator==(const RefcountSetRec&, const RefcountSetRec&) = default;
+};
+struct RegionSetRec {
+  std::uint32_t id = 0;
+  Ino root = 0;                   // the directory that owns the region
+  std::uint32_t flags = 0;
+  std::vector<Extent> reserved;   // at most kMaxRegionSlices
+  friend bool operator==(const RegionSetRec&, const RegionSetRec&) = default;
+};
+struct RegionDelRec {
+  std::uint32_t id = 0;
+  friend bool operator==(const RegionDelRec&, const RegionDelRec&) = default;
+};
+struct ConfigSetRec {
+  std::string_view name;   // 1..64 bytes
+  std::string_view value;  // up to 4096 bytes
+  friend bool operator==(const ConfigSetRec&, const ConfigSetRec&) = default;
+};
+inline constexpr std::size_t kMaxRegionSlices = 4096;
+
+using Record = std::variant<InodeRec, InodeFreeRec, DirentSetRec, DirentDelRec, ExtentSetRec, XattrSetRec, XattrDelRec,
+                            RefcountSetRec, RegionSetRec, RegionDelRec, ConfigSetRec>;
 
 // Appends encoded records to a byte buffer.
 class RecordWriter {

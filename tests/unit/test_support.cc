@@ -195,34 +195,7 @@ std::vector<std::string> list_dir(FileSystem& fs, Ino dir) {
 
 // ---------------------------------------------------------------- records
 
-bool same_record(const Record& a, const Record& b) {
-  if (a.index() != b.index()) return false;
-  return std::visit(
-      [&](const auto& x) {
-        using T = std::decay_t<decltype(x)>;
-        const T& y = std::get<T>(b);
-        if constexpr (std::is_same_v<T, InodeRec>) {
-          return x.ino == y.ino && x.generation == y.generation && x.mode == y.mode && x.uid == y.uid &&
-                 x.gid == y.gid && x.nlink == y.nlink && x.rdev == y.rdev && x.size == y.size &&
-                 x.atime_ns == y.atime_ns && x.mtime_ns == y.mtime_ns && x.ctime_ns == y.ctime_ns &&
-                 x.btime_ns == y.btime_ns && x.flags == y.flags && x.region == y.region && x.symlink == y.symlink;
-        } else if constexpr (std::is_same_v<T, InodeFreeRec>) {
-          return x.ino == y.ino;
-        } else if constexpr (std::is_same_v<T, DirentSetRec>) {
-          return x.parent == y.parent && x.child == y.child && x.dtype == y.dtype && x.name == y.name;
-        } else if constexpr (std::is_same_v<T, DirentDelRec>) {
-          return x.parent == y.parent && x.name == y.name;
-        } else if constexpr (std::is_same_v<T, ExtentSetRec>) {
-          return x.ino == y.ino && x.lblk == y.lblk && x.len == y.len && x.pblk == y.pblk && x.flags == y.flags;
-        } else if constexpr (std::is_same_v<T, XattrSetRec>) {
-          return x.ino == y.ino && x.name == y.name && x.value == y.value;
-        } else {
-          static_assert(std::is_same_v<T, XattrDelRec>);
-          return x.ino == y.ino && x.name == y.name;
-        }
-      },
-      a);
-}
+bool same_record(const Record& a, const Record& b) { return a == b; }
 
 std::string describe_record(const Record& r) {
   return std::visit(
@@ -241,8 +214,16 @@ std::string describe_record(const Record& r) {
           return fmt::format("ExtentSet{{{} [{},+{}) -> {} f{}}}", x.ino, x.lblk, x.len, x.pblk, x.flags);
         } else if constexpr (std::is_same_v<T, XattrSetRec>) {
           return fmt::format("XattrSet{{{} '{}' {}B}}", x.ino, x.name, x.value.size());
-        } else {
+        } else if constexpr (std::is_same_v<T, XattrDelRec>) {
           return fmt::format("XattrDel{{{} '{}'}}", x.ino, x.name);
+        } else if constexpr (std::is_same_v<T, RefcountSetRec>) {
+          return fmt::format("RefcountSet{{[{},+{}) x{}}}", x.pblk, x.len, x.count);
+        } else if constexpr (std::is_same_v<T, RegionSetRec>) {
+          return fmt::format("RegionSet{{{} root={} {} slices}}", x.id, x.root, x.reserved.size());
+        } else if constexpr (std::is_same_v<T, RegionDelRec>) {
+          return fmt::format("RegionDel{{{}}}", x.id);
+        } else {
+          return fmt::format("ConfigSet{{'{}'='{}'}}", x.name, x.value);
         }
       },
       r);
