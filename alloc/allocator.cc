@@ -21,12 +21,15 @@ void report_bad_free(const char* op, const Extent& e, const char* why) {
                e.start, e.len, why);
 }
 
-// Contiguous growth: takes from the free run that starts exactly at `hint`.
+// Exact placement: takes blocks starting at `hint` if it is free. That is
+// contiguous growth when the hint is the end of the previous extent, and it
+// keeps a file's blocks in file order when writes arrive out of order (the
+// hint then leaves room for the blocks in between).
 std::optional<Extent> take_at(FreeSpace& fs, BlockNo hint, std::uint64_t want, std::uint64_t min_len) {
   if (hint == 0) return std::nullopt;  // 0 means "no preference"
   const auto run = fs.run_containing(hint);
-  if (!run || run->start != hint || run->len < min_len) return std::nullopt;
-  const Extent taken{hint, std::min(want, run->len)};
+  if (!run || run->end() - hint < min_len) return std::nullopt;
+  const Extent taken{hint, std::min(want, run->end() - hint)};
   fs.remove(taken);
   return taken;
 }
@@ -152,6 +155,22 @@ std::optional<Extent> Allocator::grow_adjacent(RegionId id, Region& r, std::uint
   return std::nullopt;
 }
 
+// Before anything else in a region request whose hint lies just beyond one
+// of r's slices (in the global free run that continues it): the slice grows
+// to cover the hint, so that blocks placed in file order stay in file order
+// and the region does not fill the room it keeps for them with others.
+std::optional<Extent> Allocator::grow_to_hint(RegionId id, Region& r, std::uint64_t want, std::uint64_t min_len,
+                                              BlockNo hint) {
+  if (hint == 0) return std::nullopt;
+  const auto run = free_.run_containing(hint);
+  if (!run || run->end() - hint < min_len || run->start <= area_.start) return std::nullopt;
+  const auto s = slices_.slice_at(run->start - 1);
+  if (!s || s->region != id) return std::nullopt;
+  const BlockNo end = std::min(run->end(), hint + std::max(want, growth_));
+  reserve_global(id, r, {run->start, end - run->start});
+  return take_at(r.free, hint, want, min_len);
+}
+
 // Step 3 of a region request: a new slice from global free space.
 std::optional<Extent> Allocator::grow_new_slice(RegionId id, Region& r, std::uint64_t want, std::uint64_t min_len,
                                                 BlockNo hint) {
@@ -207,7 +226,9 @@ std::optional<Extent> Allocator::take(RegionId region, std::uint64_t want, std::
     return reclaim(0, want, min_len);
   }
   Region& r = it->second;
-  auto e = piece ? take_piece(r.free, want, min_len, hint) : take_placed(r.free, want, min_len, hint, big);
+  auto e = take_at(r.free, hint, want, min_len);
+  if (e || (e = grow_to_hint(region, r, want, min_len, hint))) return e;
+  e = piece ? take_piece(r.free, want, min_len, hint) : take_placed(r.free, want, min_len, hint, big);
   if (e) return e;
   if ((e = grow_adjacent(region, r, want, min_len, hint))) return e;
   if ((e = grow_new_slice(region, r, want, min_len, hint))) return e;

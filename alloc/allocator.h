@@ -189,6 +189,7 @@ class Allocator {
   const FreeSpace& free_of(RegionId owner) const;
   std::optional<Extent> take(RegionId region, std::uint64_t want, std::uint64_t min_len, BlockNo hint, bool big,
                              bool piece);
+  std::optional<Extent> grow_to_hint(RegionId id, Region& r, std::uint64_t want, std::uint64_t min_len, BlockNo hint);
   std::optional<Extent> grow_adjacent(RegionId id, Region& r, std::uint64_t want, std::uint64_t min_len,
                                       BlockNo hint);
   std::optional<Extent> grow_new_slice(RegionId id, Region& r, std::uint64_t want, std::uint64_t min_len,

@@ -23,7 +23,45 @@ struct ControlStats {
   std::uint64_t allocated_blocks;  // blocks referenced by files
   std::uint64_t metadata_blocks;   // journal + checkpoint
   std::uint8_t uuid[16];
-  std::uint64_t reserved[16];
+  std::uint64_t shared_blocks;     // referenced by more than one block map
+  std::uint64_t saved_blocks;      // what sharing saves: sum of (references - 1)
+  std::uint64_t regions;
+  std::uint64_t reserved[13];
+};
+
+struct ControlRegion {
+  std::uint32_t id;
+  std::uint32_t slices;
+  std::uint64_t root_ino;
+  std::uint64_t reserved_blocks;
+  std::uint64_t used_blocks;
+  std::uint64_t shared_blocks;
+  std::uint64_t reclaimed_blocks;
+  char root_path[192];  // NUL-terminated, "..." in front when cut
+};
+
+// Regions in ascending id from `cursor` on; `cursor` comes back as the id
+// to continue from (0: done).
+struct ControlRegionList {
+  std::uint32_t version;
+  std::uint32_t count;
+  std::uint32_t cursor;
+  std::uint32_t total;
+  ControlRegion regions[60];
+};
+
+struct ControlRegionCreate {
+  std::uint64_t bytes;  // 0: the filesystem's default region size
+};
+
+struct ControlFrag {
+  std::uint64_t size;
+  std::uint64_t extents;
+  std::uint64_t mapped_blocks;
+  std::uint64_t shared_blocks;
+  std::uint64_t in_region_blocks;
+  std::uint32_t region;
+  std::uint32_t pad;
 };
 
 }  // namespace dhfs
@@ -33,3 +71,22 @@ struct ControlStats {
 // kernel does not forward sync(2)/syncfs(2) to FUSE file systems other than
 // virtiofs, so this is how a script makes a whole dhfs durable at once.
 #define DHFS_IOC_SYNC _IO('D', 2)
+#define DHFS_IOC_REGIONS _IOWR('D', 3, struct dhfs::ControlRegionList)
+#define DHFS_IOC_REGION_SHOW _IOR('D', 4, struct dhfs::ControlRegion)
+#define DHFS_IOC_REGION_CREATE _IOW('D', 5, struct dhfs::ControlRegionCreate)
+#define DHFS_IOC_FRAG _IOR('D', 6, struct dhfs::ControlFrag)
+
+#include <span>
+#include <vector>
+
+namespace dhfs {
+
+class FileSystem;
+
+// Serves one control ioctl `cmd` on inode `ino`: `in` is what the caller
+// passed, `out` receives the reply. Returns 0 or a negative errno (-ENOTTY
+// for an unknown command). Lives in the core, so it is tested without FUSE.
+int serve_control(FileSystem& fs, std::uint64_t ino, unsigned cmd, std::span<const std::byte> in,
+                  std::vector<std::byte>& out);
+
+}  // namespace dhfs

@@ -281,6 +281,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   }
   std::vector<Extent> to_free;
   drop_refs(replaced, txn, to_free);
+  record_region_changes(txn);
   if (extend) in->size = std::max(in->size, end);
   mark_changed(*in, now_ns(), true);
   txn.inode(*in);
@@ -453,12 +454,14 @@ int FileSystem::preallocate(Ino ino, std::uint64_t off, std::uint64_t len, bool 
   const std::uint64_t first = off / kBlockSize;
   std::vector<Segment> segs;
   std::uint64_t old_size;
+  RegionId region;
   {
     std::shared_lock m(meta_mu_);
     Inode* in = inodes_.get(ino);
     if (!in) return -ENOENT;
     if (!in->is_reg()) return in->is_dir() ? -EISDIR : -ENODEV;
     old_size = in->size;
+    region = in->region;
     segs = in->map->segments(first, (end - 1) / kBlockSize - first + 1);
   }
   if (!keep_size && end > old_size)
@@ -471,7 +474,7 @@ int FileSystem::preallocate(Ino ino, std::uint64_t off, std::uint64_t len, bool 
       continue;
     }
     std::vector<Extent> got;
-    if (!alloc_->allocate_all({s.len, 1, hint, false}, got)) {
+    if (!alloc_->allocate_all({s.len, 1, hint, false, region}, got)) {
       for (const FileExtent& f : fresh) alloc_->free_now({f.pblk, f.len});
       return -ENOSPC;
     }
@@ -497,6 +500,7 @@ int FileSystem::preallocate(Ino ino, std::uint64_t off, std::uint64_t len, bool 
   if (grows) in->size = end;
   mark_changed(*in, now_ns(), grows);
   txn.inode(*in);
+  record_region_changes(txn);
   commit(txn);
   return 0;
 }

@@ -102,6 +102,7 @@ Inode* FileSystem::new_inode(std::uint32_t mode, const Cred& cred, const Inode& 
     if (S_ISDIR(mode)) in->mode |= S_ISGID;
   }
   in->atime_ns = in->mtime_ns = in->ctime_ns = in->btime_ns = now_ns();
+  in->region = parent.region;  // everything below a region root allocates from it
   in->init_payload();
   return in;
 }
@@ -246,15 +247,16 @@ int FileSystem::make_node(Ino parent, std::string_view name, std::uint32_t mode,
   Inode* in = new_inode(mode, cred, *dir);
   in->rdev = (S_ISCHR(mode) || S_ISBLK(mode)) ? rdev : 0;
   in->nlink = S_ISDIR(mode) ? 2 : 1;
+  Txn txn;
   if (S_ISDIR(mode)) {
     in->parent = dir->ino;
     ++dir->nlink;
+    if (wants_region(*dir, name)) start_region(*in, region_blocks_, txn);
   }
   if (in->target) in->target->assign(target);
   in->lookups = 1;
   if (open_it) in->opens = 1;
   dir->dir->add(name, in->ino, dtype_of(in->mode));
-  Txn txn;
   txn.inode(*in);
   txn.dirent(dir->ino, name, in->ino, dtype_of(in->mode));
   touch_dir(*dir, in->ctime_ns, txn);
@@ -344,6 +346,7 @@ int FileSystem::remove_entry(Ino parent, std::string_view name, bool want_dir) {
   if (want_dir) {
     in->nlink = 0;
     --dir->nlink;
+    end_region(*in, txn);  // removing a region's root frees the whole region
   } else {
     --in->nlink;
   }
@@ -435,6 +438,7 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
       if (victim->is_dir()) {
         victim->nlink = 0;
         --to_dir->nlink;
+        end_region(*victim, txn);
       } else {
         --victim->nlink;
       }
@@ -648,6 +652,9 @@ FsStats FileSystem::stats() {
   s.metadata_blocks = sb_.journal_blocks + (root_.stream_bytes + kBlockSize - 1) / kBlockSize;
   std::shared_lock m(meta_mu_);
   s.inodes = inodes_.count();
+  s.shared_blocks = refs_.shared_blocks();
+  s.saved_blocks = refs_.saved_blocks();
+  s.regions = regions_.size();
   inodes_.for_each([&](const Inode& in) {
     if (in.is_reg()) s.logical_bytes += in.size;
     s.allocated_blocks += in.allocated_blocks();

@@ -40,6 +40,8 @@
 #include "fs/format.h"
 #include "fs/inode_table.h"
 #include "fs/journal.h"
+#include "fs/loader.h"
+#include "fs/region_policy.h"
 #include "fs/options.h"
 #include "fs/txn.h"
 
@@ -95,6 +97,28 @@ struct DirListEntry {
   std::uint64_t next_cookie = 0;  // pass this to continue after the entry
 };
 
+// A container region, for dhfsctl.
+struct RegionReport {
+  std::uint32_t id = 0;
+  Ino root = 0;
+  std::string root_path;               // relative to the filesystem root
+  std::uint64_t reserved_blocks = 0;   // slices it holds now
+  std::uint64_t used_blocks = 0;       // of those, allocated
+  std::uint64_t shared_blocks = 0;     // of those, referenced by more than one block map
+  std::uint64_t reclaimed_blocks = 0;  // taken back under pressure since mount
+  std::uint32_t slices = 0;
+};
+
+// How a file lies on the device, for dhfsctl frag.
+struct FragReport {
+  std::uint64_t size = 0;
+  std::uint64_t extents = 0;
+  std::uint64_t mapped_blocks = 0;
+  std::uint64_t shared_blocks = 0;     // mapped blocks others reference too
+  std::uint64_t in_region_blocks = 0;  // mapped blocks inside the file's own region
+  std::uint32_t region = 0;
+};
+
 struct FsStats {
   std::uint64_t block_size = kBlockSize;
   std::uint64_t total_blocks = 0;      // data area
@@ -104,6 +128,9 @@ struct FsStats {
   std::uint64_t logical_bytes = 0;     // sum of file sizes
   std::uint64_t allocated_blocks = 0;  // blocks referenced by files
   std::uint64_t metadata_blocks = 0;   // journal + checkpoint
+  std::uint64_t shared_blocks = 0;     // blocks referenced by more than one block map
+  std::uint64_t saved_blocks = 0;      // blocks sharing saves: sum of (references - 1)
+  std::uint64_t regions = 0;
 };
 
 // Renameat2 flags (values of the Linux ABI).
@@ -182,6 +209,18 @@ class FileSystem {
   int removexattr(Ino ino, std::string_view name);
 
   FsStats stats();
+
+  // ---- container regions (see region_policy.h)
+  // Makes directory `dir` the root of a new region reserving `bytes` (0: the
+  // default size); everything below it allocates from it from now on.
+  int create_region(Ino dir, std::uint64_t bytes);
+  std::vector<RegionReport> region_reports();
+  // The region `ino` allocates from.
+  int region_report(Ino ino, RegionReport* out);
+  int frag_report(Ino ino, FragReport* out);
+  // Path of `ino` relative to the filesystem root ("/" for the root); for
+  // files with several names, one of them.
+  std::string path_of(Ino ino);
   // Writes a checkpoint now (also done in the background when needed).
   int checkpoint();
   const Superblock& superblock() const { return sb_; }
@@ -251,9 +290,21 @@ class FileSystem {
                   std::span<const std::byte>* out);
   void maybe_touch_atime(Ino ino);
 
+  // ---- regions (fs/fs_regions.cc; meta_mu_ held exclusively unless noted)
+  void apply_settings(const std::map<std::string, std::string, std::less<>>& stored, Txn& txn);
+  bool load_regions(std::map<std::uint32_t, RegionState> regions, std::string& error);
+  void check_region_roots(Txn& txn);
+  bool wants_region(const Inode& parent, std::string_view name) const;  // (shared is enough)
+  void start_region(Inode& root, std::uint64_t blocks, Txn& txn);
+  void end_region(Inode& root, Txn& txn);
+  void record_region_changes(Txn& txn);
+  std::string name_in(const Inode& dir, Ino child) const;
+  std::string path_locked(Ino ino) const;
+  RegionReport report_locked(const RegionState& r) const;
+
   // ---- persistence (fs/fs_persist.cc)
   bool link_tree(std::string& error);
-  bool claim_blocks(std::string& error);
+  bool claim_blocks(std::map<std::uint32_t, RegionState> regions, std::string& error);
   void remove_orphans();
   void free_inode(Inode& in, Txn& txn);
   void update_metadata_reserve();
@@ -271,6 +322,12 @@ class FileSystem {
   InodeTable inodes_;
   RefcountTable refs_;  // blocks referenced by more than one block map
   ChunkIndex chunks_;
+  std::map<std::uint32_t, RegionState> regions_;
+  std::uint32_t next_region_ = 1;
+  RegionPolicy region_policy_;
+  std::uint64_t region_blocks_ = kDefaultRegionBytes / kBlockSize;
+  std::uint64_t cow_unit_blocks_ = 1;
+  std::map<std::string, std::string, std::less<>> settings_;  // persisted (ConfigSet records)
   std::uint64_t next_generation_ = 1;
   std::array<std::shared_mutex, 256> io_locks_;
 

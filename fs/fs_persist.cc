@@ -52,7 +52,7 @@ std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const 
   fs->next_generation_ = st.next_generation;
   fs->replayed_batches_ = st.replay.batches;
   fs->journal_head_at_load_ = st.replay.end_lsn;
-  if (!fs->link_tree(error) || !fs->claim_blocks(error)) {
+  if (!fs->link_tree(error) || !fs->claim_blocks(std::move(st.meta.regions), error)) {
     fs->shut_down_ = true;  // nothing was started, nothing may be written
     return nullptr;
   }
@@ -60,6 +60,13 @@ std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const 
   fs->journal_ = std::make_unique<Journal>(*fs->dev_, JournalGeometry{st.sb.journal_start, st.sb.journal_blocks,
                                                                       st.sb.uuid_tag()});
   fs->journal_->set_commit_interval(o.commit_interval);
+  {
+    Txn txn;
+    fs->apply_settings(st.meta.config, txn);
+    fs->check_region_roots(txn);
+    fs->record_region_changes(txn);
+    if (!txn.empty() && !o.read_only) fs->commit(txn);
+  }
   fs->update_metadata_reserve();
   if (!o.read_only) fs->remove_orphans();
   if (!o.defer_start) fs->start();
@@ -100,8 +107,9 @@ bool FileSystem::link_tree(std::string& error) {
   return ok;
 }
 
-bool FileSystem::claim_blocks(std::string& error) {
+bool FileSystem::claim_blocks(std::map<std::uint32_t, RegionState> regions, std::string& error) {
   alloc_ = std::make_unique<Allocator>(sb_.data_area());
+  if (!load_regions(std::move(regions), error)) return false;
   for (const Extent& e : root_.extents) {
     if (!alloc_->mark_used(e)) {
       error = fmt::format("{}: checkpoint blocks overlap; run fsck.dhfs", dev_->describe());
@@ -251,6 +259,19 @@ int FileSystem::write_checkpoint() {
     }
     if (int rc = writer.add_encoded(chunk, w.count()); rc != 0) return rc;
     if (done) break;
+  }
+  // Regions and settings: small.
+  {
+    std::shared_lock m(meta_mu_);
+    chunk.clear();
+    RecordWriter w(chunk);
+    for (const auto& [id, r] : regions_) {
+      auto info = alloc_->region(id);
+      w.add(RegionSetRec{id, r.root, r.flags, info ? info->reserved : r.reserved});
+    }
+    for (const auto& [name, value] : settings_) w.add(ConfigSetRec{name, value});
+    m.unlock();
+    if (int rc = writer.add_encoded(chunk, w.count()); rc != 0) return rc;
   }
   // Reference counts, in chunks the same way.
   for (BlockNo from = 0;;) {

@@ -395,36 +395,17 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 
 // ------------------------------------------------------------------ control
 
-void op_ioctl(fuse_req_t req, fuse_ino_t /*ino*/, unsigned int cmd, void* /*arg*/, fuse_file_info*,
-              unsigned flags, const void* /*in_buf*/, size_t /*in_bufsz*/, size_t out_bufsz) {
+void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* /*arg*/, fuse_file_info*, unsigned flags,
+              const void* in_buf, size_t in_bufsz, size_t out_bufsz) {
   if (flags & FUSE_IOCTL_COMPAT) {
     fuse_reply_err(req, ENOSYS);
     return;
   }
-  if (cmd == DHFS_IOC_STATS && out_bufsz >= sizeof(ControlStats)) {
-    FileSystem& fs = fs_of(req);
-    FsStats s = fs.stats();
-    ControlStats c{};
-    c.version = kControlVersion;
-    c.block_size = kBlockSize;
-    c.total_blocks = s.total_blocks;
-    c.free_blocks = s.free_blocks;
-    c.available_blocks = s.available_blocks;
-    c.inodes = s.inodes;
-    c.logical_bytes = s.logical_bytes;
-    c.allocated_blocks = s.allocated_blocks;
-    c.metadata_blocks = s.metadata_blocks;
-    std::memcpy(c.uuid, fs.superblock().uuid.data(), 16);
-    fuse_reply_ioctl(req, 0, &c, sizeof c);
-    return;
-  }
-  if (cmd == DHFS_IOC_SYNC) {
-    int rc = fs_of(req).syncfs();
-    if (rc < 0) fuse_reply_err(req, -rc);
-    else fuse_reply_ioctl(req, 0, nullptr, 0);
-    return;
-  }
-  fuse_reply_err(req, ENOTTY);
+  std::vector<std::byte> out;
+  int rc = serve_control(fs_of(req), ino, cmd, {static_cast<const std::byte*>(in_buf), in_bufsz}, out);
+  if (rc < 0) fuse_reply_err(req, -rc);
+  else if (out.size() > out_bufsz) fuse_reply_err(req, EINVAL);
+  else fuse_reply_ioctl(req, 0, out.data(), out.size());
 }
 
 fuse_lowlevel_ops make_ops() {

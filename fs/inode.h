@@ -18,6 +18,9 @@ namespace dhfs {
 
 inline constexpr Ino kRootIno = 1;
 
+// Inode flags.
+inline constexpr std::uint32_t kInodeRegionRoot = 1;  // a directory that owns a container region
+
 using XattrMap = std::map<std::string, std::string, std::less<>>;
 
 struct Inode {

@@ -1,5 +1,9 @@
 #include "fs/options.h"
 
+#include "alloc/extent.h"
+#include "fs/region_policy.h"
+#include "fs/units.h"
+
 #include <charconv>
 #include <fmt/format.h>
 #include <set>
@@ -66,6 +70,27 @@ bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std
         return false;
       }
       fs.commit_interval = std::chrono::seconds(s);
+    } else if (key == "region_patterns") {
+      std::string why;
+      if (!RegionPolicy::parse(val, why)) {
+        error = fmt::format("option '{}': {}", opt, why);
+        return false;
+      }
+      fs.region_patterns = std::string(val);
+    } else if (key == "region_size") {
+      auto bytes = parse_size(val);
+      if (!bytes || *bytes < kBlockSize || *bytes > (1ULL << 40)) {
+        error = fmt::format("option '{}': region size must be between 4K and 1T", opt);
+        return false;
+      }
+      fs.region_bytes = *bytes;
+    } else if (key == "cow_unit") {
+      auto bytes = parse_size(val);
+      if (!bytes || *bytes < kBlockSize || *bytes > (1ULL << 20) || (*bytes & (*bytes - 1))) {
+        error = fmt::format("option '{}': copy-on-write unit must be a power of two from 4K to 1M", opt);
+        return false;
+      }
+      fs.cow_unit_bytes = *bytes;
     } else if (key == "checkpoint_interval") {
       std::uint64_t s;
       if (!parse_uint(val, s) || s == 0) {

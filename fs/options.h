@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -20,6 +21,14 @@ struct FsOptions {
   // FileSystem::open starts the background threads itself unless asked not
   // to (the dhfs daemon starts them after it has forked into the background).
   bool defer_start = false;
+  // Container regions (see region_policy.h); given values are persisted and
+  // apply to later mounts too.
+  std::optional<std::string> region_patterns;
+  std::optional<std::uint64_t> region_bytes;
+  // Copy-on-write unit: the first write to a shared block copies the aligned
+  // unit around it, so that a file's modified parts stay contiguous
+  // (4 KiB .. 1 MiB, a power of two).
+  std::optional<std::uint64_t> cow_unit_bytes;
 };
 
 // Splits a comma-separated -o list. Options dhfs understands are applied to

@@ -1,5 +1,6 @@
-// dhfsctl SUBCOMMAND PATH ... [--json]
-// Asks the dhfs daemon serving PATH about its state.
+// dhfsctl [--json] SUBCOMMAND PATH ...
+// Asks the dhfs daemon serving PATH about its state, through ioctls on PATH
+// (see fs/control.h).
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -19,11 +20,15 @@ namespace {
 
 void usage(int code) {
   fmt::print(code ? stderr : stdout,
-             "usage: dhfsctl [--json] df PATH\n"
-             "       dhfsctl sync PATH\n"
-             "  df PATH     space of the dhfs filesystem holding PATH\n"
-             "  sync PATH   make everything done on that filesystem durable (sync(1) is not\n"
-             "              forwarded to FUSE file systems by the kernel)\n");
+             "usage: dhfsctl [--json] COMMAND PATH\n"
+             "  df PATH                       logical, physical and shared bytes of the filesystem\n"
+             "  regions PATH                  every container region: root, reserved, used, shared\n"
+             "  region show DIR               the region DIR allocates from\n"
+             "  region create DIR [--size N]  make DIR the root of a new region (N: e.g. 256M)\n"
+             "  frag FILE                     extents of FILE and how much of it lies in its region\n"
+             "  sync PATH                     make everything done so far durable (the kernel does\n"
+             "                                not forward sync(1) to FUSE file systems)\n"
+             "PATH is any path inside a mounted dhfs.\n");
   std::exit(code);
 }
 
@@ -38,7 +43,8 @@ void ioctl_or_die(const std::string& path, unsigned long request, void* arg) {
   UniqueFd fd = open_path(path);
   if (::ioctl(fd.get(), request, arg) == 0) return;
   int err = errno;
-  if (err == ENOTTY || err == EINVAL || err == ENOSYS) cli::die(1, "dhfsctl: {}: not on a dhfs filesystem", path);
+  if (err == ENOTTY || err == ENOSYS) cli::die(1, "dhfsctl: {}: not on a dhfs filesystem", path);
+  if (err == ENODATA) cli::die(1, "dhfsctl: {}: not inside a container region", path);
   cli::die(1, "dhfsctl: {}: {}", path, std::strerror(err));
 }
 
@@ -49,28 +55,128 @@ T query(const std::string& path, unsigned long request) {
   return out;
 }
 
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", c);
+    else out += c;
+  }
+  return out + "\"";
+}
+
 int cmd_df(const std::string& path, bool json) {
   auto s = query<ControlStats>(path, DHFS_IOC_STATS);
   Uuid u;
   std::memcpy(u.data(), s.uuid, 16);
   const std::uint64_t bs = s.block_size;
   const std::uint64_t total = s.total_blocks * bs, free = s.free_blocks * bs, avail = s.available_blocks * bs;
-  const std::uint64_t physical = s.allocated_blocks * bs, meta = s.metadata_blocks * bs;
+  const std::uint64_t referenced = s.allocated_blocks * bs;
+  const std::uint64_t physical = (s.allocated_blocks - s.saved_blocks) * bs;
+  const std::uint64_t shared = s.shared_blocks * bs, saved = s.saved_blocks * bs, meta = s.metadata_blocks * bs;
+  const double ratio = physical ? static_cast<double>(s.logical_bytes) / static_cast<double>(physical) : 1.0;
   if (json) {
     fmt::print(
-        "{{\"uuid\":\"{}\",\"block_size\":{},\"size_bytes\":{},\"free_bytes\":{},\"available_bytes\":{},"
-        "\"inodes\":{},\"logical_bytes\":{},\"physical_bytes\":{},\"metadata_bytes\":{}}}\n",
-        uuid_to_string(u), bs, total, free, avail, s.inodes, s.logical_bytes, physical, meta);
+        "{{\"uuid\":\"{}\",\"block_size\":{},\"size_bytes\":{},\"used_bytes\":{},\"free_bytes\":{},"
+        "\"available_bytes\":{},\"inodes\":{},\"logical_bytes\":{},\"referenced_bytes\":{},\"physical_bytes\":{},"
+        "\"shared_bytes\":{},\"saved_bytes\":{},\"dedup_ratio\":{:.3f},\"metadata_bytes\":{},\"regions\":{}}}\n",
+        uuid_to_string(u), bs, total, total - free, free, avail, s.inodes, s.logical_bytes, referenced, physical,
+        shared, saved, ratio, meta, s.regions);
     return 0;
   }
-  fmt::print("filesystem    {}\n", uuid_to_string(u));
-  fmt::print("size          {}\n", cli::human_bytes(total));
-  fmt::print("used          {}\n", cli::human_bytes(total - free));
-  fmt::print("available     {}\n", cli::human_bytes(avail));
-  fmt::print("inodes        {}\n", s.inodes);
-  fmt::print("logical data  {}   (sum of file sizes)\n", cli::human_bytes(s.logical_bytes));
-  fmt::print("physical data {}   (blocks holding file data)\n", cli::human_bytes(physical));
-  fmt::print("metadata      {}   (journal and checkpoint)\n", cli::human_bytes(meta));
+  fmt::print("filesystem     {}\n", uuid_to_string(u));
+  fmt::print("size           {}\n", cli::human_bytes(total));
+  fmt::print("used           {}\n", cli::human_bytes(total - free));
+  fmt::print("available      {}\n", cli::human_bytes(avail));
+  fmt::print("inodes         {}\n", s.inodes);
+  fmt::print("logical data   {}   (sum of file sizes)\n", cli::human_bytes(s.logical_bytes));
+  fmt::print("physical data  {}   (device blocks holding file data)\n", cli::human_bytes(physical));
+  fmt::print("shared data    {}   (blocks referenced by several files; sharing saves {})\n",
+             cli::human_bytes(shared), cli::human_bytes(saved));
+  fmt::print("dedup ratio    {:.2f}   (logical / physical)\n", ratio);
+  fmt::print("metadata       {}   (journal and checkpoint)\n", cli::human_bytes(meta));
+  fmt::print("regions        {}\n", s.regions);
+  return 0;
+}
+
+std::string region_json(const ControlRegion& r) {
+  return fmt::format(
+      "{{\"id\":{},\"root\":{},\"root_ino\":{},\"reserved_bytes\":{},\"used_bytes\":{},\"shared_bytes\":{},"
+      "\"reclaimed_bytes\":{},\"slices\":{}}}",
+      r.id, json_string(r.root_path), r.root_ino, r.reserved_blocks * kBlockSize, r.used_blocks * kBlockSize,
+      r.shared_blocks * kBlockSize, r.reclaimed_blocks * kBlockSize, r.slices);
+}
+
+void print_region_row(const ControlRegion& r) {
+  fmt::print("{:>6} {:>10} {:>10} {:>10} {:>10} {:>6}  {}\n", r.id, cli::human_bytes(r.reserved_blocks * kBlockSize),
+             cli::human_bytes(r.used_blocks * kBlockSize), cli::human_bytes(r.shared_blocks * kBlockSize),
+             cli::human_bytes(r.reclaimed_blocks * kBlockSize), r.slices, r.root_path);
+}
+
+void print_region_header() {
+  fmt::print("{:>6} {:>10} {:>10} {:>10} {:>10} {:>6}  {}\n", "region", "reserved", "used", "shared", "reclaimed",
+             "slices", "root");
+}
+
+int cmd_regions(const std::string& path, bool json) {
+  std::vector<ControlRegion> all;
+  ControlRegionList list{};
+  do {
+    std::uint32_t cursor = list.cursor;
+    list = ControlRegionList{};
+    list.cursor = cursor;
+    ioctl_or_die(path, DHFS_IOC_REGIONS, &list);
+    all.insert(all.end(), list.regions, list.regions + list.count);
+  } while (list.cursor != 0);
+  if (json) {
+    std::string items;
+    for (const auto& r : all) items += (items.empty() ? "" : ",") + region_json(r);
+    fmt::print("{{\"regions\":[{}]}}\n", items);
+    return 0;
+  }
+  print_region_header();
+  for (const auto& r : all) print_region_row(r);
+  return 0;
+}
+
+int cmd_region_show(const std::string& path, bool json) {
+  auto r = query<ControlRegion>(path, DHFS_IOC_REGION_SHOW);
+  if (json) {
+    fmt::print("{}\n", region_json(r));
+    return 0;
+  }
+  print_region_header();
+  print_region_row(r);
+  return 0;
+}
+
+int cmd_region_create(const std::string& path, std::uint64_t bytes, bool json) {
+  ControlRegionCreate req{bytes};
+  ioctl_or_die(path, DHFS_IOC_REGION_CREATE, &req);
+  return cmd_region_show(path, json);
+}
+
+int cmd_frag(const std::string& path, bool json) {
+  auto f = query<ControlFrag>(path, DHFS_IOC_FRAG);
+  const double mean = f.extents ? static_cast<double>(f.mapped_blocks * kBlockSize) / static_cast<double>(f.extents) : 0;
+  const double in_region = f.mapped_blocks ? static_cast<double>(f.in_region_blocks) / static_cast<double>(f.mapped_blocks) : 0;
+  if (json) {
+    fmt::print(
+        "{{\"path\":{},\"size_bytes\":{},\"extents\":{},\"mapped_bytes\":{},\"mean_extent_bytes\":{:.0f},"
+        "\"shared_bytes\":{},\"region\":{},\"in_region_fraction\":{:.4f}}}\n",
+        json_string(path), f.size, f.extents, f.mapped_blocks * kBlockSize, mean, f.shared_blocks * kBlockSize,
+        f.region, in_region);
+    return 0;
+  }
+  fmt::print("file             {}\n", path);
+  fmt::print("size             {}\n", cli::human_bytes(f.size));
+  fmt::print("extents          {}\n", f.extents);
+  fmt::print("mean extent      {}\n", cli::human_bytes(static_cast<std::uint64_t>(mean)));
+  fmt::print("shared           {}\n", cli::human_bytes(f.shared_blocks * kBlockSize));
+  if (f.region)
+    fmt::print("in its region    {:.1f}%   (region {})\n", 100 * in_region, f.region);
+  else
+    fmt::print("in its region    -   (not in a region)\n");
   return 0;
 }
 
@@ -78,19 +184,30 @@ int cmd_df(const std::string& path, bool json) {
 
 int main(int argc, char** argv) {
   bool json = false;
+  std::optional<std::uint64_t> size;
   std::vector<std::string> args;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--json") json = true;
     else if (a == "-h" || a == "--help") usage(0);
+    else if (a == "--size") {
+      if (++i >= argc) cli::die(2, "dhfsctl: --size needs an argument");
+      size = cli::parse_size(argv[i]);
+      if (!size) cli::die(2, "dhfsctl: invalid size '{}'", argv[i]);
+    } else if (a.starts_with("-")) cli::die(2, "dhfsctl: unknown option '{}'", a);
     else args.push_back(a);
   }
   if (args.empty()) usage(2);
-  if (args[0] == "df" && args.size() == 2) return cmd_df(args[1], json);
-  if (args[0] == "sync" && args.size() == 2) {
+  const std::string& cmd = args[0];
+  if (cmd == "df" && args.size() == 2) return cmd_df(args[1], json);
+  if (cmd == "regions" && args.size() == 2) return cmd_regions(args[1], json);
+  if (cmd == "frag" && args.size() == 2) return cmd_frag(args[1], json);
+  if (cmd == "region" && args.size() == 3 && args[1] == "show") return cmd_region_show(args[2], json);
+  if (cmd == "region" && args.size() == 3 && args[1] == "create") return cmd_region_create(args[2], size.value_or(0), json);
+  if (cmd == "sync" && args.size() == 2) {
     ioctl_or_die(args[1], DHFS_IOC_SYNC, nullptr);
     return 0;
   }
-  fmt::print(stderr, "dhfsctl: unknown command '{}'\n", args[0]);
+  fmt::print(stderr, "dhfsctl: unknown command or wrong arguments: {}\n", fmt::join(args, " "));
   usage(2);
 }

@@ -18,6 +18,15 @@
 
 #include "alloc/allocator.h"
 
+namespace Catch {
+template <>
+struct StringMaker<dhfs::Extent> {
+  static std::string convert(const dhfs::Extent& e) {
+    return "[" + std::to_string(e.start) + ",+" + std::to_string(e.len) + ")";
+  }
+};
+}  // namespace Catch
+
 using dhfs::AllocRequest;
 using dhfs::Allocator;
 using dhfs::BlockNo;
@@ -183,7 +192,10 @@ TEST_CASE("Regions: allocations stay inside the region and contiguous", "[region
     REQUIRE(a.allocate(in(1, 300, 601)) == Extent{601, 300});
     REQUIRE(a.allocate(in(1, 100, 901)) == Extent{901, 100});
     a.free_now({601, 300});  // region 1 free: [601,+300) and [1001,+1500)
-    CHECK(a.allocate(in(1, 300, 1500)) == Extent{601, 300});
+    // The hint is in use: best fit.
+    CHECK(a.allocate(in(1, 300, 950)) == Extent{601, 300});
+    // A free hint is taken exactly, even inside a run (file order kept).
+    CHECK(a.allocate(in(1, 300, 1500)) == Extent{1500, 300});
   }
   SECTION("an unknown region means global space") {
     CHECK(a.allocate(in(99, 8)) == Extent{4501, 8});
@@ -237,15 +249,19 @@ TEST_CASE("Regions: a full region grows in place first", "[regions]") {
     CHECK(info(a, 1).reserved == std::vector<Extent>{{450, 150}});
     CHECK(a.consistent());
   }
-  SECTION("the slice holding the hint before the last slice") {
+  SECTION("a contiguous allocation grows the slice at the hint rather than jump to another slice") {
     a.load_region(1, {{100, 100}, {1000, 100}});
     std::vector<Extent> out;
     REQUIRE(a.allocate_all(in(1, 200), out));
-    CHECK(a.allocate(in(1, 8, 200)) == Extent{200, 8});  // hint at the end of the first slice
-    CHECK(info(a, 1).reserved == std::vector<Extent>{{100, 150}, {1000, 100}});
-    CHECK(a.allocate(in(1, 100)) == Extent{208, 42});  // the region's own free space first
-    CHECK(a.allocate(in(1, 8)) == Extent{1100, 8});    // no hint: the last slice grows
-    CHECK(info(a, 1).reserved == std::vector<Extent>{{100, 150}, {1000, 150}});
+    CHECK(out == std::vector<Extent>{{100, 100}, {200, 100}});  // one run on the device
+    CHECK(info(a, 1).reserved == std::vector<Extent>{{100, 200}, {1000, 100}});
+    CHECK(a.allocate(in(1, 8)) == Extent{1000, 8});  // no hint: the region's own free space
+    // A hint just past a slice, in the free space after it: the slice grows
+    // to it, leaving room for the blocks in between.
+    CHECK(a.allocate(in(1, 8, 320)) == Extent{320, 8});
+    CHECK(info(a, 1).reserved == std::vector<Extent>{{100, 270}, {1000, 100}});
+    CHECK(a.allocate(in(1, 20, 300)) == Extent{300, 20});
+    CHECK(a.consistent());
   }
   SECTION("a new slice elsewhere when nothing next to it is free") {
     REQUIRE(a.create_region(1, 100));

@@ -1,0 +1,108 @@
+#include "fs/control.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "fs/filesystem.h"
+
+namespace dhfs {
+
+namespace {
+
+template <typename T>
+void put(std::vector<std::byte>& out, const T& v) {
+  out.resize(sizeof v);
+  std::memcpy(out.data(), &v, sizeof v);
+}
+
+ControlRegion to_control(const RegionReport& r) {
+  ControlRegion c{};
+  c.id = r.id;
+  c.slices = r.slices;
+  c.root_ino = r.root;
+  c.reserved_blocks = r.reserved_blocks;
+  c.used_blocks = r.used_blocks;
+  c.shared_blocks = r.shared_blocks;
+  c.reclaimed_blocks = r.reclaimed_blocks;
+  std::string path = r.root_path;
+  if (path.size() >= sizeof c.root_path) path = "..." + path.substr(path.size() - (sizeof c.root_path - 4));
+  std::memcpy(c.root_path, path.c_str(), path.size() + 1);
+  return c;
+}
+
+}  // namespace
+
+int serve_control(FileSystem& fs, std::uint64_t ino, unsigned cmd, std::span<const std::byte> in,
+                  std::vector<std::byte>& out) {
+  switch (cmd) {
+    case DHFS_IOC_STATS: {
+      FsStats s = fs.stats();
+      ControlStats c{};
+      c.version = kControlVersion;
+      c.block_size = kBlockSize;
+      c.total_blocks = s.total_blocks;
+      c.free_blocks = s.free_blocks;
+      c.available_blocks = s.available_blocks;
+      c.inodes = s.inodes;
+      c.logical_bytes = s.logical_bytes;
+      c.allocated_blocks = s.allocated_blocks;
+      c.metadata_blocks = s.metadata_blocks;
+      c.shared_blocks = s.shared_blocks;
+      c.saved_blocks = s.saved_blocks;
+      c.regions = s.regions;
+      std::memcpy(c.uuid, fs.superblock().uuid.data(), 16);
+      put(out, c);
+      return 0;
+    }
+    case DHFS_IOC_SYNC:
+      out.clear();
+      return fs.syncfs();
+    case DHFS_IOC_REGIONS: {
+      ControlRegionList req{};
+      std::memcpy(&req, in.data(), std::min(in.size(), sizeof req));
+      auto all = fs.region_reports();
+      ControlRegionList reply{};
+      reply.version = kControlVersion;
+      reply.total = static_cast<std::uint32_t>(all.size());
+      for (const RegionReport& r : all) {
+        if (r.id < req.cursor) continue;
+        if (reply.count == std::size(reply.regions)) {
+          reply.cursor = r.id;
+          break;
+        }
+        reply.regions[reply.count++] = to_control(r);
+      }
+      put(out, reply);
+      return 0;
+    }
+    case DHFS_IOC_REGION_SHOW: {
+      RegionReport r;
+      if (int rc = fs.region_report(ino, &r); rc) return rc;
+      put(out, to_control(r));
+      return 0;
+    }
+    case DHFS_IOC_REGION_CREATE: {
+      ControlRegionCreate req{};
+      std::memcpy(&req, in.data(), std::min(in.size(), sizeof req));
+      out.clear();
+      return fs.create_region(ino, req.bytes);
+    }
+    case DHFS_IOC_FRAG: {
+      FragReport f;
+      if (int rc = fs.frag_report(ino, &f); rc) return rc;
+      ControlFrag c{};
+      c.size = f.size;
+      c.extents = f.extents;
+      c.mapped_blocks = f.mapped_blocks;
+      c.shared_blocks = f.shared_blocks;
+      c.in_region_blocks = f.in_region_blocks;
+      c.region = f.region;
+      put(out, c);
+      return 0;
+    }
+  }
+  return -ENOTTY;
+}
+
+}  // namespace dhfs

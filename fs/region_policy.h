@@ -1,0 +1,49 @@
+// RegionPolicy: which directories become container region roots by
+// themselves, and how much a new region reserves.
+//
+// Patterns are matched against the last components of a new directory's
+// path: "overlay2/*" matches any directory created directly in a directory
+// named overlay2 (docker's overlay2 layers and container layers),
+// "vfs/dir/*" docker's vfs driver, "snapshots/*" containerd's overlayfs
+// snapshotter. A pattern starting with '!' excludes (docker keeps its short
+// symlinks in overlay2/l, which holds no data). Patterns are separated by
+// ':' in the option string (',' separates mount options).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dhfs {
+
+inline constexpr std::string_view kDefaultRegionPatterns = "overlay2/*:!overlay2/l:vfs/dir/*:snapshots/*";
+inline constexpr std::uint64_t kDefaultRegionBytes = 64ULL << 20;
+
+class RegionPolicy {
+ public:
+  // Parses "a/*:!a/l:..." (empty string: no automatic regions). Returns
+  // nullopt with `error` for a malformed list.
+  static std::optional<RegionPolicy> parse(std::string_view patterns, std::string& error);
+
+  // `path_tail` holds the last components of the new directory's path,
+  // innermost first: {name, parent's name, grandparent's name, ...}; it has
+  // depth() entries, or fewer near the root.
+  bool matches(const std::vector<std::string>& path_tail) const;
+  std::size_t depth() const { return depth_; }
+  const std::string& text() const { return text_; }
+
+ private:
+  struct Pattern {
+    bool exclude = false;
+    std::vector<std::string> parts;  // outermost first, "*" matches any name
+  };
+  static bool match_one(const Pattern& p, const std::vector<std::string>& tail);
+
+  std::vector<Pattern> patterns_;
+  std::size_t depth_ = 0;
+  std::string text_;
+};
+
+}  // namespace dhfs
