@@ -36,10 +36,11 @@ std::vector<std::uint8_t> encode(const Record& r) {
 
 // Hand-built encoding: u8 type, u32 length, body.
 std::vector<std::uint8_t> raw(std::uint8_t type, const std::vector<std::uint8_t>& body) {
-  std::vector<std::uint8_t> b{type};
-  auto len = static_cast<std::uint32_t>(body.size());
-  b.insert(b.end(), reinterpret_cast<const std::uint8_t*>(&len), reinterpret_cast<const std::uint8_t*>(&len) + 4);
-  b.insert(b.end(), body.begin(), body.end());
+  const auto len = static_cast<std::uint32_t>(body.size());
+  std::vector<std::uint8_t> b(5 + body.size());
+  b[0] = type;
+  std::memcpy(b.data() + 1, &len, 4);
+  std::copy(body.begin(), body.end(), b.begin() + 5);
   return b;
 }
 
