@@ -15,7 +15,9 @@ void ChunkIndex::remember(const ChunkKey& key, const ChunkHome& home) {
   (void)it;
   if (!inserted) return;
   order_.push_back(key);
-  while (map_.size() > max_ && !order_.empty()) {
+  // Forgotten keys stay in order_ until they reach the front; the bound on
+  // order_ keeps insert/forget churn from growing it without end.
+  while ((map_.size() > max_ || order_.size() > 2 * max_) && !order_.empty()) {
     map_.erase(order_.front());
     order_.pop_front();
   }

@@ -5,13 +5,16 @@
 // new upper file) cost no space: the upper file's writes find the lower
 // file's chunks here.
 //
-// A chunk is the data of one write that starts on a 1 MiB boundary and
-// covers the whole 1 MiB window (or ends the file before the window ends);
-// the key is its XXH3-128 hash and its length. An entry is only a hint: the
-// caller verifies byte by byte, against the file the entry names, before
-// sharing anything. Thread-safe; bounded in size (oldest entries go first).
+// A chunk is an aligned 64 KiB window of a file's data (or the shorter last
+// window of a file); the key is its XXH3-128 hash and its length. Windows
+// are remembered when they are written and when they are read, so a copy-up
+// finds a lower file that was only read since the daemon started. An entry
+// is only a hint: the caller verifies byte by byte, against the file the
+// entry names, before sharing anything. Thread-safe; bounded in size (oldest
+// entries go first): 256k entries, about 25 MiB, cover the last 16 GiB.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <mutex>
@@ -23,7 +26,7 @@
 
 namespace dhfs {
 
-inline constexpr std::uint64_t kChunkBytes = 1 << 20;
+inline constexpr std::uint64_t kChunkBytes = 64 << 10;
 
 struct ChunkKey {
   std::uint64_t lo = 0;
@@ -40,12 +43,18 @@ struct ChunkHome {
 
 class ChunkIndex {
  public:
-  explicit ChunkIndex(std::size_t max_entries = 1 << 20) : max_(max_entries) {}
+  explicit ChunkIndex(std::size_t max_entries = 1 << 18) : max_(max_entries) {}
 
-  // True if a write of `len` bytes at `off` to a file whose size is then
-  // `size_after` is a chunk.
-  static bool is_chunk(std::uint64_t off, std::uint64_t len, std::uint64_t size_after) {
-    return off % kChunkBytes == 0 && len > 0 && (len == kChunkBytes || (len < kChunkBytes && off + len >= size_after));
+  // Calls fn(window_off, window_len) for every chunk inside the bytes
+  // [off, off + len) of a file of `file_size` bytes: the whole aligned
+  // windows, and the last window of the file if it ends inside the range.
+  template <typename Fn>
+  static void for_windows(std::uint64_t off, std::uint64_t len, std::uint64_t file_size, Fn&& fn) {
+    const std::uint64_t end = off + len;
+    for (std::uint64_t w = (off + kChunkBytes - 1) / kChunkBytes * kChunkBytes; w < end; w += kChunkBytes) {
+      const std::uint64_t wend = std::min(w + kChunkBytes, file_size);
+      if (wend > w && wend <= end) fn(w, wend - w);
+    }
   }
   static ChunkKey key_of(std::span<const std::byte> data);
 

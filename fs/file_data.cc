@@ -40,17 +40,19 @@ bool readable(const Segment& s) { return !s.hole() && !(s.flags & kExtentUnwritt
 int FileSystem::read(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch,
                      std::span<const std::byte>* out) {
   std::shared_lock io(io_lock(ino));
-  int rc = read_locked(ino, off, size, scratch, out);
+  LoadedWindows loaded;
+  int rc = read_locked(ino, off, size, scratch, out, &loaded);
+  if (rc == 0 && !loaded.bytes.empty()) remember_read(ino, loaded);
   io.unlock();
   if (rc == 0 && !out->empty()) maybe_touch_atime(ino);
   return rc;
 }
 
 int FileSystem::read_locked(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch,
-                            std::span<const std::byte>* out) {
+                            std::span<const std::byte>* out, LoadedWindows* loaded) {
   *out = {};
   std::vector<Segment> segs;
-  std::uint64_t len, first;
+  std::uint64_t len, first, nblk;
   {
     std::shared_lock m(meta_mu_);
     Inode* in = inodes_.get(ino);
@@ -60,9 +62,22 @@ int FileSystem::read_locked(Ino ino, std::uint64_t off, std::size_t size, Aligne
     if (off >= in->size || size == 0) return 0;
     len = std::min<std::uint64_t>(size, in->size - off);
     first = off / kBlockSize;
-    segs = in->map->segments(first, (off + len - 1) / kBlockSize - first + 1);
+    std::uint64_t last = (off + len - 1) / kBlockSize;
+    if (loaded) {
+      loaded->size = in->size;
+      loaded->generation = in->generation;
+    }
+    if (loaded && len >= kChunkBytes) {
+      // A large (sequential) read loads the whole chunk windows around it,
+      // so that the chunk index learns every window of the file even when
+      // the kernel's requests do not start on window boundaries.
+      constexpr std::uint64_t kWindowBlocks = kChunkBytes / kBlockSize;
+      first = first / kWindowBlocks * kWindowBlocks;
+      last = std::min((last / kWindowBlocks + 1) * kWindowBlocks, blocks_for(in->size)) - 1;
+    }
+    nblk = last - first + 1;
+    segs = in->map->segments(first, nblk);
   }
-  const std::uint64_t nblk = (off + len - 1) / kBlockSize - first + 1;
   scratch.ensure(nblk * kBlockSize);
   std::vector<DeviceIo> ios;
   for (const Segment& s : segs) {
@@ -73,7 +88,11 @@ int FileSystem::read_locked(Ino ino, std::uint64_t off, std::size_t size, Aligne
       std::memset(at, 0, s.len * kBlockSize);
   }
   if (int rc = dev_->submit(ios); rc < 0) return rc;
-  *out = {scratch.data() + off % kBlockSize, len};
+  *out = {scratch.data() + (off - first * kBlockSize), len};
+  if (loaded) {
+    loaded->off = first * kBlockSize;
+    loaded->bytes = {scratch.data(), std::min(nblk * kBlockSize, loaded->size - loaded->off)};
+  }
   return 0;
 }
 
@@ -111,33 +130,102 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
     std::size_t n = std::min<std::size_t>(data.size() - done, kMaxIoBytes);
     if (int rc = begin_change(Journal::Change::kGrows); rc) return done > 0 ? static_cast<ssize_t>(done) : rc;
     std::unique_lock io(io_lock(ino));
-    const std::span<const std::byte> piece = data.subspan(done, n);
-    const std::uint64_t at = off + done;
-    std::optional<ChunkKey> key;
-    std::uint64_t size_before = 0, generation = 0;
-    {
-      std::shared_lock m(meta_mu_);
-      if (Inode* in = inodes_.get(ino)) {
-        size_before = in->size;
-        generation = in->generation;
-      }
-    }
-    if (ChunkIndex::is_chunk(at, n, std::max(size_before, at + n))) {
-      key = ChunkIndex::key_of(piece);
-      if (auto home = chunks_.find(*key); home && share_stored_chunk(ino, at, piece, *home)) {
-        if (blocks_changed) *blocks_changed = true;
-        done += n;
-        continue;
-      }
-    }
-    bool changed = false;
-    ssize_t rc = write_locked(ino, at, piece, &changed, true);
-    if (blocks_changed && changed) *blocks_changed = true;
+    ssize_t rc = write_piece_locked(ino, off + done, data.subspan(done, n), blocks_changed);
     if (rc < 0) return done > 0 ? static_cast<ssize_t>(done) : rc;
-    if (key) chunks_.remember(*key, {ino, generation, at / kBlockSize});
     done += n;
   }
   return static_cast<ssize_t>(done);
+}
+
+// One piece of a write, under the inode's I/O lock. Chunks (see
+// ChunkIndex) whose bytes are already stored are shared; the bytes between
+// them are written, each run in one go.
+ssize_t FileSystem::write_piece_locked(Ino ino, std::uint64_t at, std::span<const std::byte> piece,
+                                       bool* blocks_changed) {
+  std::uint64_t size_before = 0, generation = 0;
+  {
+    std::shared_lock m(meta_mu_);
+    if (Inode* in = inodes_.get(ino)) {
+      size_before = in->size;
+      generation = in->generation;
+    }
+  }
+  const std::uint64_t end = at + piece.size();
+  std::uint64_t written_to = at;  // bytes before this are written or shared
+  std::vector<std::pair<ChunkKey, std::uint64_t>> fresh_windows;  // to remember once written
+  auto write_run = [&](std::uint64_t upto) -> int {
+    if (upto <= written_to) return 0;
+    bool changed = false;
+    ssize_t rc = write_locked(ino, written_to, piece.subspan(written_to - at, upto - written_to), &changed, true);
+    if (rc < 0) return static_cast<int>(rc);
+    if (blocks_changed && changed) *blocks_changed = true;
+    written_to = upto;
+    return 0;
+  };
+  int err = 0;
+  ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
+    if (err) return;
+    const auto bytes = piece.subspan(w - at, len);
+    const ChunkKey key = ChunkIndex::key_of(bytes);
+    if (auto home = chunks_.find(key)) {
+      // The run before the window first, so the file grows in order.
+      if ((err = write_run(w)) != 0) return;
+      if (share_stored_chunk(ino, w, bytes, *home)) {
+        if (blocks_changed) *blocks_changed = true;
+        written_to = w + len;
+        return;
+      }
+    }
+    fresh_windows.emplace_back(key, w / kBlockSize);
+  });
+  if (!err) err = write_run(end);
+  if (err) return err;
+  for (const auto& [key, lblk] : fresh_windows) chunks_.remember(key, {ino, generation, lblk});
+  // The kernel's writeback does not always start requests on window
+  // boundaries; a window this piece only completes is checked whole.
+  const std::uint64_t head = at / kChunkBytes * kChunkBytes, tail = end / kChunkBytes * kChunkBytes;
+  if (head < at) complete_window(ino, head, generation, blocks_changed);
+  if (end % kChunkBytes && end < size_before && tail != head && tail >= at) complete_window(ino, tail, generation, blocks_changed);
+  return static_cast<ssize_t>(piece.size());
+}
+
+// A window of the file that writes filled in several pieces: read back,
+// shared if its bytes are stored elsewhere, remembered if not. Caller holds
+// the inode's I/O lock.
+void FileSystem::complete_window(Ino ino, std::uint64_t w, std::uint64_t generation, bool* blocks_changed) {
+  std::uint64_t len;
+  {
+    std::shared_lock m(meta_mu_);
+    Inode* in = inodes_.get(ino);
+    if (!in || in->size <= w) return;
+    len = std::min(kChunkBytes, in->size - w);
+    // Not worth a read unless every block of the window holds data.
+    for (const Segment& s : in->map->segments(w / kBlockSize, blocks_for(len)))
+      if (s.hole() || (s.flags & kExtentUnwritten)) return;
+  }
+  thread_local AlignedBuffer scratch;
+  std::span<const std::byte> bytes;
+  if (read_locked(ino, w, len, scratch, &bytes) != 0 || bytes.size() != len) return;
+  const ChunkKey key = ChunkIndex::key_of(bytes);
+  if (auto home = chunks_.find(key)) {
+    // share_stored_chunk reads the source into its own buffer; `bytes`
+    // stays valid.
+    if (share_stored_chunk(ino, w, bytes, *home)) {
+      if (blocks_changed) *blocks_changed = true;
+      return;
+    }
+  }
+  chunks_.remember(key, {ino, generation, w / kBlockSize});
+}
+
+// Reads hand their whole windows to the chunk index: data that was only
+// read since the daemon started (a lower file an overlay copies up) can be
+// shared by a later write of the same bytes.
+void FileSystem::remember_read(Ino ino, const LoadedWindows& loaded) {
+  ChunkIndex::for_windows(loaded.off, loaded.bytes.size(), loaded.size, [&](std::uint64_t w, std::uint64_t len) {
+    chunks_.remember(ChunkIndex::key_of(loaded.bytes.subspan(w - loaded.off, len)),
+                     {ino, loaded.generation, w / kBlockSize});
+  });
 }
 
 // The nearest earlier block of the file that it owns alone, extrapolated
@@ -170,8 +258,9 @@ struct WritePiece {
 ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed,
                                  bool extend) {
   const std::uint64_t end = off + data.size();
-  const std::uint64_t first = off / kBlockSize;
-  const std::uint64_t nblk = (end - 1) / kBlockSize - first + 1;
+  const std::uint64_t wfirst = off / kBlockSize;      // blocks the data touches
+  const std::uint64_t wlast = (end - 1) / kBlockSize;
+  std::uint64_t first = wfirst, last = wlast;         // blocks written to the device
   std::vector<WritePiece> pieces;
   std::uint64_t old_size;
   RegionId region;
@@ -183,48 +272,95 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     if (!in->is_reg()) return -EINVAL;
     old_size = in->size;
     region = in->region;
-    for (const Segment& s : in->map->segments(first, nblk)) {
-      if (s.hole()) {
-        pieces.push_back({WritePiece::kAllocate, s.lblk, s.len, 0, 0});
-      } else if (s.flags & kExtentUnwritten) {
-        pieces.push_back({WritePiece::kUnwritten, s.lblk, s.len, s.pblk, 0});
-      } else {
-        // Shared blocks are never written: their new contents go elsewhere.
-        refs_.for_runs({s.pblk, s.len}, [&](Extent run, std::uint32_t count) {
-          pieces.push_back({count > 1 ? WritePiece::kCopyOnWrite : WritePiece::kInPlace,
-                            s.lblk + (run.start - s.pblk), run.len, run.start, 0});
-        });
+    auto collect = [&](std::uint64_t from, std::uint64_t n, std::vector<WritePiece>& out) {
+      for (const Segment& s : in->map->segments(from, n)) {
+        if (s.hole()) {
+          out.push_back({WritePiece::kAllocate, s.lblk, s.len, 0, 0});
+        } else if (s.flags & kExtentUnwritten) {
+          out.push_back({WritePiece::kUnwritten, s.lblk, s.len, s.pblk, 0});
+        } else {
+          // Shared blocks are never written: their new contents go elsewhere.
+          refs_.for_runs({s.pblk, s.len}, [&](Extent run, std::uint32_t count) {
+            out.push_back({count > 1 ? WritePiece::kCopyOnWrite : WritePiece::kInPlace,
+                           s.lblk + (run.start - s.pblk), run.len, run.start, 0});
+          });
+        }
       }
+    };
+    collect(first, last - first + 1, pieces);
+    const bool copies = std::any_of(pieces.begin(), pieces.end(),
+                                    [](const WritePiece& p) { return p.kind == WritePiece::kCopyOnWrite; });
+    if (copies && cow_unit_blocks_ > 1) {
+      // cow_unit: the first write to a shared unit copies the shared blocks
+      // of the whole aligned unit around it, so that later reads of the
+      // file find that unit in one place. Only shared, written blocks
+      // below the end of file join, contiguous with the write.
+      const std::uint64_t unit = cow_unit_blocks_;
+      const std::uint64_t file_blocks = blocks_for(old_size);
+      const std::uint64_t u0 = wfirst / unit * unit;
+      const std::uint64_t u1 = std::min(file_blocks, (wlast / unit + 1) * unit);
+      std::vector<WritePiece> before, after;
+      if (u0 < wfirst) collect(u0, wfirst - u0, before);
+      if (u1 > wlast + 1) collect(wlast + 1, u1 - wlast - 1, after);
+      std::size_t take = before.size();
+      while (take > 0 && before[take - 1].kind == WritePiece::kCopyOnWrite &&
+             before[take - 1].lblk + before[take - 1].len == first) {
+        first = before[take - 1].lblk;
+        --take;
+      }
+      before.erase(before.begin(), before.begin() + static_cast<std::ptrdiff_t>(take));
+      std::size_t keep = 0;
+      while (keep < after.size() && after[keep].kind == WritePiece::kCopyOnWrite && after[keep].lblk == last + 1) {
+        last = after[keep].lblk + after[keep].len - 1;
+        ++keep;
+      }
+      after.resize(keep);
+      pieces.insert(pieces.begin(), before.begin(), before.end());
+      pieces.insert(pieces.end(), after.begin(), after.end());
     }
     for (WritePiece& p : pieces)
       if (p.kind == WritePiece::kAllocate || p.kind == WritePiece::kCopyOnWrite) p.hint = placement_hint(*in, p.lblk);
   }
+  const std::uint64_t nblk = last - first + 1;
   // Writing past the end exposes the rest of the old last block.
-  if (extend && off > old_size && old_size / kBlockSize < first)
+  if (extend && off > old_size && old_size / kBlockSize < wfirst)
     if (int rc = zero_tail_block(ino, old_size); rc) return rc;
 
   AlignedBuffer buf(nblk * kBlockSize);
-  // Partial first and last blocks start from their current contents; bytes
-  // at or beyond the old end of file read as zeros whatever the disk holds.
-  auto load_block = [&](std::uint64_t lblk) -> int {
-    std::byte* at = buf.data() + (lblk - first) * kBlockSize;
-    auto it = std::find_if(pieces.begin(), pieces.end(),
-                           [&](const WritePiece& p) { return lblk >= p.lblk && lblk < p.lblk + p.len; });
-    if (it == pieces.end() || it->pblk == 0 || it->kind == WritePiece::kUnwritten) return 0;
-    if (int rc = dev_->read((it->pblk + (lblk - it->lblk)) * kBlockSize, at, kBlockSize); rc < 0) return rc;
-    const std::uint64_t block_start = lblk * kBlockSize;
+  // Blocks the data covers only in part (and blocks a cow_unit copies
+  // whole) start from their current contents; bytes at or beyond the old
+  // end of file read as zeros whatever the disk holds.
+  std::vector<DeviceIo> loads;
+  std::vector<std::uint64_t> loaded;
+  auto load_blocks = [&](std::uint64_t from, std::uint64_t to) {  // [from, to)
+    for (const WritePiece& p : pieces) {
+      const std::uint64_t a = std::max(from, p.lblk), b = std::min(to, p.lblk + p.len);
+      if (a >= b || p.pblk == 0 || p.kind == WritePiece::kUnwritten) continue;
+      add_io(loads, DeviceIo::Op::Read, p.pblk + (a - p.lblk), buf.data() + (a - first) * kBlockSize, b - a);
+    }
+    for (std::uint64_t l = from; l < to; ++l) loaded.push_back(l);
+  };
+  if (first < wfirst) load_blocks(first, wfirst);
+  if (off % kBlockSize || (wfirst == wlast && end % kBlockSize)) load_blocks(wfirst, wfirst + 1);
+  if (wlast != wfirst && end % kBlockSize) load_blocks(wlast, wlast + 1);
+  if (last > wlast) load_blocks(wlast + 1, last + 1);
+  for (std::uint64_t l : loaded) {
+    // Blocks not loaded from disk above (holes, unwritten) read as zeros.
+    std::byte* at = buf.data() + (l - first) * kBlockSize;
+    const bool from_disk = std::any_of(pieces.begin(), pieces.end(), [&](const WritePiece& p) {
+      return l >= p.lblk && l < p.lblk + p.len && p.pblk != 0 && p.kind != WritePiece::kUnwritten;
+    });
+    if (!from_disk) std::memset(at, 0, kBlockSize);
+  }
+  if (int rc = dev_->submit(loads); rc < 0) return rc;
+  for (std::uint64_t l : loaded) {
+    const std::uint64_t block_start = l * kBlockSize;
     if (old_size < block_start + kBlockSize) {
       std::uint64_t keep = old_size > block_start ? old_size - block_start : 0;
-      std::memset(at + keep, 0, kBlockSize - keep);
+      std::memset(buf.data() + (l - first) * kBlockSize + keep, 0, kBlockSize - keep);
     }
-    return 0;
-  };
-  const std::uint64_t last = (end - 1) / kBlockSize;
-  if (off % kBlockSize || (first == last && end % kBlockSize))
-    if (int rc = load_block(first); rc) return rc;
-  if (last != first && end % kBlockSize)
-    if (int rc = load_block(last); rc) return rc;
-  std::memcpy(buf.data() + off % kBlockSize, data.data(), data.size());
+  }
+  std::memcpy(buf.data() + (off - first * kBlockSize), data.data(), data.size());
 
   // New blocks for holes and for shared blocks.
   std::vector<DeviceIo> ios;

@@ -277,6 +277,16 @@ class FileSystem {
   // the file grows to cover the write (false: zeroing beyond the end).
   ssize_t write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed,
                        bool extend);
+  ssize_t write_piece_locked(Ino ino, std::uint64_t at, std::span<const std::byte> piece, bool* blocks_changed);
+  // What a read loaded from the device, for the chunk index.
+  struct LoadedWindows {
+    std::uint64_t off = 0;  // file offset of bytes[0]
+    std::span<const std::byte> bytes;
+    std::uint64_t size = 0;  // the file's size and generation then
+    std::uint64_t generation = 0;
+  };
+  void remember_read(Ino ino, const LoadedWindows& loaded);
+  void complete_window(Ino ino, std::uint64_t w, std::uint64_t generation, bool* blocks_changed);
   BlockNo placement_hint(const Inode& in, std::uint64_t lblk) const;
   // A write of a whole chunk whose bytes the filesystem already stores
   // (see ChunkIndex) shares the stored blocks instead. Caller holds the
@@ -287,7 +297,7 @@ class FileSystem {
                        std::uint64_t out_size_after);
   ssize_t copy_bytes(Ino in_ino, std::uint64_t off_in, Ino out_ino, std::uint64_t off_out, std::size_t len);
   int read_locked(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch,
-                  std::span<const std::byte>* out);
+                  std::span<const std::byte>* out, LoadedWindows* loaded = nullptr);
   void maybe_touch_atime(Ino ino);
 
   // ---- regions (fs/fs_regions.cc; meta_mu_ held exclusively unless noted)

@@ -8,6 +8,12 @@
 // completed operation once the change is fsynced. Changes whose intent has
 // no completion may or may not have happened; everything else is checked
 // exactly. Iterations: DHFS_CRASH_ITERATIONS (default 40).
+//
+// Clones (copy_file_range of a whole file into a new one, which dhfs answers
+// by sharing the source's blocks) are part of the mix, and overwrites and
+// truncates prefer files that share blocks, so that copy-on-write and the
+// reference counts are crashed in the middle of too; fsck.dhfs checks every
+// count after each kill.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -49,6 +55,7 @@ struct InodeModel {
   std::string content;
   std::map<std::string, std::string> xattrs;
   std::string history;  // the log lines that shaped it, for failure messages
+  bool cloned = false;  // a clone, or the source of one: may share blocks
 };
 
 // What the filesystem must hold: names (relative paths) -> inode ids.
@@ -129,6 +136,16 @@ void apply_line(Model& m, const std::string& line) {
     std::string name, key, value;
     in >> name >> key >> value;
     m.inodes.at(m.names.at(name)).xattrs[key] = value;
+  } else if (op == "K") {
+    std::string from, to;
+    int id;
+    in >> from >> to >> id;
+    InodeModel& src = m.inodes.at(m.names.at(from));
+    src.cloned = true;
+    m.inodes[id] = {src.content, {}, line + "\n", true};
+    m.names[to] = id;
+    m.next_id = std::max(m.next_id, id + 1);
+    note_used_name(m, to);
   } else if (op == "D") {
     std::string dir;
     in >> dir;
@@ -174,6 +191,15 @@ class Workload {
     std::advance(it, static_cast<std::ptrdiff_t>(r(m_.names.size())));
     return it->first;
   }
+  // Mostly a file that shares blocks (a clone or a clone's source), when
+  // there is one: copy-on-write is what the crash should interrupt.
+  std::string pick_name_for_change() {
+    if (r(3) == 0) return pick_name();
+    std::vector<std::string> cloned;
+    for (const auto& [n, id] : m_.names)
+      if (m_.inodes.at(id).cloned) cloned.push_back(n);
+    return cloned.empty() ? pick_name() : cloned[r(cloned.size())];
+  }
   std::string fresh_name() {
     auto it = m_.dirs.begin();
     std::advance(it, static_cast<std::ptrdiff_t>(r(m_.dirs.size())));
@@ -183,9 +209,10 @@ class Workload {
 
   bool step() {
     std::uint64_t pick = r(100);
-    if (m_.names.empty() || pick < 25) return create();
-    if (pick < 40) return overwrite();
-    if (pick < 48) return truncate();
+    if (m_.names.empty() || pick < 22) return create();
+    if (pick < 30) return clone_file();
+    if (pick < 44) return overwrite();
+    if (pick < 51) return truncate();
     if (pick < 58) return rename_file();
     if (pick < 64) return link_file();
     if (pick < 74 || m_.names.size() > 150) return unlink_file();
@@ -219,7 +246,7 @@ class Workload {
   }
 
   bool overwrite() {
-    std::string name = pick_name();
+    std::string name = pick_name_for_change();
     std::size_t cur = m_.inodes.at(m_.names.at(name)).content.size();
     std::size_t off = r(cur + 8192), len = 1 + r(r(2) ? 5000 : 200000);
     std::uint64_t seed = rng_();
@@ -237,7 +264,7 @@ class Workload {
   }
 
   bool truncate() {
-    std::string name = pick_name();
+    std::string name = pick_name_for_change();
     std::size_t cur = m_.inodes.at(m_.names.at(name)).content.size();
     std::size_t size = r(cur + 10000);
     std::string line = "T " + name + " " + std::to_string(size);
@@ -247,6 +274,37 @@ class Workload {
     bool ok = ::ftruncate(fd, static_cast<off_t>(size)) == 0 && ::fsync(fd) == 0;
     ::close(fd);
     if (!ok) return false;
+    apply_line(m_, line);
+    log(line);
+    return true;
+  }
+
+  // A clone of a whole durable file under a new name: copy_file_range from
+  // offset 0 to offset 0 (block aligned, so dhfs shares every block), then
+  // both files and the directory fsynced.
+  bool clone_file() {
+    std::string from = pick_name(), to = fresh_name();
+    int id = m_.next_id++;
+    std::size_t size = m_.inodes.at(m_.names.at(from)).content.size();
+    std::string line = "K " + from + " " + to + " " + std::to_string(id);
+    log("I " + line);
+    int in = ::open(abs(from).c_str(), O_RDONLY);
+    if (in < 0) return false;
+    int out = ::open(abs(to).c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+    if (out < 0) {
+      ::close(in);
+      return false;
+    }
+    loff_t off_in = 0, off_out = 0;
+    bool ok = true;
+    while (ok && static_cast<std::size_t>(off_in) < size) {
+      ssize_t n = ::copy_file_range(in, &off_in, out, &off_out, size - static_cast<std::size_t>(off_in), 0);
+      ok = n > 0;
+    }
+    ok = ok && ::fsync(out) == 0 && ::fsync(in) == 0;
+    ::close(out);
+    ::close(in);
+    if (!ok || !fsync_dir_of(to)) return false;
     apply_line(m_, line);
     log(line);
     return true;
@@ -353,6 +411,11 @@ Uncertain replay_log(Model& m, const std::string& path, std::streamoff& from) {
     std::istringstream is(open_intent);
     std::string op, a, b;
     is >> op >> a >> b;
+    if (op == "K") {  // a clone never changes its source: only the new name is uncertain
+      u.names.insert(b);
+      note_used_name(m, b);
+      return u;
+    }
     u.names.insert(a);
     note_used_name(m, a);
     if (op == "R" || op == "L") {
@@ -469,7 +532,10 @@ TEST_CASE("crash: SIGKILL of the daemon during a mixed workload keeps everything
     REQUIRE(::fsync(dfd) == 0);
     ::close(dfd);
   }
-  WARN("crash rounds: " << rounds << ", durable files at the end: " << model.names.size());
+  std::size_t cloned = 0;
+  for (const auto& [id, in] : model.inodes) cloned += in.cloned;
+  WARN("crash rounds: " << rounds << ", durable files at the end: " << model.names.size() << " (" << cloned
+                        << " cloned or clone sources)");
   fs.remount();
 }
 
