@@ -44,6 +44,11 @@ constexpr std::string_view kCowUnitKey = "cow_unit";
 // Messages of the same kind beyond this many are summed up in one line.
 constexpr std::uint64_t kMaxMessages = 20;
 
+// Flags this version knows: inode flags (fs/inode.h) and region record
+// flags (none are defined; mount writes 0).
+constexpr std::uint32_t kKnownInodeFlags = kInodeRegionRoot;
+constexpr std::uint32_t kKnownRegionFlags = 0;
+
 std::int64_t now_ns() {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -890,20 +895,26 @@ struct Checker::Impl {
   // exactly this region; otherwise it is dropped. What is dropped here is
   // what mount would drop by itself (check_region_roots), and more: a root
   // that is an orphan (removing a root ends its region in the same
-  // transaction) and id 0.
+  // transaction). Id 0 and root 0 never get here: the record decoder
+  // refuses them. Unknown region flags are cleared.
   void check_region_roots() {
     for (auto it = meta.regions.begin(); it != meta.regions.end();) {
       const std::uint32_t id = it->first;
-      const RegionState& g = it->second;
+      RegionState& g = it->second;
       const Inode* r = table.get(g.root);
       std::string why;
-      if (id == 0) why = "the id 0 means \"no region\"";
-      else if (!r || g.root == 0) why = fmt::format("its root inode {} does not exist", g.root);
+      if (!r) why = fmt::format("its root inode {} does not exist", g.root);
       else if (!r->is_dir()) why = fmt::format("its root, inode {}, is a {}, not a directory", g.root, type_name(r->mode));
       else if (is_orphan(g.root)) why = fmt::format("its root, directory {}, has been removed (an orphan)", g.root);
       else if (!(r->flags & kInodeRegionRoot)) why = fmt::format("its root, {}, is not marked as a region root", describe(g.root));
       else if (r->region != id) why = fmt::format("its root, {}, belongs to region {}", describe(g.root), r->region);
       if (why.empty()) {
+        if (g.flags & ~kKnownRegionFlags) {
+          problem(fmt::format("region {}: unknown flags {:#x}", id, g.flags & ~kKnownRegionFlags));
+          repaired(fmt::format("region {}: unknown flags cleared", id));
+          g.flags &= kKnownRegionFlags;
+          metadata_dirty = true;
+        }
         ++it;
         continue;
       }
@@ -916,9 +927,17 @@ struct Checker::Impl {
   }
 
   // kInodeRegionRoot on anything but the root of an existing region would
-  // make a later rmdir end a region it does not own: cleared.
+  // make a later rmdir end a region it does not own: cleared. So are inode
+  // flags this version does not know.
   void check_region_marks() {
     table.for_each([&](const Inode& cin) {
+      if (cin.flags & ~kKnownInodeFlags) {
+        Inode& in = *table.get(cin.ino);
+        problem(fmt::format("{}: unknown inode flags {:#x}", describe(in.ino), in.flags & ~kKnownInodeFlags));
+        repaired(fmt::format("inode {}: unknown flags cleared", in.ino));
+        in.flags &= kKnownInodeFlags;
+        metadata_dirty = true;
+      }
       if (!(cin.flags & kInodeRegionRoot)) return;
       Inode& in = *table.get(cin.ino);
       std::string why;
@@ -952,11 +971,7 @@ struct Checker::Impl {
       // 1. Inside the data area.
       std::vector<Extent> slices;
       bool fixed = false;
-      for (const Extent& e : g.reserved) {
-        if (e.empty()) {
-          fixed = true;
-          continue;
-        }
+      for (const Extent& e : g.reserved) {  // (the decoder refuses empty slices)
         const BlockNo end = e.len > UINT64_MAX - e.start ? UINT64_MAX : e.start + e.len;
         const BlockNo lo = std::max(e.start, area.start), hi = std::min(end, area.end());
         if (lo < hi && lo == e.start && hi == end) {
@@ -1047,8 +1062,12 @@ struct Checker::Impl {
     if (shared > kMaxMessages) problem(fmt::format("... {} pieces reserved by two regions in all", shared));
   }
 
-  // Settings a mount would refuse as options are damage: the mount ignores
-  // them and uses its default, and repair removes them.
+  // Settings are stored only from mount options (fs/options.cc), which
+  // refuse these values: a stored one is damage, and repair removes it (the
+  // default applies). Mount itself is laxer (fs/fs_regions.cc
+  // apply_settings ignores malformed patterns and sizes below 4K, but uses
+  // e.g. a cow_unit of 12K or a region_size above 1T), so the message does
+  // not claim what a mount would do.
   void check_settings() {
     for (auto it = meta.config.begin(); it != meta.config.end();) {
       const std::string& key = it->first;
@@ -1074,7 +1093,7 @@ struct Checker::Impl {
         ++it;
         continue;
       }
-      problem(fmt::format("setting {} = {}: {}; a mount ignores it and uses the default", key, shown, bad));
+      problem(fmt::format("setting {} = {}: {}; no mount option stores such a value", key, shown, bad));
       repaired(fmt::format("setting {} removed (the default applies)", key));
       it = meta.config.erase(it);
       metadata_dirty = true;
@@ -1167,7 +1186,9 @@ struct Checker::Impl {
         u.used_blocks += blocks_inside(referenced, e);
         u.checkpoint_blocks += blocks_inside(stream, e);
       }
-      u.free_blocks = u.reserved_blocks - u.used_blocks - u.checkpoint_blocks;
+      // (Saturating: file blocks and the stream are disjoint after the
+      // checks above, so used + checkpoint never exceeds reserved.)
+      u.free_blocks = u.reserved_blocks - std::min(u.reserved_blocks, u.used_blocks + u.checkpoint_blocks);
       rep.reserved_blocks += u.reserved_blocks;
       if (auto info = alloc.region(id); !info || info->free_blocks != u.free_blocks || info->reserved != g.reserved)
         problem(fmt::format("region {}: the allocator counts {} unused reserved blocks, the extent maps leave {}", id,

@@ -31,15 +31,21 @@
 //      copy-ups, dedup), but every reference count must equal the number of
 //      block maps referencing the block, and blocks no map references have
 //      no count; the block maps are the truth, repair rebuilds the counts.
-//   6. Regions: every region has an id other than 0 and a root that exists,
-//      is a directory that is no orphan, carries kInodeRegionRoot and names
-//      the region in its `region` field; otherwise the region is dropped.
-//      The mark kInodeRegionRoot is cleared from every inode that is not the
-//      root of an existing region (or not a directory). Reserved slices are
+//   6. Regions: every region has a root that exists, is a directory that is
+//      no orphan, carries kInodeRegionRoot and names the region in its
+//      `region` field; otherwise the region is dropped. (Id 0, root 0, empty
+//      slices, slices at block 0 and more than kMaxRegionSlices slices in
+//      one record are refused by the record decoder: an unrecoverable
+//      checkpoint, or journal damage.) Unknown region flags (none are
+//      defined) and unknown inode flags are cleared. The mark
+//      kInodeRegionRoot is cleared from every inode that is not the root of
+//      an existing region (or not a directory). Reserved slices are
 //      clipped to the data area (dropped if entirely outside), overlapping
 //      slices of one region are coalesced, and of two regions reserving the
 //      same blocks the one with the higher id gives them up; at most
-//      kMaxRegionSlices slices per region (the largest are kept). Slices
+//      kMaxRegionSlices slices per region (the largest are kept; giving up
+//      blocks can split a slice in two). Touching or unordered slices are a
+//      note (the same blocks). Slices
 //      holding blocks of the current checkpoint stream are a note only
 //      (reservations are soft: blocks in use are never handed out, and a
 //      checkpoint written while space is short may legitimately land in a
@@ -50,8 +56,12 @@
 //      the default); unknown keys are kept, with a note.
 //   8. Accounting: free space, per-region reservations (reserved, in use by
 //      block maps, holding the checkpoint, free), cross-checked against the
-//      allocator loaded as mount loads it. A file outside its region is no
-//      error (reservations are soft).
+//      allocator loaded as mount loads it. The format records no usage
+//      counter per region, only its slices: usage is derived from the block
+//      maps, so this cross-check is a consistency check of fsck's own
+//      repairs (a disagreement is reported as a problem left, never seen in
+//      tests). A file outside its region is no error (reservations are
+//      soft).
 //
 // Repairs happen in memory first. When anything in the metadata changed, a
 // complete new checkpoint of the repaired table is written into free blocks

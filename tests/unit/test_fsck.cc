@@ -1476,6 +1476,138 @@ TEST_CASE("fsck: overlapping reserved slices", "[fsck][regions]") {
   }
 }
 
+TEST_CASE("fsck: more reserved slices than a region record holds", "[fsck][regions]") {
+  RegionImage ri;
+  const std::uint32_t a = ri.region_of("docker/overlay2/aaa"), b = ri.region_of("docker/overlay2/bbb");
+  REQUIRE(a < b);
+  const Extent area = ri.img.superblock().data_area();
+  const MetaState orig = load_meta(*ri.img.mem);
+  // b: kMaxRegionSlices slices, the first of 3 blocks, the others of 1
+  // block with a gap after each, clear of every other region's slices;
+  // a reserves the middle block of b's first slice, which splits it: one
+  // slice too many.
+  auto reserved_elsewhere = [&](BlockNo blk) {
+    for (const auto& [id, g] : orig.regions)
+      if (id != a && id != b)
+        for (const Extent& e : g.reserved)
+          if (e.contains(blk)) return true;
+    return false;
+  };
+  std::vector<Extent> many;
+  for (BlockNo blk = area.start + 1; many.size() < kMaxRegionSlices && blk + 3 < area.end(); blk += 4) {
+    if (reserved_elsewhere(blk) || reserved_elsewhere(blk + 1) || reserved_elsewhere(blk + 2)) continue;
+    many.push_back({blk, many.empty() ? 3u : 1u});
+  }
+  REQUIRE(many.size() == kMaxRegionSlices);
+  const Extent middle{many[0].start + 1, 1};
+  rewrite_meta(*ri.img.mem, [&](MetaState& m) {
+    m.regions.at(a).reserved = {middle};
+    m.regions.at(b).reserved = many;
+  });
+  FsckReport r = ri.img.check();
+  INFO(joined(r.problems));
+  CHECK(r.exit_code == kFsckProblemsLeft);
+  CHECK(r.problems.size() == 2);
+  CHECK(mentions(r.problems, fmt::format("region {}: reserved blocks {} are also reserved by region {}", b,
+                                         middle.start, a)));
+  CHECK(mentions(r.problems, fmt::format("region {}: {} reserved slices, more than the {} a region record holds", b,
+                                         kMaxRegionSlices + 1, kMaxRegionSlices)));
+  REQUIRE(find_region(r, b));
+  CHECK(find_region(r, b)->slices == kMaxRegionSlices);
+  FsckReport y = repair_and_recheck(ri.img);
+  CHECK(mentions(y.repaired, fmt::format("region {}: kept its {} largest reserved slices, released 1 smaller ones", b,
+                                         kMaxRegionSlices)));
+  const MetaState m = load_meta(*ri.img.mem);
+  CHECK(m.regions.at(b).reserved.size() == kMaxRegionSlices);
+  CHECK(m.regions.at(a).reserved == std::vector<Extent>{middle});
+  expect_accounting_matches_mount(ri.img, ri.img.check());
+}
+
+TEST_CASE("fsck: touching or unordered reserved slices are only a note", "[fsck][regions]") {
+  RegionImage ri;
+  const std::uint32_t x = ri.region_of("explicit");
+  const MetaState orig = load_meta(*ri.img.mem);
+  const std::vector<Extent> want = orig.regions.at(x).reserved;
+  REQUIRE(want.size() == 1);
+  REQUIRE(want[0].len >= 4);
+  // The same blocks, spelled as two touching slices, the later one first.
+  const Extent lo{want[0].start, 2}, hi{want[0].start + 2, want[0].len - 2};
+  rewrite_meta(*ri.img.mem, [&](MetaState& m) { m.regions.at(x).reserved = {hi, lo}; });
+  FsckReport r = ri.img.check();
+  INFO(joined(r.problems));
+  CHECK(r.exit_code == kFsckClean);
+  CHECK(r.problems.empty());
+  CHECK(mentions(r.info, fmt::format("region {}: reserved slices are not listed ascending and coalesced", x)));
+  REQUIRE(find_region(r, x));
+  CHECK(find_region(r, x)->slices == 1);
+  CHECK(find_region(r, x)->reserved_blocks == want[0].len);
+  FsckReport y = ri.img.repair();
+  CHECK(y.exit_code == kFsckClean);
+  CHECK_FALSE(y.wrote);
+  expect_accounting_matches_mount(ri.img, r);
+}
+
+TEST_CASE("fsck: unknown region and inode flags are cleared", "[fsck][regions]") {
+  RegionImage ri;
+  const std::uint32_t x = ri.region_of("explicit");
+  const Ino root = ino_of(*ri.img.mem, "explicit");
+  const Ino inside = ino_of(*ri.img.mem, "explicit/inside");
+  rewrite_meta(*ri.img.mem, [&](MetaState& m) {
+    m.regions.at(x).flags = 0x10;
+    m.inodes.get(root)->flags |= 0x40;  // kept: its region-root mark
+    m.inodes.get(inside)->flags = 0x8;
+  });
+  FsckReport r = ri.img.check();
+  INFO(joined(r.problems));
+  CHECK(r.exit_code == kFsckProblemsLeft);
+  CHECK(r.problems.size() == 3);
+  CHECK(mentions(r.problems, fmt::format("region {}: unknown flags 0x10", x)));
+  CHECK(mentions(r.problems, fmt::format("directory {} (/explicit): unknown inode flags 0x40", root)));
+  CHECK(mentions(r.problems, fmt::format("inode {} (/explicit/inside): unknown inode flags 0x8", inside)));
+  CHECK(r.regions.size() == 3);
+  FsckReport y = repair_and_recheck(ri.img);
+  CHECK(mentions(y.repaired, fmt::format("region {}: unknown flags cleared", x)));
+  CHECK(mentions(y.repaired, fmt::format("inode {}: unknown flags cleared", root)));
+  const MetaState m = load_meta(*ri.img.mem);
+  CHECK(m.regions.at(x).flags == 0);
+  CHECK(m.inodes.get(root)->flags == kInodeRegionRoot);
+  CHECK(m.inodes.get(inside)->flags == 0);
+  auto fs = ri.img.mount();
+  ri.pop.expect_files(*fs);
+}
+
+TEST_CASE("fsck: region and setting records the decoder refuses are unrecoverable", "[fsck][regions]") {
+  RegionImage ri;
+  const Extent area = ri.img.superblock().data_area();
+  const Ino root = ino_of(*ri.img.mem, "explicit");
+  std::vector<Extent> too_many;
+  for (std::uint64_t i = 0; i <= kMaxRegionSlices; ++i) too_many.push_back({area.start + 2 * i, 1});
+  const std::string long_name(65, 'k');
+  Record bad;
+  SECTION("region id 0") { bad = RegionSetRec{0, root, 0, {{area.start, 8}}}; }
+  SECTION("region root 0") { bad = RegionSetRec{77, 0, 0, {{area.start, 8}}}; }
+  SECTION("a slice at block 0") { bad = RegionSetRec{77, root, 0, {{0, 8}}}; }
+  SECTION("an empty slice") { bad = RegionSetRec{77, root, 0, {{area.start, 0}}}; }
+  SECTION("too many slices") { bad = RegionSetRec{77, root, 0, too_many}; }
+  SECTION("a setting name of 65 bytes") { bad = ConfigSetRec{long_name, "1"}; }
+  LoadedState st;
+  std::string error;
+  REQUIRE(load_state(*ri.img.mem, st, error));
+  std::vector<Record> recs = records_of(st.meta);
+  recs.push_back(bad);
+  write_state(*ri.img.mem, recs);
+  FsckReport r = ri.img.check();
+  CHECK(r.exit_code == kFsckProblemsLeft);
+  CHECK(r.unrecoverable);
+  CHECK(r.reason.find("checkpoint") != std::string::npos);
+  CHECK(r.reason.find('\n') == std::string::npos);
+  std::string why;
+  CHECK_FALSE(ri.img.mounts(&why));
+  FsckReport y = ri.img.repair();
+  CHECK(y.exit_code == kFsckProblemsLeft);
+  CHECK_FALSE(y.wrote);
+}
+
 TEST_CASE("fsck: reserved slices holding the checkpoint stream are a note", "[fsck][regions]") {
   RegionImage ri;
   const std::uint32_t x = ri.region_of("explicit");
@@ -1539,7 +1671,7 @@ TEST_CASE("fsck: settings a mount cannot use are removed, unknown ones kept", "[
   CHECK(r.exit_code == kFsckProblemsLeft);
   CHECK(r.problems.size() == 3);
   CHECK(mentions(r.problems, "setting cow_unit = '12K': not a copy-on-write unit (a power of two from 4K to 1M); "
-                             "a mount ignores it and uses the default"));
+                             "no mount option stores such a value"));
   CHECK(mentions(r.problems, "setting region_size = 'lots': not a region size from 4K to 1T"));
   CHECK(mentions(r.problems, "setting region_patterns = 'a//b:*': region pattern 'a//b'"));
   CHECK(mentions(r.info, "setting 'future_knob' = 'on' is unknown to this version of dhfs: kept"));
