@@ -27,12 +27,27 @@
 #include "fs/journal.h"
 #include "fs/loader.h"
 #include "fs/records.h"
+#include "fs/region_policy.h"
+#include "fs/units.h"
 
 namespace dhfs {
 
 namespace {
 
 constexpr const char* kLostFound = "lost+found";
+
+// Persisted settings a mount understands (fs/fs_regions.cc apply_settings).
+constexpr std::string_view kPatternsKey = "region_patterns";
+constexpr std::string_view kRegionSizeKey = "region_size";
+constexpr std::string_view kCowUnitKey = "cow_unit";
+
+// Messages of the same kind beyond this many are summed up in one line.
+constexpr std::uint64_t kMaxMessages = 20;
+
+// Flags this version knows: inode flags (fs/inode.h) and region record
+// flags (none are defined; mount writes 0).
+constexpr std::uint32_t kKnownInodeFlags = kInodeRegionRoot;
+constexpr std::uint32_t kKnownRegionFlags = 0;
 
 std::int64_t now_ns() {
   timespec ts{};
@@ -870,25 +885,341 @@ struct Checker::Impl {
       if (!unmap.empty() || !reflag.empty()) metadata_dirty = true;
     });
     check_refcounts();
+  }
 
-    // Count what is in use and cross-check with the allocator's view.
+  // --------------------------------------------------------------- regions
+
+  bool is_orphan(Ino ino) const { return std::find(orphans.begin(), orphans.end(), ino) != orphans.end(); }
+
+  // A region must be rooted in a live directory that says it is the root of
+  // exactly this region; otherwise it is dropped. What is dropped here is
+  // what mount would drop by itself (check_region_roots), and more: a root
+  // that is an orphan (removing a root ends its region in the same
+  // transaction). Id 0 and root 0 never get here: the record decoder
+  // refuses them. Unknown region flags are cleared.
+  void check_region_roots() {
+    for (auto it = meta.regions.begin(); it != meta.regions.end();) {
+      const std::uint32_t id = it->first;
+      RegionState& g = it->second;
+      const Inode* r = table.get(g.root);
+      std::string why;
+      if (!r) why = fmt::format("its root inode {} does not exist", g.root);
+      else if (!r->is_dir()) why = fmt::format("its root, inode {}, is a {}, not a directory", g.root, type_name(r->mode));
+      else if (is_orphan(g.root)) why = fmt::format("its root, directory {}, has been removed (an orphan)", g.root);
+      else if (!(r->flags & kInodeRegionRoot)) why = fmt::format("its root, {}, is not marked as a region root", describe(g.root));
+      else if (r->region != id) why = fmt::format("its root, {}, belongs to region {}", describe(g.root), r->region);
+      if (why.empty()) {
+        if (g.flags & ~kKnownRegionFlags) {
+          problem(fmt::format("region {}: unknown flags {:#x}", id, g.flags & ~kKnownRegionFlags));
+          repaired(fmt::format("region {}: unknown flags cleared", id));
+          g.flags &= kKnownRegionFlags;
+          metadata_dirty = true;
+        }
+        ++it;
+        continue;
+      }
+      problem(fmt::format("region {}: {}", id, why));
+      repaired(fmt::format("region {}: dropped (its {} reserved slices return to global free space)", id,
+                           g.reserved.size()));
+      it = meta.regions.erase(it);
+      metadata_dirty = true;
+    }
+  }
+
+  // kInodeRegionRoot on anything but the root of an existing region would
+  // make a later rmdir end a region it does not own: cleared. So are inode
+  // flags this version does not know.
+  void check_region_marks() {
+    table.for_each([&](const Inode& cin) {
+      if (cin.flags & ~kKnownInodeFlags) {
+        Inode& in = *table.get(cin.ino);
+        problem(fmt::format("{}: unknown inode flags {:#x}", describe(in.ino), in.flags & ~kKnownInodeFlags));
+        repaired(fmt::format("inode {}: unknown flags cleared", in.ino));
+        in.flags &= kKnownInodeFlags;
+        metadata_dirty = true;
+      }
+      if (!(cin.flags & kInodeRegionRoot)) return;
+      Inode& in = *table.get(cin.ino);
+      std::string why;
+      auto g = meta.regions.find(in.region);
+      if (!in.is_dir())
+        why = fmt::format("inode {} ({}) is marked as a region root, but only a directory can be one", in.ino,
+                          type_name(in.mode));
+      else if (g == meta.regions.end())
+        why = fmt::format("{} is marked as the root of region {}, which does not exist", describe(in.ino), in.region);
+      else if (g->second.root != in.ino)
+        why = fmt::format("{} is marked as the root of region {}, whose root is inode {}", describe(in.ino),
+                          in.region, g->second.root);
+      else
+        return;
+      problem(std::move(why));
+      repaired(fmt::format("inode {}: region-root mark cleared", in.ino));
+      in.flags &= ~kInodeRegionRoot;
+      metadata_dirty = true;
+    });
+  }
+
+  // Reserved slices: inside the data area, coalesced within a region,
+  // disjoint between regions (the region with the lower id keeps what two
+  // reserve), at most kMaxRegionSlices each. Leaves every region's slices
+  // ascending and coalesced, as the allocator reports them.
+  void check_region_slices() {
+    const Extent area = sb.data_area();
+    std::map<BlockNo, std::pair<BlockNo, std::uint32_t>> taken;  // start -> (end, region): earlier regions' slices
+    std::uint64_t outside = 0, shared = 0;
+    for (auto& [id, g] : meta.regions) {
+      // 1. Inside the data area.
+      std::vector<Extent> slices;
+      bool fixed = false;
+      for (const Extent& e : g.reserved) {  // (the decoder refuses empty slices)
+        const BlockNo end = e.len > UINT64_MAX - e.start ? UINT64_MAX : e.start + e.len;
+        const BlockNo lo = std::max(e.start, area.start), hi = std::min(end, area.end());
+        if (lo < hi && lo == e.start && hi == end) {
+          slices.push_back(e);
+          continue;
+        }
+        fixed = true;
+        if (outside++ < kMaxMessages) {
+          problem(fmt::format("region {}: reserved blocks {} {} the data area (blocks {})", id,
+                              range(e.start, end - e.start), lo < hi ? "reach outside" : "lie outside",
+                              range(area.start, area.len)));
+          repaired(lo < hi ? fmt::format("region {}: reserved blocks {} cut to {}", id, range(e.start, end - e.start),
+                                         range(lo, hi - lo))
+                           : fmt::format("region {}: reserved blocks {} dropped", id, range(e.start, end - e.start)));
+        }
+        if (lo < hi) slices.push_back({lo, hi - lo});
+      }
+      // 2. Ascending and coalesced; overlapping slices are damage, touching
+      // or unordered ones only a different spelling of the same blocks.
+      std::sort(slices.begin(), slices.end(), [](const Extent& a, const Extent& b) { return a.start < b.start; });
+      std::vector<Extent> merged;
+      std::uint64_t overlaps = 0;
+      Extent first_a, first_b;
+      for (const Extent& e : slices) {
+        if (!merged.empty() && e.start <= merged.back().end()) {
+          if (e.start < merged.back().end() && overlaps++ == 0) {
+            first_a = merged.back();
+            first_b = e;
+          }
+          merged.back().len = std::max(merged.back().end(), e.end()) - merged.back().start;
+        } else {
+          merged.push_back(e);
+        }
+      }
+      if (overlaps) {
+        problem(fmt::format("region {}: reserved slices {} and {} overlap{}", id, range(first_a.start, first_a.len),
+                            range(first_b.start, first_b.len),
+                            overlaps > 1 ? fmt::format(" ({} overlapping slices in all)", overlaps) : ""));
+        repaired(fmt::format("region {}: overlapping reserved slices coalesced", id));
+        fixed = true;
+      }
+      // 3. Disjoint from the regions before it.
+      std::vector<Extent> kept;
+      std::map<std::uint32_t, std::uint64_t> given_up;  // other region -> blocks
+      for (const Extent& e : merged) {
+        BlockNo cur = e.start;
+        auto it = taken.upper_bound(e.start);
+        if (it != taken.begin() && std::prev(it)->second.first > e.start) --it;
+        for (; it != taken.end() && it->first < e.end(); ++it) {
+          const BlockNo lo = std::max(it->first, cur), hi = std::min(it->second.first, e.end());
+          if (hi <= lo) continue;
+          if (lo > cur) kept.push_back({cur, lo - cur});
+          if (shared++ < kMaxMessages)
+            problem(fmt::format("region {}: reserved blocks {} are also reserved by region {}", id, range(lo, hi - lo),
+                                it->second.second));
+          given_up[it->second.second] += hi - lo;
+          cur = hi;
+        }
+        if (cur < e.end()) kept.push_back({cur, e.end() - cur});
+      }
+      for (const auto& [other, n] : given_up)
+        repaired(fmt::format("region {}: gave up {} reserved blocks that region {} keeps", id, n, other));
+      if (!given_up.empty()) fixed = true;
+      // 4. What one record can hold.
+      if (kept.size() > kMaxRegionSlices) {
+        problem(fmt::format("region {}: {} reserved slices, more than the {} a region record holds", id, kept.size(),
+                            kMaxRegionSlices));
+        std::vector<Extent> largest = kept;
+        std::nth_element(largest.begin(), largest.begin() + kMaxRegionSlices - 1, largest.end(),
+                         [](const Extent& a, const Extent& b) { return a.len > b.len; });
+        largest.resize(kMaxRegionSlices);
+        std::sort(largest.begin(), largest.end(), [](const Extent& a, const Extent& b) { return a.start < b.start; });
+        repaired(fmt::format("region {}: kept its {} largest reserved slices, released {} smaller ones", id,
+                             kMaxRegionSlices, kept.size() - kMaxRegionSlices));
+        kept = std::move(largest);
+        fixed = true;
+      }
+      for (const Extent& e : kept) taken.emplace(e.start, std::make_pair(e.end(), id));
+      if (fixed) metadata_dirty = true;
+      else if (kept != g.reserved)
+        info(fmt::format("region {}: reserved slices are not listed ascending and coalesced (the same blocks; "
+                         "rewritten so by the next checkpoint)",
+                         id));
+      g.reserved = std::move(kept);
+    }
+    if (outside > kMaxMessages)
+      problem(fmt::format("... {} reserved slices outside the data area in all", outside));
+    if (shared > kMaxMessages) problem(fmt::format("... {} pieces reserved by two regions in all", shared));
+  }
+
+  // Settings are stored only from mount options (fs/options.cc), which
+  // refuse these values: a stored one is damage, and repair removes it (the
+  // default applies). Mount itself is laxer (fs/fs_regions.cc
+  // apply_settings ignores malformed patterns and sizes below 4K, but uses
+  // e.g. a cow_unit of 12K or a region_size above 1T), so the message does
+  // not claim what a mount would do.
+  void check_settings() {
+    for (auto it = meta.config.begin(); it != meta.config.end();) {
+      const std::string& key = it->first;
+      const std::string& value = it->second;
+      const std::string shown = quote(value.size() > 80 ? value.substr(0, 80) + "..." : value);
+      std::string bad;
+      if (key == kPatternsKey) {
+        std::string why;
+        if (!RegionPolicy::parse(value, why)) bad = why;
+      } else if (key == kRegionSizeKey) {
+        auto b = parse_size(value);
+        if (!b || *b < kBlockSize || *b > (1ULL << 40)) bad = "not a region size from 4K to 1T";
+      } else if (key == kCowUnitKey) {
+        auto b = parse_size(value);
+        if (!b || *b < kBlockSize || *b > (1ULL << 20) || (*b & (*b - 1)))
+          bad = "not a copy-on-write unit (a power of two from 4K to 1M)";
+      } else {
+        info(fmt::format("setting {} = {} is unknown to this version of dhfs: kept", quote(key), shown));
+        ++it;
+        continue;
+      }
+      if (bad.empty()) {
+        ++it;
+        continue;
+      }
+      problem(fmt::format("setting {} = {}: {}; no mount option stores such a value", key, shown, bad));
+      repaired(fmt::format("setting {} removed (the default applies)", key));
+      it = meta.config.erase(it);
+      metadata_dirty = true;
+    }
+    rep.settings = meta.config.size();
+  }
+
+  void check_regions() {
+    check_region_roots();
+    check_region_marks();
+    check_region_slices();
+    check_settings();
+    // Inodes of regions that are gone: normal (a file moved out of a region
+    // root that was removed later keeps its number); they allocate from
+    // global space.
+    std::map<std::uint32_t, std::uint64_t> stray;
+    table.for_each([&](const Inode& in) {
+      if (in.region != 0 && !meta.regions.count(in.region)) ++stray[in.region];
+    });
+    if (!stray.empty()) {
+      std::uint64_t n = 0;
+      std::string ids;
+      for (const auto& [id, count] : stray) {
+        n += count;
+        if (ids.size() < 60) ids += fmt::format("{}{}", ids.empty() ? "" : ", ", id);
+        else if (!ids.ends_with("...")) ids += ", ...";
+      }
+      rep.stray_region_inodes = n;
+      info(fmt::format("{} inodes name regions that do not exist ({}): their new blocks come from global space", n,
+                       ids));
+    }
+  }
+
+  // ------------------------------------------------------------ accounting
+
+  // Blocks of `e` inside the ascending, disjoint `set`.
+  static std::uint64_t blocks_inside(const std::vector<Extent>& set, Extent e) {
+    std::uint64_t n = 0;
+    auto it = std::upper_bound(set.begin(), set.end(), e.start, [](BlockNo b, const Extent& x) { return b < x.start; });
+    if (it != set.begin()) --it;
+    for (; it != set.end() && it->start < e.end(); ++it) {
+      const BlockNo lo = std::max(it->start, e.start), hi = std::min(it->end(), e.end());
+      if (hi > lo) n += hi - lo;
+    }
+    return n;
+  }
+
+  // Counts what is in use, per region as well, and cross-checks it with
+  // the allocator loaded the way mount loads it (regions, then the blocks in
+  // use).
+  void account() {
+    const Extent area = sb.data_area();
     Allocator alloc(area);
+    for (const auto& [id, g] : meta.regions) alloc.load_region(id, g.reserved);
     std::uint64_t used = 0;
     bool marked = true;
-    for (const auto& [s, c] : claims) used += c.end - s;  // the checkpoint stream
+    std::vector<Extent> referenced;
+    for (const Extent& e : checkpoint_pieces) {
+      used += e.len;
+      if (!alloc.mark_used(e)) marked = false;
+    }
     for (const BlockRun& r : referenced_runs(table)) {
       used += r.extent.len;
       rep.file_blocks += r.extent.len;
+      if (r.refs >= 2) {
+        rep.shared_blocks += r.extent.len;
+        rep.saved_blocks += r.extent.len * (r.refs - 1);
+      }
+      if (!referenced.empty() && referenced.back().end() == r.extent.start) referenced.back().len += r.extent.len;
+      else referenced.push_back(r.extent);
       if (!alloc.mark_used(r.extent)) marked = false;
     }
-    for (const Extent& e : checkpoint_pieces)
-      if (!alloc.mark_used(e)) marked = false;
     rep.blocks_used = used;
     rep.free_blocks = area.len - std::min(used, area.len);
     if (!marked || alloc.free_blocks() != rep.free_blocks)
       problem(fmt::format("free space: the allocator counts {} free blocks, the extent maps leave {}",
                           alloc.free_blocks(), rep.free_blocks),
               false);
+
+    std::vector<Extent> stream = checkpoint_pieces;  // ascending (from the claims map), disjoint
+    std::map<std::uint32_t, std::size_t> index;
+    for (const auto& [id, g] : meta.regions) {
+      FsckRegion u;
+      u.id = id;
+      u.root = g.root;
+      u.root_path = path_of(g.root);
+      u.slices = g.reserved.size();
+      for (const Extent& e : g.reserved) {
+        u.reserved_blocks += e.len;
+        u.used_blocks += blocks_inside(referenced, e);
+        u.checkpoint_blocks += blocks_inside(stream, e);
+      }
+      // (Saturating: file blocks and the stream are disjoint after the
+      // checks above, so used + checkpoint never exceeds reserved.)
+      u.free_blocks = u.reserved_blocks - std::min(u.reserved_blocks, u.used_blocks + u.checkpoint_blocks);
+      rep.reserved_blocks += u.reserved_blocks;
+      if (auto info = alloc.region(id); !info || info->free_blocks != u.free_blocks || info->reserved != g.reserved)
+        problem(fmt::format("region {}: the allocator counts {} unused reserved blocks, the extent maps leave {}", id,
+                            info ? info->free_blocks : 0, u.free_blocks),
+                false);
+      index[id] = rep.regions.size();
+      rep.regions.push_back(std::move(u));
+    }
+    table.for_each([&](const Inode& in) {
+      auto it = index.find(in.region);
+      if (in.region == 0 || it == index.end()) return;
+      FsckRegion& u = rep.regions[it->second];
+      ++u.inodes;
+      if (!in.map) return;
+      const std::vector<Extent>& slices = meta.regions.at(in.region).reserved;
+      for (const FileExtent& e : in.map->extents()) {
+        u.file_blocks += e.len;
+        u.file_blocks_inside += blocks_inside(slices, {e.pblk, e.len});
+      }
+    });
+    for (const FsckRegion& u : rep.regions) {
+      if (u.checkpoint_blocks)
+        info(fmt::format("region {}: {} of its reserved blocks hold the checkpoint stream (harmless: blocks in use "
+                         "are never handed out, and they return to the region when that checkpoint is replaced)",
+                         u.id, u.checkpoint_blocks));
+      info(fmt::format("region {} (root {}): {} blocks reserved in {} slices: {} in use, {} free; {} inodes with {} "
+                       "blocks, {} of them inside the region",
+                       u.id, u.root_path.empty() ? fmt::format("inode {}", u.root) : u.root_path, u.reserved_blocks,
+                       u.slices, u.used_blocks + u.checkpoint_blocks, u.free_blocks, u.inodes, u.file_blocks,
+                       u.file_blocks_inside));
+    }
   }
 
   // ------------------------------------------------------------- write-back
@@ -916,8 +1247,11 @@ struct Checker::Impl {
     }
     // The new stream goes into blocks that neither the current stream nor
     // any file uses, so that a crash before the root slot is written leaves
-    // the old checkpoint intact.
+    // the old checkpoint intact. The regions' reservations are loaded first,
+    // as mount loads them, so that the stream goes to global free space
+    // before any region's unused reservation.
     Allocator alloc(sb.data_area());
+    for (const auto& [id, g] : meta.regions) alloc.load_region(id, g.reserved);
     for (const Extent& e : checkpoint_pieces)
       if (!alloc.mark_used(e)) return operational("internal error: checkpoint blocks cannot be reserved");
     bool ok = true;
@@ -926,16 +1260,18 @@ struct Checker::Impl {
     if (!ok) return operational("internal error: file blocks overlap the checkpoint after the repair");
 
     CheckpointWriter writer(dev, alloc, sb.uuid_tag());
+    // The order of a checkpoint written by mount: inodes with what they
+    // own, regions and settings, reference counts.
     int rc = 0;
     for (Ino ino = kRootIno; ino < table.end() && rc == 0; ++ino)
       if (const Inode* in = table.get(ino)) rc = emit(*in, writer);
-    meta.refs.for_each([&](Extent e, std::uint32_t c) {
-      if (rc == 0) rc = writer.add(RefcountSetRec{e.start, e.len, c});
-    });
     for (const auto& [id, g] : meta.regions)
       if (rc == 0) rc = writer.add(RegionSetRec{id, g.root, g.flags, g.reserved});
     for (const auto& [name, value] : meta.config)
       if (rc == 0) rc = writer.add(ConfigSetRec{name, value});
+    meta.refs.for_each([&](Extent e, std::uint32_t c) {
+      if (rc == 0) rc = writer.add(RefcountSetRec{e.start, e.len, c});
+    });
     CheckpointRoot fresh;
     if (rc == 0) rc = writer.finish(fresh);
     if (rc != 0) return operational(fmt::format("writing the repaired checkpoint failed: {}", std::strerror(-rc)));
@@ -995,6 +1331,8 @@ struct Checker::Impl {
       check_tree();
       check_link_counts();
       check_allocation();
+      check_regions();
+      account();
     } catch (const std::exception& e) {
       unrecoverable(fmt::format("metadata cannot be loaded: {}", e.what()));
       return;

@@ -26,9 +26,42 @@
 //      missing) as "#<ino>"; of a detached subtree only its top is relinked.
 //      Symlink targets of 1..4095 bytes; block maps on regular files only.
 //   5. Allocation: every file extent lies inside the data area, carries only
-//      known flags and overlaps no other extent of any file or of the
-//      checkpoint stream (no block is shared in format version 1); the free
-//      space that results is counted.
+//      known flags and overlaps no block of the checkpoint stream (such file
+//      blocks are unmapped). Files may share blocks with each other (clones,
+//      copy-ups, dedup), but every reference count must equal the number of
+//      block maps referencing the block, and blocks no map references have
+//      no count; the block maps are the truth, repair rebuilds the counts.
+//   6. Regions: every region has a root that exists, is a directory that is
+//      no orphan, carries kInodeRegionRoot and names the region in its
+//      `region` field; otherwise the region is dropped. (Id 0, root 0, empty
+//      slices, slices at block 0 and more than kMaxRegionSlices slices in
+//      one record are refused by the record decoder: an unrecoverable
+//      checkpoint, or journal damage.) Unknown region flags (none are
+//      defined) and unknown inode flags are cleared. The mark
+//      kInodeRegionRoot is cleared from every inode that is not the root of
+//      an existing region (or not a directory). Reserved slices are
+//      clipped to the data area (dropped if entirely outside), overlapping
+//      slices of one region are coalesced, and of two regions reserving the
+//      same blocks the one with the higher id gives them up; at most
+//      kMaxRegionSlices slices per region (the largest are kept; giving up
+//      blocks can split a slice in two). Touching or unordered slices are a
+//      note (the same blocks). Slices
+//      holding blocks of the current checkpoint stream are a note only
+//      (reservations are soft: blocks in use are never handed out, and a
+//      checkpoint written while space is short may legitimately land in a
+//      reservation). Inodes whose `region` names no existing region are a
+//      note as well: they simply allocate from global space.
+//   7. Settings: known keys (region_patterns, region_size, cow_unit) whose
+//      values a mount option would refuse are removed (the mount then uses
+//      the default); unknown keys are kept, with a note.
+//   8. Accounting: free space, per-region reservations (reserved, in use by
+//      block maps, holding the checkpoint, free), cross-checked against the
+//      allocator loaded as mount loads it. The format records no usage
+//      counter per region, only its slices: usage is derived from the block
+//      maps, so this cross-check is a consistency check of fsck's own
+//      repairs (a disagreement is reported as a problem left, never seen in
+//      tests). A file outside its region is no error (reservations are
+//      soft).
 //
 // Repairs happen in memory first. When anything in the metadata changed, a
 // complete new checkpoint of the repaired table is written into free blocks
@@ -60,6 +93,21 @@ inline constexpr int kFsckRepaired = 1;
 inline constexpr int kFsckProblemsLeft = 4;
 inline constexpr int kFsckOperationalError = 8;
 
+// One container region as fsck found it (after repairs in memory).
+struct FsckRegion {
+  std::uint32_t id = 0;
+  std::uint64_t root = 0;                // inode of its root directory
+  std::string root_path;                 // "" if it has no path from the root
+  std::uint64_t slices = 0;
+  std::uint64_t reserved_blocks = 0;
+  std::uint64_t used_blocks = 0;         // reserved blocks referenced by block maps (of any file)
+  std::uint64_t checkpoint_blocks = 0;   // reserved blocks holding the checkpoint stream
+  std::uint64_t free_blocks = 0;         // reserved - used - checkpoint: its unused reservation
+  std::uint64_t inodes = 0;              // inodes whose `region` is this one
+  std::uint64_t file_blocks = 0;         // blocks mapped by those inodes
+  std::uint64_t file_blocks_inside = 0;  // of file_blocks, those inside its reservation
+};
+
 struct FsckReport {
   std::vector<std::string> problems;  // one line each, naming the object
   std::vector<std::string> repaired;  // what the repair did (repair mode only)
@@ -88,7 +136,13 @@ struct FsckReport {
   std::uint64_t blocks_used = 0;        // file_blocks + checkpoint_blocks
   std::uint64_t data_blocks = 0;        // size of the data area
   std::uint64_t free_blocks = 0;        // data_blocks - blocks_used
+  std::uint64_t shared_blocks = 0;      // blocks referenced by two or more block maps
+  std::uint64_t saved_blocks = 0;       // sum over shared blocks of (references - 1)
   std::uint64_t orphans = 0;
+  std::vector<FsckRegion> regions;      // ascending id
+  std::uint64_t reserved_blocks = 0;    // sum over regions
+  std::uint64_t stray_region_inodes = 0;  // inodes naming a region that does not exist
+  std::uint64_t settings = 0;           // persisted settings kept
   std::uint64_t journal_batches = 0;    // replayed
   std::uint64_t journal_transactions_lost = 0;
   std::uint64_t checkpoint_seq = 0;     // of the current root

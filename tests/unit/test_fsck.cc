@@ -1034,5 +1034,730 @@ TEST_CASE("fsck: random damage to metadata never crashes it", "[fsck]") {
   CHECK(unrecoverable > 0);
 }
 
+// ================================================= regions, shared extents
+
+// Every record that rebuilds `st`: inodes with what they own, regions,
+// settings, reference counts (views point into `st`).
+std::vector<Record> records_of(const MetaState& st) {
+  std::vector<Record> out = records_of(st.inodes);
+  for (const auto& [id, g] : st.regions) out.push_back(RegionSetRec{id, g.root, g.flags, g.reserved});
+  for (const auto& [name, value] : st.config) out.push_back(ConfigSetRec{name, value});
+  st.refs.for_each([&](Extent e, std::uint32_t c) { out.push_back(RefcountSetRec{e.start, e.len, c}); });
+  return out;
+}
+
+// Loads the whole state, lets `damage` change it, and writes it back.
+void rewrite_meta(MemDevice& mem, const std::function<void(MetaState&)>& damage) {
+  LoadedState st;
+  std::string error;
+  REQUIRE(load_state(mem, st, error));
+  damage(st.meta);
+  write_state(mem, records_of(st.meta));
+}
+
+MetaState load_meta(MemDevice& mem) {
+  LoadedState st;
+  std::string error;
+  REQUIRE(load_state(mem, st, error));
+  return std::move(st.meta);
+}
+
+std::uint64_t blocks_of(const std::vector<Extent>& v) {
+  std::uint64_t n = 0;
+  for (const Extent& e : v) n += e.len;
+  return n;
+}
+
+constexpr std::uint64_t kRegionImageBytes = 128ULL << 20;
+
+FsOptions region_options() {
+  FsOptions o;
+  o.region_bytes = 2ULL << 20;  // 512 blocks: several regions fit
+  o.cow_unit_bytes = 64 * 1024;
+  return o;
+}
+
+std::unique_ptr<FileSystem> mount_with(Image& img, const FsOptions& o) {
+  std::string error;
+  auto fs = FileSystem::open(std::make_unique<SharedDevice>(img.mem, img.frozen), o, error);
+  INFO(error);
+  REQUIRE(fs);
+  return fs;
+}
+
+Ino mkdir_p(FileSystem& fs, std::string_view path) {
+  Ino cur = kRootIno;
+  std::size_t pos = 0;
+  while (pos < path.size()) {
+    std::size_t slash = path.find('/', pos);
+    if (slash == std::string_view::npos) slash = path.size();
+    const std::string_view name = path.substr(pos, slash - pos);
+    Attr a;
+    Ino next = lookup(fs, cur, name);
+    if (!next) {
+      REQUIRE(fs.mkdir(cur, name, 0755, kRoot, &a) == 0);
+      next = a.ino;
+    }
+    cur = next;
+    pos = slash + 1;
+  }
+  return cur;
+}
+
+// Writes `data` in 1 MiB pieces (what makes a write a chunk).
+Ino make_chunked_file(FileSystem& fs, Ino dir, std::string_view name, const std::string& data) {
+  Attr a;
+  REQUIRE(fs.create(dir, name, 0644, O_WRONLY, kRoot, &a) == 0);
+  for (std::size_t off = 0; off < data.size(); off += 1 << 20) {
+    const std::string_view piece = std::string_view(data).substr(off, 1 << 20);
+    REQUIRE(fs.write(a.ino, off, as_bytes(piece)) == static_cast<ssize_t>(piece.size()));
+  }
+  fs.release(a.ino);
+  return a.ino;
+}
+
+// Docker's layout: two overlay2 layers (automatic regions), overlay2/l (no
+// region), a directory made a region explicitly; a file shared chunk by
+// chunk with an identical one written later, a clone through
+// copy_file_range with a few blocks overwritten afterwards (redirected),
+// and a file moved out of a region whose root is then removed.
+struct RegionPopulation {
+  std::string base = pattern(2 << 20, 41);    // two chunks
+  std::string tail = pattern(300 * 1024, 42);  // the clone source's unaligned end
+  std::string patch = pattern(3 * 4096, 43);
+  std::uint64_t patch_at = 40 * 4096;
+
+  void populate(FileSystem& fs) {
+    const Ino a = mkdir_p(fs, "docker/overlay2/aaa/diff");
+    const Ino b = mkdir_p(fs, "docker/overlay2/bbb/diff");
+    mkdir_p(fs, "docker/overlay2/l");
+    const Ino gone = mkdir_p(fs, "docker/overlay2/ccc");
+    const Ino exp = mkdir_p(fs, "explicit");
+    REQUIRE(fs.create_region(exp, 1 << 20) == 0);
+    // Shared chunks: the same bytes written twice.
+    make_chunked_file(fs, a, "base", base);
+    make_chunked_file(fs, b, "copy", base);
+    // A clone, then an overwrite of a few of its blocks.
+    const Ino src = make_file(fs, a, "src", {{0, tail}});
+    Attr at;
+    REQUIRE(fs.create(b, "clone", 0644, O_WRONLY, kRoot, &at) == 0);
+    REQUIRE(fs.copy_file_range(src, 0, at.ino, 0, tail.size()) == static_cast<ssize_t>(tail.size()));
+    REQUIRE(fs.write(at.ino, patch_at, as_bytes(patch)) == static_cast<ssize_t>(patch.size()));
+    fs.release(at.ino);
+    make_file(fs, exp, "inside", {{0, pattern(50000, 44)}});
+    // A file moved out of a region that ends afterwards keeps its number.
+    make_file(fs, gone, "moved", {{0, pattern(9000, 45)}});
+    REQUIRE(fs.rename(gone, "moved", kRootIno, "moved", 0, kRoot) == 0);
+    REQUIRE(fs.rmdir(resolve(fs, "docker/overlay2"), "ccc") == 0);
+  }
+
+  void expect_files(FileSystem& fs) {
+    CHECK(same(read_all(fs, "docker/overlay2/aaa/diff/base"), base));
+    CHECK(same(read_all(fs, "docker/overlay2/bbb/diff/copy"), base));
+    CHECK(same(read_all(fs, "docker/overlay2/aaa/diff/src"), tail));
+    std::string clone = tail;
+    clone.replace(patch_at, patch.size(), patch);
+    CHECK(same(read_all(fs, "docker/overlay2/bbb/diff/clone"), clone));
+    CHECK(same(read_all(fs, "explicit/inside"), pattern(50000, 44)));
+    CHECK(same(read_all(fs, "moved"), pattern(9000, 45)));
+  }
+};
+
+struct RegionImage {
+  Image img{kRegionImageBytes};
+  RegionPopulation pop;
+  std::vector<RegionReport> regions;  // as the filesystem saw them at the end
+  FsStats stats;
+  explicit RegionImage(bool clean_shutdown = true) {
+    auto fs = mount_with(img, region_options());
+    pop.populate(*fs);
+    regions = fs->region_reports();
+    stats = fs->stats();
+    if (!clean_shutdown) {
+      REQUIRE(fs->syncfs() == 0);
+      img.frozen->store(true);  // the checkpoint of the shutdown never lands
+    }
+    fs->shutdown();
+    img.frozen->store(false);
+  }
+  std::uint32_t region_of(std::string_view path) {
+    const Ino ino = ino_of(*img.mem, path);
+    for (const RegionReport& r : regions)
+      if (r.root == ino) return r.id;
+    FAIL("no region rooted at " << path);
+    return 0;
+  }
+};
+
+const FsckRegion* find_region(const FsckReport& r, std::uint32_t id) {
+  for (const FsckRegion& g : r.regions)
+    if (g.id == id) return &g;
+  return nullptr;
+}
+
+// What fsck reports per region agrees with what a mount of the image reports.
+void expect_accounting_matches_mount(Image& img, const FsckReport& r) {
+  auto fs = mount_with(img, FsOptions{});
+  const std::vector<RegionReport> mounted = fs->region_reports();
+  CHECK(mounted.size() == r.regions.size());
+  for (const RegionReport& m : mounted) {
+    const FsckRegion* g = find_region(r, m.id);
+    REQUIRE(g);
+    CHECK(g->root == m.root);
+    CHECK(g->reserved_blocks == m.reserved_blocks);
+    CHECK(g->slices == m.slices);
+    CHECK(g->used_blocks + g->checkpoint_blocks == m.used_blocks);
+  }
+  const FsStats s = fs->stats();
+  CHECK(r.shared_blocks == s.shared_blocks);
+  CHECK(r.saved_blocks == s.saved_blocks);
+  REQUIRE(fs->shutdown() == 0);
+}
+
+TEST_CASE("fsck: regions, clones and shared chunks check clean", "[fsck][regions]") {
+  for (bool clean_shutdown : {true, false}) {
+    DYNAMIC_SECTION((clean_shutdown ? "after a clean shutdown" : "after a crash (journal replayed)")) {
+      RegionImage ri(clean_shutdown);
+      REQUIRE(ri.regions.size() == 3);  // aaa, bbb, explicit (ccc ended, l is excluded)
+      REQUIRE(ri.stats.shared_blocks > 0);
+      FsckReport r = ri.img.check();
+      INFO(joined(r.problems) << r.reason << joined(r.info));
+      CHECK(r.exit_code == kFsckClean);
+      CHECK(r.problems.empty());
+      // Sharing: the chunks (512 blocks) and the clone's aligned part.
+      CHECK(r.shared_blocks >= 512 + 70);
+      CHECK(r.shared_blocks == ri.stats.shared_blocks);
+      CHECK(r.saved_blocks == ri.stats.saved_blocks);
+      // Regions: each reserves at least what it was created with.
+      REQUIRE(r.regions.size() == 3);
+      const FsckRegion* a = find_region(r, ri.region_of("docker/overlay2/aaa"));
+      const FsckRegion* b = find_region(r, ri.region_of("docker/overlay2/bbb"));
+      const FsckRegion* x = find_region(r, ri.region_of("explicit"));
+      REQUIRE((a && b && x));
+      CHECK(a->root_path == "/docker/overlay2/aaa");
+      CHECK(x->root_path == "/explicit");
+      CHECK(a->reserved_blocks >= 512);
+      CHECK(x->reserved_blocks >= 256);
+      for (const FsckRegion* g : {a, b, x}) {
+        CHECK(g->reserved_blocks == g->used_blocks + g->checkpoint_blocks + g->free_blocks);
+        CHECK(g->file_blocks_inside <= g->file_blocks);
+      }
+      // aaa: base (512 blocks) and src (75) were written there.
+      CHECK(a->file_blocks == 512 + 75);
+      CHECK(a->file_blocks_inside == a->file_blocks);
+      CHECK(a->used_blocks == 512 + 75);
+      CHECK(a->inodes == 4);  // aaa, diff, base, src
+      // bbb's copy and clone share aaa's blocks (outside bbb: no error);
+      // only the redirected blocks of the clone live in bbb.
+      CHECK(b->file_blocks == 512 + 75);
+      CHECK(b->file_blocks_inside < b->file_blocks);
+      CHECK(b->file_blocks_inside > 0);
+      CHECK(r.reserved_blocks == a->reserved_blocks + b->reserved_blocks + x->reserved_blocks);
+      // After the crash, the removed region root ccc is still an orphan
+      // (the shutdown that would have freed it never landed).
+      const std::uint64_t orphans = clean_shutdown ? 0 : 1;
+      CHECK(r.orphans == orphans);
+      // The file moved out of the removed region names it still (and so
+      // does the orphaned root): a note.
+      CHECK(r.stray_region_inodes == 1 + orphans);
+      CHECK(mentions(r.info, fmt::format("{} inodes name regions that do not exist", 1 + orphans)));
+      CHECK(r.settings == 2);  // region_size and cow_unit, persisted by the mount
+      CHECK(mentions(r.info, fmt::format("region {} (root /docker/overlay2/aaa): {} blocks reserved", a->id,
+                                         a->reserved_blocks)));
+      // A repair run has nothing to do but free the orphan.
+      const auto before = ri.img.mem->bytes();
+      FsckReport y = ri.img.repair();
+      CHECK(y.exit_code == kFsckClean);
+      CHECK(y.problems.empty());
+      CHECK(y.wrote == (orphans > 0));
+      const bool unchanged = ri.img.mem->bytes() == before;  // (not printed: 128 MiB)
+      CHECK(unchanged == (orphans == 0));
+      expect_accounting_matches_mount(ri.img, ri.img.check());
+      auto fs = ri.img.mount();
+      ri.pop.expect_files(*fs);
+      REQUIRE(fs->shutdown() == 0);
+      CHECK(ri.img.check().exit_code == kFsckClean);
+    }
+  }
+}
+
+TEST_CASE("fsck: a region whose root is wrong is dropped", "[fsck][regions]") {
+  RegionImage ri;
+  const std::uint32_t id = ri.region_of("docker/overlay2/aaa");
+  const Ino root = ino_of(*ri.img.mem, "docker/overlay2/aaa");
+  const Ino base = ino_of(*ri.img.mem, "docker/overlay2/aaa/diff/base");
+  std::vector<std::string> expect;
+  SECTION("root inode missing") {
+    rewrite_meta(*ri.img.mem, [&](MetaState& m) { m.regions.at(id).root = 9999; });
+    // The region is dropped first; then the mark of its former root names
+    // a region that no longer exists.
+    expect = {fmt::format("region {}: its root inode 9999 does not exist", id),
+              fmt::format("directory {} (/docker/overlay2/aaa) is marked as the root of region {}, which does not "
+                          "exist",
+                          root, id)};
+  }
+  SECTION("root is a regular file") {
+    rewrite_meta(*ri.img.mem, [&](MetaState& m) { m.regions.at(id).root = base; });
+    expect = {fmt::format("region {}: its root, inode {}, is a regular file, not a directory", id, base),
+              fmt::format("directory {} (/docker/overlay2/aaa) is marked as the root of region {}, which does not "
+                          "exist",
+                          root, id)};
+  }
+  SECTION("root without the region-root mark") {
+    rewrite_meta(*ri.img.mem, [&](MetaState& m) { m.inodes.get(root)->flags &= ~kInodeRegionRoot; });
+    expect = {fmt::format("region {}: its root, directory {} (/docker/overlay2/aaa), is not marked as a region root",
+                          id, root)};
+  }
+  SECTION("root naming another region") {
+    rewrite_meta(*ri.img.mem, [&](MetaState& m) { m.inodes.get(root)->region = 777; });
+    expect = {fmt::format("region {}: its root, directory {} (/docker/overlay2/aaa), belongs to region 777", id, root),
+              fmt::format("directory {} (/docker/overlay2/aaa) is marked as the root of region 777, which does not "
+                          "exist",
+                          root)};
+  }
+  SECTION("root removed (an orphan)") {
+    rewrite_meta(*ri.img.mem, [&](MetaState& m) {
+      const Ino parent = ino_of(*ri.img.mem, "docker/overlay2");
+      m.inodes.get(parent)->dir->remove("aaa");
+      --m.inodes.get(parent)->nlink;
+      // An empty orphan directory: its contents go too.
+      m.inodes.get(root)->dir->remove("diff");
+      m.inodes.get(root)->nlink = 0;
+      const Ino diff = ino_of(*ri.img.mem, "docker/overlay2/aaa/diff");
+      m.inodes.get(kRootIno)->dir->add("diff-saved", diff, DT_DIR);
+      ++m.inodes.get(kRootIno)->nlink;
+    });
+    expect = {fmt::format("region {}: its root, directory {}, has been removed (an orphan)", id, root),
+              fmt::format("directory {} is marked as the root of region {}, which does not exist", root, id)};
+  }
+  FsckReport r = ri.img.check();
+  INFO(joined(r.problems));
+  CHECK(r.exit_code == kFsckProblemsLeft);
+  CHECK(r.problems.size() == expect.size());
+  for (const auto& e : expect) CHECK(mentions(r.problems, e));
+  CHECK(find_region(r, id) == nullptr);
+  CHECK(r.regions.size() == 2);
+  FsckReport y = repair_and_recheck(ri.img);
+  CHECK(mentions(y.repaired, fmt::format("region {}: dropped", id)));
+  const MetaState m = load_meta(*ri.img.mem);
+  CHECK(m.regions.count(id) == 0);
+  CHECK(m.regions.size() == 2);
+  if (const Inode* in = m.inodes.get(root)) CHECK_FALSE(in->flags & kInodeRegionRoot);
+  CHECK(m.config.size() == 2);  // settings survive the repaired checkpoint
+  auto fs = ri.img.mount();
+  CHECK(fs->region_reports().size() == 2);
+  CHECK(same(read_all(*fs, "docker/overlay2/bbb/diff/copy"), ri.pop.base));
+}
+
+TEST_CASE("fsck: a region-root mark without its region is cleared", "[fsck][regions]") {
+  RegionImage ri;
+  const std::uint32_t id = ri.region_of("docker/overlay2/aaa");
+  const Ino diff = ino_of(*ri.img.mem, "docker/overlay2/aaa/diff");
+  const Ino l = ino_of(*ri.img.mem, "docker/overlay2/l");
+  const Ino src = ino_of(*ri.img.mem, "docker/overlay2/aaa/diff/src");
+  rewrite_meta(*ri.img.mem, [&](MetaState& m) {
+    m.inodes.get(diff)->flags |= kInodeRegionRoot;  // region `id` exists, but its root is aaa
+    m.inodes.get(l)->flags |= kInodeRegionRoot;
+    m.inodes.get(l)->region = 555;  // no such region
+    m.inodes.get(src)->flags |= kInodeRegionRoot;
+  });
+  FsckReport r = ri.img.check();
+  INFO(joined(r.problems));
+  CHECK(r.exit_code == kFsckProblemsLeft);
+  CHECK(r.problems.size() == 3);
+  CHECK(mentions(r.problems, fmt::format("directory {} (/docker/overlay2/aaa/diff) is marked as the root of region "
+                                         "{}, whose root is inode {}",
+                                         diff, id, ino_of(*ri.img.mem, "docker/overlay2/aaa"))));
+  CHECK(mentions(r.problems, fmt::format("directory {} (/docker/overlay2/l) is marked as the root of region 555, "
+                                         "which does not exist",
+                                         l)));
+  CHECK(mentions(r.problems, fmt::format("inode {} (regular file) is marked as a region root, but only a directory "
+                                         "can be one",
+                                         src)));
+  CHECK(r.regions.size() == 3);  // the regions themselves are fine
+  // The region-less inode under /docker/overlay2/l is only a note.
+  CHECK(r.stray_region_inodes == 2);
+  FsckReport y = repair_and_recheck(ri.img);
+  for (Ino ino : {diff, l, src}) CHECK(mentions(y.repaired, fmt::format("inode {}: region-root mark cleared", ino)));
+  const MetaState m = load_meta(*ri.img.mem);
+  for (Ino ino : {diff, l, src}) CHECK_FALSE(m.inodes.get(ino)->flags & kInodeRegionRoot);
+  CHECK(m.inodes.get(ino_of(*ri.img.mem, "docker/overlay2/aaa"))->flags & kInodeRegionRoot);
+  CHECK(m.regions.size() == 3);
+  // Removing the wrongly marked directory no longer ends region `id`.
+  auto fs = ri.img.mount();
+  REQUIRE(fs->rmdir(resolve(*fs, "docker/overlay2"), "l") == 0);
+  CHECK(fs->region_reports().size() == 3);
+}
+
+TEST_CASE("fsck: reserved slices outside the data area are cut or dropped", "[fsck][regions]") {
+  RegionImage ri;
+  const Superblock sb = ri.img.superblock();
+  const Extent area = sb.data_area();
+  const std::uint32_t id = ri.region_of("explicit");
+  std::vector<Extent> before;
+  rewrite_meta(*ri.img.mem, [&](MetaState& m) {
+    auto& slices = m.regions.at(id).reserved;
+    before = slices;
+    slices.push_back({area.end() - 2, 10});      // reaches past the end
+    slices.push_back({sb.journal_start, 4});     // inside the journal
+    slices.push_back({sb.total_blocks + 50, 5});  // beyond the device
+  });
+  FsckReport r = ri.img.check();
+  INFO(joined(r.problems));
+  CHECK(r.exit_code == kFsckProblemsLeft);
+  CHECK(r.problems.size() == 3);
+  const std::string data = fmt::format("the data area (blocks {}..{})", area.start, area.end() - 1);
+  CHECK(mentions(r.problems, fmt::format("region {}: reserved blocks {}..{} reach outside {}", id, area.end() - 2,
+                                         area.end() + 7, data)));
+  CHECK(mentions(r.problems, fmt::format("region {}: reserved blocks {}..{} lie outside {}", id, sb.journal_start,
+                                         sb.journal_start + 3, data)));
+  CHECK(mentions(r.problems, fmt::format("region {}: reserved blocks {}..{} lie outside {}", id,
+                                         sb.total_blocks + 50, sb.total_blocks + 54, data)));
+  const FsckRegion* g = find_region(r, id);
+  REQUIRE(g);
+  CHECK(g->reserved_blocks == blocks_of(before) + 2);
+  FsckReport y = repair_and_recheck(ri.img);
+  CHECK(mentions(y.repaired, fmt::format("region {}: reserved blocks {}..{} cut to {}..{}", id, area.end() - 2,
+                                         area.end() + 7, area.end() - 2, area.end() - 1)));
+  CHECK(mentions(y.repaired, fmt::format("region {}: reserved blocks {}..{} dropped", id, sb.journal_start,
+                                         sb.journal_start + 3)));
+  const MetaState m = load_meta(*ri.img.mem);
+  std::vector<Extent> want = before;
+  want.push_back({area.end() - 2, 2});
+  CHECK(m.regions.at(id).reserved == want);
+  expect_accounting_matches_mount(ri.img, y);
+}
+
+TEST_CASE("fsck: overlapping reserved slices", "[fsck][regions]") {
+  RegionImage ri;
+  const std::uint32_t a = ri.region_of("docker/overlay2/aaa"), b = ri.region_of("docker/overlay2/bbb");
+  REQUIRE(a < b);
+  const MetaState orig = load_meta(*ri.img.mem);
+  const Extent a0 = orig.regions.at(a).reserved.at(0);
+  REQUIRE(a0.len >= 20);
+  SECTION("within one region: coalesced") {
+    const Extent extra{a0.end() - 10, 30};  // overlaps a0's last 10 blocks
+    rewrite_meta(*ri.img.mem, [&](MetaState& m) {
+      auto& s = m.regions.at(a).reserved;
+      s.insert(s.begin(), extra);  // and out of order
+    });
+    FsckReport r = ri.img.check();
+    INFO(joined(r.problems));
+    CHECK(r.exit_code == kFsckProblemsLeft);
+    CHECK(r.problems.size() >= 1);
+    CHECK(mentions(r.problems, fmt::format("region {}: reserved slices {}..{} and {}..{} overlap", a, a0.start,
+                                           a0.end() - 1, extra.start, extra.end() - 1)));
+    FsckReport y = repair_and_recheck(ri.img);
+    CHECK(mentions(y.repaired, fmt::format("region {}: overlapping reserved slices coalesced", a)));
+    const MetaState m = load_meta(*ri.img.mem);
+    const auto& s = m.regions.at(a).reserved;
+    CHECK(std::is_sorted(s.begin(), s.end(), [](const Extent& x, const Extent& y) { return x.start < y.start; }));
+    for (std::size_t i = 1; i < s.size(); ++i) CHECK(s[i - 1].end() < s[i].start);
+    expect_accounting_matches_mount(ri.img, y);
+  }
+  SECTION("between regions: the later one gives up the overlap") {
+    const Extent stolen{a0.start + 5, 10};
+    rewrite_meta(*ri.img.mem, [&](MetaState& m) { m.regions.at(b).reserved.push_back(stolen); });
+    FsckReport r = ri.img.check();
+    INFO(joined(r.problems));
+    CHECK(r.exit_code == kFsckProblemsLeft);
+    CHECK(r.problems.size() == 1);
+    CHECK(mentions(r.problems, fmt::format("region {}: reserved blocks {}..{} are also reserved by region {}", b,
+                                           stolen.start, stolen.end() - 1, a)));
+    // Accounting already shows the repaired reservations.
+    CHECK(find_region(r, a)->reserved_blocks == blocks_of(orig.regions.at(a).reserved));
+    CHECK(find_region(r, b)->reserved_blocks == blocks_of(orig.regions.at(b).reserved));
+    FsckReport y = repair_and_recheck(ri.img);
+    CHECK(mentions(y.repaired, fmt::format("region {}: gave up 10 reserved blocks that region {} keeps", b, a)));
+    const MetaState m = load_meta(*ri.img.mem);
+    CHECK(m.regions.at(a).reserved == orig.regions.at(a).reserved);
+    CHECK(m.regions.at(b).reserved == orig.regions.at(b).reserved);
+    expect_accounting_matches_mount(ri.img, y);
+  }
+}
+
+TEST_CASE("fsck: more reserved slices than a region record holds", "[fsck][regions]") {
+  RegionImage ri;
+  const std::uint32_t a = ri.region_of("docker/overlay2/aaa"), b = ri.region_of("docker/overlay2/bbb");
+  REQUIRE(a < b);
+  const Extent area = ri.img.superblock().data_area();
+  const MetaState orig = load_meta(*ri.img.mem);
+  // b: kMaxRegionSlices slices, the first of 3 blocks, the others of 1
+  // block with a gap after each, clear of every other region's slices;
+  // a reserves the middle block of b's first slice, which splits it: one
+  // slice too many.
+  auto reserved_elsewhere = [&](BlockNo blk) {
+    for (const auto& [id, g] : orig.regions)
+      if (id != a && id != b)
+        for (const Extent& e : g.reserved)
+          if (e.contains(blk)) return true;
+    return false;
+  };
+  std::vector<Extent> many;
+  for (BlockNo blk = area.start + 1; many.size() < kMaxRegionSlices && blk + 3 < area.end(); blk += 4) {
+    if (reserved_elsewhere(blk) || reserved_elsewhere(blk + 1) || reserved_elsewhere(blk + 2)) continue;
+    many.push_back({blk, many.empty() ? 3u : 1u});
+  }
+  REQUIRE(many.size() == kMaxRegionSlices);
+  const Extent middle{many[0].start + 1, 1};
+  rewrite_meta(*ri.img.mem, [&](MetaState& m) {
+    m.regions.at(a).reserved = {middle};
+    m.regions.at(b).reserved = many;
+  });
+  FsckReport r = ri.img.check();
+  INFO(joined(r.problems));
+  CHECK(r.exit_code == kFsckProblemsLeft);
+  CHECK(r.problems.size() == 2);
+  CHECK(mentions(r.problems, fmt::format("region {}: reserved blocks {} are also reserved by region {}", b,
+                                         middle.start, a)));
+  CHECK(mentions(r.problems, fmt::format("region {}: {} reserved slices, more than the {} a region record holds", b,
+                                         kMaxRegionSlices + 1, kMaxRegionSlices)));
+  REQUIRE(find_region(r, b));
+  CHECK(find_region(r, b)->slices == kMaxRegionSlices);
+  FsckReport y = repair_and_recheck(ri.img);
+  CHECK(mentions(y.repaired, fmt::format("region {}: kept its {} largest reserved slices, released 1 smaller ones", b,
+                                         kMaxRegionSlices)));
+  const MetaState m = load_meta(*ri.img.mem);
+  CHECK(m.regions.at(b).reserved.size() == kMaxRegionSlices);
+  CHECK(m.regions.at(a).reserved == std::vector<Extent>{middle});
+  expect_accounting_matches_mount(ri.img, ri.img.check());
+}
+
+TEST_CASE("fsck: touching or unordered reserved slices are only a note", "[fsck][regions]") {
+  RegionImage ri;
+  const std::uint32_t x = ri.region_of("explicit");
+  const MetaState orig = load_meta(*ri.img.mem);
+  const std::vector<Extent> want = orig.regions.at(x).reserved;
+  REQUIRE(want.size() == 1);
+  REQUIRE(want[0].len >= 4);
+  // The same blocks, spelled as two touching slices, the later one first.
+  const Extent lo{want[0].start, 2}, hi{want[0].start + 2, want[0].len - 2};
+  rewrite_meta(*ri.img.mem, [&](MetaState& m) { m.regions.at(x).reserved = {hi, lo}; });
+  FsckReport r = ri.img.check();
+  INFO(joined(r.problems));
+  CHECK(r.exit_code == kFsckClean);
+  CHECK(r.problems.empty());
+  CHECK(mentions(r.info, fmt::format("region {}: reserved slices are not listed ascending and coalesced", x)));
+  REQUIRE(find_region(r, x));
+  CHECK(find_region(r, x)->slices == 1);
+  CHECK(find_region(r, x)->reserved_blocks == want[0].len);
+  FsckReport y = ri.img.repair();
+  CHECK(y.exit_code == kFsckClean);
+  CHECK_FALSE(y.wrote);
+  expect_accounting_matches_mount(ri.img, r);
+}
+
+TEST_CASE("fsck: unknown region and inode flags are cleared", "[fsck][regions]") {
+  RegionImage ri;
+  const std::uint32_t x = ri.region_of("explicit");
+  const Ino root = ino_of(*ri.img.mem, "explicit");
+  const Ino inside = ino_of(*ri.img.mem, "explicit/inside");
+  rewrite_meta(*ri.img.mem, [&](MetaState& m) {
+    m.regions.at(x).flags = 0x10;
+    m.inodes.get(root)->flags |= 0x40;  // kept: its region-root mark
+    m.inodes.get(inside)->flags = 0x8;
+  });
+  FsckReport r = ri.img.check();
+  INFO(joined(r.problems));
+  CHECK(r.exit_code == kFsckProblemsLeft);
+  CHECK(r.problems.size() == 3);
+  CHECK(mentions(r.problems, fmt::format("region {}: unknown flags 0x10", x)));
+  CHECK(mentions(r.problems, fmt::format("directory {} (/explicit): unknown inode flags 0x40", root)));
+  CHECK(mentions(r.problems, fmt::format("inode {} (/explicit/inside): unknown inode flags 0x8", inside)));
+  CHECK(r.regions.size() == 3);
+  FsckReport y = repair_and_recheck(ri.img);
+  CHECK(mentions(y.repaired, fmt::format("region {}: unknown flags cleared", x)));
+  CHECK(mentions(y.repaired, fmt::format("inode {}: unknown flags cleared", root)));
+  const MetaState m = load_meta(*ri.img.mem);
+  CHECK(m.regions.at(x).flags == 0);
+  CHECK(m.inodes.get(root)->flags == kInodeRegionRoot);
+  CHECK(m.inodes.get(inside)->flags == 0);
+  auto fs = ri.img.mount();
+  ri.pop.expect_files(*fs);
+}
+
+TEST_CASE("fsck: region and setting records the decoder refuses are unrecoverable", "[fsck][regions]") {
+  RegionImage ri;
+  const Extent area = ri.img.superblock().data_area();
+  const Ino root = ino_of(*ri.img.mem, "explicit");
+  std::vector<Extent> too_many;
+  for (std::uint64_t i = 0; i <= kMaxRegionSlices; ++i) too_many.push_back({area.start + 2 * i, 1});
+  const std::string long_name(65, 'k');
+  Record bad;
+  SECTION("region id 0") { bad = RegionSetRec{0, root, 0, {{area.start, 8}}}; }
+  SECTION("region root 0") { bad = RegionSetRec{77, 0, 0, {{area.start, 8}}}; }
+  SECTION("a slice at block 0") { bad = RegionSetRec{77, root, 0, {{0, 8}}}; }
+  SECTION("an empty slice") { bad = RegionSetRec{77, root, 0, {{area.start, 0}}}; }
+  SECTION("too many slices") { bad = RegionSetRec{77, root, 0, too_many}; }
+  SECTION("a setting name of 65 bytes") { bad = ConfigSetRec{long_name, "1"}; }
+  LoadedState st;
+  std::string error;
+  REQUIRE(load_state(*ri.img.mem, st, error));
+  std::vector<Record> recs = records_of(st.meta);
+  recs.push_back(bad);
+  write_state(*ri.img.mem, recs);
+  FsckReport r = ri.img.check();
+  CHECK(r.exit_code == kFsckProblemsLeft);
+  CHECK(r.unrecoverable);
+  CHECK(r.reason.find("checkpoint") != std::string::npos);
+  CHECK(r.reason.find('\n') == std::string::npos);
+  std::string why;
+  CHECK_FALSE(ri.img.mounts(&why));
+  FsckReport y = ri.img.repair();
+  CHECK(y.exit_code == kFsckProblemsLeft);
+  CHECK_FALSE(y.wrote);
+}
+
+TEST_CASE("fsck: reserved slices holding the checkpoint stream are a note", "[fsck][regions]") {
+  RegionImage ri;
+  const std::uint32_t x = ri.region_of("explicit");
+  const Extent area = ri.img.superblock().data_area();
+  // A reservation of everything not reserved by another region holds the
+  // new checkpoint, wherever it lands.
+  rewrite_meta(*ri.img.mem, [&](MetaState& m) {
+    std::vector<Extent> others;
+    for (const auto& [id, g] : m.regions)
+      if (id != x) others.insert(others.end(), g.reserved.begin(), g.reserved.end());
+    std::sort(others.begin(), others.end(), [](const Extent& p, const Extent& q) { return p.start < q.start; });
+    std::vector<Extent> rest;
+    BlockNo cur = area.start;
+    for (const Extent& e : others) {
+      if (e.start > cur) rest.push_back({cur, e.start - cur});
+      cur = std::max(cur, e.end());
+    }
+    if (cur < area.end()) rest.push_back({cur, area.end() - cur});
+    m.regions.at(x).reserved = rest;
+  });
+  FsckReport r = ri.img.check();
+  INFO(joined(r.problems) << joined(r.info));
+  CHECK(r.exit_code == kFsckClean);
+  CHECK(r.problems.empty());
+  const FsckRegion* g = find_region(r, x);
+  REQUIRE(g);
+  CHECK(g->checkpoint_blocks == r.checkpoint_blocks);
+  CHECK(mentions(r.info, fmt::format("region {}: {} of its reserved blocks hold the checkpoint stream", x,
+                                     r.checkpoint_blocks)));
+  CHECK(r.reserved_blocks == r.data_blocks);
+  expect_accounting_matches_mount(ri.img, r);
+}
+
+TEST_CASE("fsck: inodes of a region that does not exist are only a note", "[fsck][regions]") {
+  RegionImage ri;
+  const Ino f = ino_of(*ri.img.mem, "explicit/inside");
+  rewrite_meta(*ri.img.mem, [&](MetaState& m) { m.inodes.get(f)->region = 4242; });
+  FsckReport r = ri.img.check();
+  INFO(joined(r.problems));
+  CHECK(r.exit_code == kFsckClean);
+  CHECK(r.stray_region_inodes == 2);  // this one and /moved
+  CHECK(mentions(r.info, "2 inodes name regions that do not exist"));
+  CHECK(mentions(r.info, "4242"));
+  FsckReport y = ri.img.repair();
+  CHECK(y.exit_code == kFsckClean);
+  CHECK_FALSE(y.wrote);
+  auto fs = ri.img.mount();
+  CHECK(same(read_all(*fs, "explicit/inside"), pattern(50000, 44)));
+}
+
+TEST_CASE("fsck: settings a mount cannot use are removed, unknown ones kept", "[fsck][regions]") {
+  RegionImage ri;
+  rewrite_meta(*ri.img.mem, [&](MetaState& m) {
+    m.config["cow_unit"] = "12K";            // not a power of two
+    m.config["region_size"] = "lots";        // not a size
+    m.config["region_patterns"] = "a//b:*";  // an empty component
+    m.config["future_knob"] = "on";
+  });
+  FsckReport r = ri.img.check();
+  INFO(joined(r.problems));
+  CHECK(r.exit_code == kFsckProblemsLeft);
+  CHECK(r.problems.size() == 3);
+  CHECK(mentions(r.problems, "setting cow_unit = '12K': not a copy-on-write unit (a power of two from 4K to 1M); "
+                             "no mount option stores such a value"));
+  CHECK(mentions(r.problems, "setting region_size = 'lots': not a region size from 4K to 1T"));
+  CHECK(mentions(r.problems, "setting region_patterns = 'a//b:*': region pattern 'a//b'"));
+  CHECK(mentions(r.info, "setting 'future_knob' = 'on' is unknown to this version of dhfs: kept"));
+  FsckReport y = repair_and_recheck(ri.img);
+  for (const char* k : {"cow_unit", "region_size", "region_patterns"})
+    CHECK(mentions(y.repaired, fmt::format("setting {} removed (the default applies)", k)));
+  const MetaState m = load_meta(*ri.img.mem);
+  CHECK(m.config.size() == 1);
+  CHECK(m.config.count("future_knob") == 1);
+  CHECK(m.regions.size() == 3);  // regions survive the repaired checkpoint
+  CHECK(ri.img.check().settings == 1);
+  auto fs = ri.img.mount();
+  ri.pop.expect_files(*fs);
+}
+
+TEST_CASE("fsck: reference counts of shared blocks are verified and rebuilt", "[fsck][refcount]") {
+  RegionImage ri;
+  const MetaState orig = load_meta(*ri.img.mem);
+  REQUIRE(orig.refs.shared_blocks() > 0);
+  Extent first;
+  std::uint32_t count = 0;
+  orig.refs.for_each([&](Extent e, std::uint32_t c) {
+    if (first.empty()) {
+      first = e;
+      count = c;
+    }
+  });
+  REQUIRE(count == 2);
+  SECTION("a count too high") {
+    rewrite_meta(*ri.img.mem, [&](MetaState& m) { m.refs.set({first.start, 1}, 3); });
+    FsckReport r = ri.img.check();
+    CHECK(r.exit_code == kFsckProblemsLeft);
+    CHECK(mentions(r.problems, fmt::format("device blocks {}: reference count 3, but 2 block maps reference them",
+                                           first.start)));
+  }
+  SECTION("counts lost") {
+    rewrite_meta(*ri.img.mem, [&](MetaState& m) { m.refs.clear(); });
+    FsckReport r = ri.img.check();
+    CHECK(r.exit_code == kFsckProblemsLeft);
+    CHECK(mentions(r.problems, fmt::format("device blocks {}..{}: reference count 1, but 2 block maps reference them",
+                                           first.start, first.end() - 1)));
+  }
+  SECTION("a count for blocks no file references") {
+    const Extent area = ri.img.superblock().data_area();
+    rewrite_meta(*ri.img.mem, [&](MetaState& m) { m.refs.set({area.end() - 8, 4}, 2); });
+    FsckReport r = ri.img.check();
+    CHECK(r.exit_code == kFsckProblemsLeft);
+    CHECK(mentions(r.problems, "reference counts cover 4 blocks that no block map references"));
+  }
+  std::string why;
+  CHECK_FALSE(ri.img.mounts(&why));  // mount verifies the counts too
+  CHECK(why.find("run fsck.dhfs") != std::string::npos);
+  FsckReport y = repair_and_recheck(ri.img);
+  CHECK(mentions(y.repaired, "reference counts rebuilt from the block maps"));
+  const MetaState m = load_meta(*ri.img.mem);
+  CHECK(m.refs.shared_blocks() == orig.refs.shared_blocks());
+  CHECK(m.refs.saved_blocks() == orig.refs.saved_blocks());
+  CHECK(m.regions.size() == 3);
+  CHECK(m.config.size() == 2);
+  auto fs = ri.img.mount();
+  ri.pop.expect_files(*fs);
+  // The clone is still independent: a write to it leaves the source alone.
+  const Ino clone = resolve(*fs, "docker/overlay2/bbb/diff/clone");
+  REQUIRE(fs->write(clone, 0, as_bytes(std::string(4096, 'z'))) == 4096);
+  CHECK(same(read_all(*fs, "docker/overlay2/aaa/diff/src"), ri.pop.tail));
+}
+
+TEST_CASE("fsck: an unrelated repair keeps regions, settings and counts", "[fsck][regions]") {
+  RegionImage ri;
+  const MetaState orig = load_meta(*ri.img.mem);
+  const Ino base = ino_of(*ri.img.mem, "docker/overlay2/aaa/diff/base");
+  rewrite_meta(*ri.img.mem, [&](MetaState& m) { m.inodes.get(base)->nlink = 5; });
+  FsckReport y = repair_and_recheck(ri.img);
+  CHECK(y.problems.size() == 1);
+  const MetaState m = load_meta(*ri.img.mem);
+  REQUIRE(m.regions.size() == orig.regions.size());
+  for (const auto& [id, g] : orig.regions) {
+    CHECK(m.regions.at(id).root == g.root);
+    CHECK(m.regions.at(id).reserved == g.reserved);
+  }
+  CHECK(m.config == orig.config);
+  CHECK(m.refs.shared_blocks() == orig.refs.shared_blocks());
+  CHECK(m.refs.saved_blocks() == orig.refs.saved_blocks());
+  auto fs = ri.img.mount();
+  ri.pop.expect_files(*fs);
+}
+
 }  // namespace
 }  // namespace dhfs
