@@ -10,7 +10,7 @@ std::vector<BlockRun> referenced_runs(const InodeTable& inodes) {
   std::vector<std::pair<BlockNo, int>> edges;
   inodes.for_each([&](const Inode& in) {
     if (!in.map) return;
-    for (const FileExtent& e : in.map->extents()) {
+    for (const FileExtent& e : *in.map) {
       edges.push_back({e.pblk, +1});
       edges.push_back({e.pblk + e.len, -1});
     }

@@ -7,12 +7,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "fs/unique_fd.h"
 #include "fs/uring.h"
@@ -69,9 +71,10 @@ std::byte* alloc_zeroed(std::size_t size) {
 // thread's io_uring (see fs/uring.h).
 class FileDevice final : public Device {
  public:
-  FileDevice(std::string path, UniqueFd fd, std::uint64_t size, bool read_only, bool direct)
+  FileDevice(std::string path, UniqueFd fd, UniqueFd cached_fd, std::uint64_t size, bool read_only, bool direct)
       : path_(std::move(path)),
         fd_(std::move(fd)),
+        cached_fd_(std::move(cached_fd)),
         size_(size),
         read_only_(read_only),
         direct_(direct) {}
@@ -80,10 +83,31 @@ class FileDevice final : public Device {
     // Buffer alignment only matters to the kernel with O_DIRECT; without it
     // (tmpfs) any buffer works.
     if (const int r = check_batch(ios, size_, read_only_, direct_); r < 0) return r;
-    return run_io(fd_.get(), ios);
+    if (!cached_fd_ || std::none_of(ios.begin(), ios.end(), [](const DeviceIo& io) { return io.cached; }))
+      return run_io(fd_.get(), ios);
+    thread_local std::vector<DeviceIo> direct_ios;
+    direct_ios.clear();
+    for (const DeviceIo& io : ios) {
+      if (!io.cached) {
+        direct_ios.push_back(io);
+        continue;
+      }
+      // A copy into the page cache: no ring needed.
+      for (std::uint32_t done = 0; done < io.len;) {
+        const ssize_t n = ::pwrite(cached_fd_.get(), static_cast<const std::byte*>(io.buf) + done, io.len - done,
+                                   static_cast<off_t>(io.offset + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -errno;
+        if (n == 0) return -EIO;
+        done += static_cast<std::uint32_t>(n);
+      }
+    }
+    return direct_ios.empty() ? 0 : run_io(fd_.get(), direct_ios);
   }
 
-  // On a block device fdatasync also sends a cache FLUSH to the disk.
+  // fdatasync works on the file, not the descriptor: it also writes back
+  // what went through cached_fd_. On a block device it sends a cache FLUSH
+  // to the disk as well.
   int flush() override { return ::fdatasync(fd_.get()) == 0 ? 0 : -errno; }
 
   std::uint64_t size_bytes() const override { return size_; }
@@ -93,6 +117,7 @@ class FileDevice final : public Device {
  private:
   const std::string path_;
   const UniqueFd fd_;
+  const UniqueFd cached_fd_;  // the same medium without O_DIRECT (invalid if fd_ is not direct)
   const std::uint64_t size_;
   const bool read_only_;
   const bool direct_;  // opened O_DIRECT: buffers must be 4 KiB aligned
@@ -215,7 +240,12 @@ std::unique_ptr<Device> open_device(const std::string& path, const DeviceOpenOpt
   if (const int r = medium_size(fd.get(), st, size); r < 0) {
     return fail(error, path, "cannot read size: " + errno_text(-r));
   }
-  return std::make_unique<FileDevice>(path, std::move(fd), size, opts.read_only, direct);
+  // The path could name something else by now; the descriptor's own
+  // /proc link cannot.
+  UniqueFd cached_fd;
+  if (direct && !opts.read_only)
+    cached_fd.reset(::open(("/proc/self/fd/" + std::to_string(fd.get())).c_str(), O_RDWR | O_CLOEXEC));
+  return std::make_unique<FileDevice>(path, std::move(fd), std::move(cached_fd), size, opts.read_only, direct);
 }
 
 // ---- MemDevice -------------------------------------------------------------

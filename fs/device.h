@@ -2,8 +2,9 @@
 // file), plus the RAII helpers for aligned buffers.
 //
 // All I/O is in whole 4 KiB blocks from 4 KiB-aligned buffers, so the real
-// implementation can use O_DIRECT and data is never cached twice (the kernel
-// already caches file pages above FUSE). Each thread submits through its own
+// implementation can use O_DIRECT and data is not cached twice (the kernel
+// already caches file pages above FUSE); only small writes marked `cached`
+// pass through the medium's page cache (see DeviceIo). Each thread submits through its own
 // io_uring, so no lock is held across device I/O.
 #pragma once
 
@@ -46,6 +47,12 @@ struct DeviceIo {
   std::uint64_t offset = 0;  // bytes, multiple of 4096
   void* buf = nullptr;       // 4096-aligned
   std::uint32_t len = 0;     // bytes, multiple of 4096
+  // A small write that may go through the medium's own page cache and be
+  // written back by the next flush(): a small random write then costs a
+  // memory copy instead of a device round trip, and the kernel merges the
+  // write-back. Direct I/O on the same blocks stays coherent (the kernel
+  // writes such pages back before direct I/O touches them).
+  bool cached = false;
 };
 
 class Device {

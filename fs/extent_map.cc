@@ -14,28 +14,43 @@ bool joinable(const FileExtent& a, const FileExtent& b) {
 }
 }  // namespace
 
-std::size_t ExtentMap::first_ending_after(std::uint64_t lblk) const {
-  auto it = std::upper_bound(extents_.begin(), extents_.end(), lblk,
-                             [](std::uint64_t l, const FileExtent& e) { return l < e.lend(); });
-  return static_cast<std::size_t>(it - extents_.begin());
+ExtentMap::Tree::const_iterator ExtentMap::ending_after(std::uint64_t lblk) const {
+  auto it = tree_.upper_bound(lblk);  // first extent starting after lblk
+  if (it != tree_.begin()) {
+    auto prev = std::prev(it);
+    if (prev->second.lend() > lblk) return prev;
+  }
+  return it;
 }
 
-void ExtentMap::insert_merged(std::size_t pos, FileExtent e) {
-  if (pos > 0 && joinable(extents_[pos - 1], e)) {
-    extents_[pos - 1].len += e.len;
-    if (pos < extents_.size() && joinable(extents_[pos - 1], extents_[pos])) {
-      extents_[pos - 1].len += extents_[pos].len;
-      extents_.erase(extents_.begin() + static_cast<std::ptrdiff_t>(pos));
+ExtentMap::Tree::iterator ExtentMap::ending_after(std::uint64_t lblk) {
+  auto it = tree_.upper_bound(lblk);
+  if (it != tree_.begin()) {
+    auto prev = std::prev(it);
+    if (prev->second.lend() > lblk) return prev;
+  }
+  return it;
+}
+
+// Inserts `e` (its range is unmapped) and merges it with its neighbours.
+void ExtentMap::insert_merged(FileExtent e) {
+  auto next = tree_.lower_bound(e.lblk);
+  if (next != tree_.begin()) {
+    auto prev = std::prev(next);
+    if (joinable(prev->second, e)) {
+      prev->second.len += e.len;
+      if (next != tree_.end() && joinable(prev->second, next->second)) {
+        prev->second.len += next->second.len;
+        tree_.erase(next);
+      }
+      return;
     }
-    return;
   }
-  if (pos < extents_.size() && joinable(e, extents_[pos])) {
-    extents_[pos].lblk = e.lblk;
-    extents_[pos].pblk = e.pblk;
-    extents_[pos].len += e.len;
-    return;
+  if (next != tree_.end() && joinable(e, next->second)) {
+    e.len += next->second.len;
+    tree_.erase(next);
   }
-  extents_.insert(extents_.begin() + static_cast<std::ptrdiff_t>(pos), e);
+  tree_.emplace_hint(tree_.lower_bound(e.lblk), e.lblk, e);
 }
 
 void ExtentMap::set(std::uint64_t lblk, std::uint64_t len, BlockNo pblk, std::uint32_t flags,
@@ -43,32 +58,24 @@ void ExtentMap::set(std::uint64_t lblk, std::uint64_t len, BlockNo pblk, std::ui
   if (len == 0) return;
   const std::uint64_t end = (lblk + len < lblk) ? std::numeric_limits<std::uint64_t>::max() : lblk + len;
 
-  // Cut [lblk, end) out of the existing extents.
-  std::size_t i = first_ending_after(lblk);
-  std::size_t first_removed = i;
-  std::vector<FileExtent> keep;  // at most two: the parts outside the range
-  while (i < extents_.size() && extents_[i].lblk < end) {
-    const FileExtent& e = extents_[i];
+  // Cut [lblk, end) out of the existing extents; the parts outside the
+  // range (at most one on each side) stay.
+  std::optional<FileExtent> keep_lo, keep_hi;
+  auto it = ending_after(lblk);
+  while (it != tree_.end() && it->second.lblk < end) {
+    const FileExtent e = it->second;
     std::uint64_t cut_lo = std::max(e.lblk, lblk);
     std::uint64_t cut_hi = std::min(e.lend(), end);
-    if (displaced)
-      displaced->push_back({cut_lo, cut_hi - cut_lo, e.pblk + (cut_lo - e.lblk), e.flags});
+    if (displaced) displaced->push_back({cut_lo, cut_hi - cut_lo, e.pblk + (cut_lo - e.lblk), e.flags});
     mapped_blocks_ -= cut_hi - cut_lo;
-    if (e.lblk < lblk) keep.push_back({e.lblk, e.pblk, static_cast<std::uint32_t>(lblk - e.lblk), e.flags});
+    if (e.lblk < lblk) keep_lo = FileExtent{e.lblk, e.pblk, static_cast<std::uint32_t>(lblk - e.lblk), e.flags};
     if (e.lend() > end)
-      keep.push_back({end, e.pblk + (end - e.lblk), static_cast<std::uint32_t>(e.lend() - end), e.flags});
-    ++i;
+      keep_hi = FileExtent{end, e.pblk + (end - e.lblk), static_cast<std::uint32_t>(e.lend() - end), e.flags};
+    it = tree_.erase(it);
   }
-  extents_.erase(extents_.begin() + static_cast<std::ptrdiff_t>(first_removed),
-                 extents_.begin() + static_cast<std::ptrdiff_t>(i));
-  std::size_t pos = first_removed;
-  if (!keep.empty() && keep.front().lblk < lblk) {
-    extents_.insert(extents_.begin() + static_cast<std::ptrdiff_t>(pos), keep.front());
-    ++pos;
-    keep.erase(keep.begin());
-  }
-  if (!keep.empty()) extents_.insert(extents_.begin() + static_cast<std::ptrdiff_t>(pos), keep.front());
   // (the kept pieces were counted in mapped_blocks_ before and still are)
+  if (keep_lo) tree_.emplace(keep_lo->lblk, *keep_lo);
+  if (keep_hi) tree_.emplace(keep_hi->lblk, *keep_hi);
 
   if (pblk == 0) return;
   // Map the new range, in runs that fit the 32-bit extent length.
@@ -77,8 +84,7 @@ void ExtentMap::set(std::uint64_t lblk, std::uint64_t len, BlockNo pblk, std::ui
   std::uint64_t left = end - lblk;
   while (left > 0) {
     auto run = static_cast<std::uint32_t>(std::min(left, kMaxRun));
-    std::size_t at = first_ending_after(l);
-    insert_merged(at, {l, p, run, flags});
+    insert_merged({l, p, run, flags});
     mapped_blocks_ += run;
     l += run;
     p += run;
@@ -90,8 +96,8 @@ std::vector<Segment> ExtentMap::segments(std::uint64_t lblk, std::uint64_t len) 
   std::vector<Segment> out;
   const std::uint64_t end = lblk + len;
   std::uint64_t cur = lblk;
-  for (std::size_t i = first_ending_after(lblk); i < extents_.size() && extents_[i].lblk < end; ++i) {
-    const FileExtent& e = extents_[i];
+  for (auto it = ending_after(lblk); it != tree_.end() && it->second.lblk < end; ++it) {
+    const FileExtent& e = it->second;
     if (e.lblk > cur) out.push_back({cur, e.lblk - cur, 0, 0});
     std::uint64_t lo = std::max(e.lblk, cur);
     std::uint64_t hi = std::min(e.lend(), end);
@@ -103,8 +109,8 @@ std::vector<Segment> ExtentMap::segments(std::uint64_t lblk, std::uint64_t len) 
 }
 
 std::optional<FileExtent> ExtentMap::find(std::uint64_t lblk) const {
-  std::size_t i = first_ending_after(lblk);
-  if (i < extents_.size() && extents_[i].lblk <= lblk) return extents_[i];
+  auto it = ending_after(lblk);
+  if (it != tree_.end() && it->second.lblk <= lblk) return it->second;
   return std::nullopt;
 }
 
@@ -114,18 +120,14 @@ std::optional<FileExtent> ExtentMap::find_before(std::uint64_t lblk) const {
 }
 
 std::optional<std::uint64_t> ExtentMap::next_data(std::uint64_t lblk) const {
-  std::size_t i = first_ending_after(lblk);
-  if (i == extents_.size()) return std::nullopt;
-  return std::max(extents_[i].lblk, lblk);
+  auto it = ending_after(lblk);
+  if (it == tree_.end()) return std::nullopt;
+  return std::max(it->second.lblk, lblk);
 }
 
 std::uint64_t ExtentMap::next_hole(std::uint64_t lblk) const {
-  std::size_t i = first_ending_after(lblk);
   std::uint64_t cur = lblk;
-  while (i < extents_.size() && extents_[i].lblk <= cur) {
-    cur = extents_[i].lend();
-    ++i;
-  }
+  for (auto it = ending_after(lblk); it != tree_.end() && it->second.lblk <= cur; ++it) cur = it->second.lend();
   return cur;
 }
 

@@ -17,6 +17,7 @@ namespace {
 
 constexpr std::uint64_t kMaxFileBytes = 1ULL << 60;
 constexpr std::uint64_t kMaxIoBytes = 8ULL << 20;  // one core write is split into pieces this large
+constexpr std::uint64_t kCachedWriteBytes = 64 << 10;  // writes up to this size may be cached by the medium
 constexpr std::int64_t kDayNs = 86400LL * 1000000000LL;
 
 std::int64_t now_ns() {
@@ -129,12 +130,39 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
   while (done < data.size()) {
     std::size_t n = std::min<std::size_t>(data.size() - done, kMaxIoBytes);
     if (int rc = begin_change(Journal::Change::kGrows); rc) return done > 0 ? static_cast<ssize_t>(done) : rc;
-    std::unique_lock io(io_lock(ino));
-    ssize_t rc = write_piece_locked(ino, off + done, data.subspan(done, n), blocks_changed);
+    ssize_t rc = write_small_inside(ino, off + done, data.subspan(done, n), blocks_changed);
+    if (rc == -EAGAIN) {
+      std::unique_lock io(io_lock(ino));
+      rc = write_piece_locked(ino, off + done, data.subspan(done, n), blocks_changed);
+    }
     if (rc < 0) return done > 0 ? static_cast<ssize_t>(done) : rc;
     done += n;
   }
   return static_cast<ssize_t>(done);
+}
+
+// Small writes inside the file (random overwrites, a database's pages) run
+// side by side: they share the inode's I/O lock and hold only the stripes
+// of the file they touch (see RangeLocks). Nothing they do needs more: the
+// size does not change, and truncate, punch, clone and the chunk sharing
+// of large writes take the I/O lock exclusively. -EAGAIN: not such a
+// write; the caller takes the exclusive path.
+ssize_t FileSystem::write_small_inside(Ino ino, std::uint64_t at, std::span<const std::byte> piece,
+                                       bool* blocks_changed) {
+  constexpr std::size_t kSmallWrite = 64 << 10;
+  const std::uint64_t end = at + piece.size();
+  if (piece.size() > kSmallWrite || !RangeLocks::fits(at / kBlockSize, (end - 1) / kBlockSize)) return -EAGAIN;
+  std::shared_lock io(io_lock(ino));
+  {
+    std::shared_lock m(meta_mu_);
+    Inode* in = inodes_.get(ino);
+    if (!in || !in->is_reg() || end > in->size) return -EAGAIN;
+  }
+  RangeLocks::Guard stripes(range_locks_, ino, at / kBlockSize, (end - 1) / kBlockSize);
+  bool changed = false;
+  ssize_t rc = write_locked(ino, at, piece, &changed, true);
+  if (blocks_changed && changed) *blocks_changed = true;
+  return rc;
 }
 
 // One piece of a write, under the inode's I/O lock. Chunks (see
@@ -232,9 +260,9 @@ void FileSystem::remember_read(Ino ino, const LoadedWindows& loaded) {
 // to `lblk`: blocks written (or copied on write) land in file order next to
 // their neighbours, with room kept for the blocks between them. 0 if none.
 BlockNo FileSystem::placement_hint(const Inode& in, std::uint64_t lblk) const {
-  const auto& ex = in.map->extents();
-  auto it = std::lower_bound(ex.begin(), ex.end(), lblk,
-                             [](const FileExtent& e, std::uint64_t l) { return e.lblk < l; });
+  const ExtentMap& ex = *in.map;
+  auto it = ex.first_ending_after(lblk);  // then the first extent starting at or after lblk
+  if (it != ex.end() && it->lblk < lblk) ++it;
   for (int looked = 0; it != ex.begin() && looked < 32; ++looked) {
     --it;
     std::uint64_t last = std::min(it->lend(), lblk) - 1;
@@ -393,6 +421,11 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
       prev_end = e.end();
     }
   }
+  // Small writes go through the medium's page cache (see DeviceIo::cached):
+  // random 4 KiB writes then cost no device round trip each, and the
+  // journal's flush before the next commit writes them back together.
+  if (nblk * kBlockSize <= kCachedWriteBytes)
+    for (DeviceIo& io : ios) io.cached = true;
   if (int rc = dev_->submit(ios); rc < 0) {
     release_fresh();
     return rc;
@@ -439,6 +472,11 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
     held = std::shared_lock(src_lock, std::try_to_lock);
     if (!held.owns_lock()) return false;
   }
+  // Small writes inside the source run under its shared lock (see
+  // write_small_inside): its stripes keep them off the window meanwhile.
+  // (With the same I/O lock, ours is exclusive and none can run.)
+  std::optional<RangeLocks::Guard> src_stripes;
+  if (held.owns_lock()) src_stripes.emplace(range_locks_, home.ino, home.lblk, home.lblk + nblk - 1);
   auto source_segments = [&]() -> std::optional<std::vector<Segment>> {
     Inode* src = inodes_.get(home.ino);
     if (!src || !src->is_reg() || src->generation != home.generation) return std::nullopt;

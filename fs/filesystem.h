@@ -37,6 +37,7 @@
 #include "alloc/refcount_table.h"
 #include "fs/device.h"
 #include "fs/chunk_index.h"
+#include "fs/range_locks.h"
 #include "fs/format.h"
 #include "fs/inode_table.h"
 #include "fs/journal.h"
@@ -277,6 +278,7 @@ class FileSystem {
   // the file grows to cover the write (false: zeroing beyond the end).
   ssize_t write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed,
                        bool extend);
+  ssize_t write_small_inside(Ino ino, std::uint64_t at, std::span<const std::byte> piece, bool* blocks_changed);
   ssize_t write_piece_locked(Ino ino, std::uint64_t at, std::span<const std::byte> piece, bool* blocks_changed);
   // What a read loaded from the device, for the chunk index.
   struct LoadedWindows {
@@ -339,7 +341,10 @@ class FileSystem {
   std::uint64_t cow_unit_blocks_ = 1;
   std::map<std::string, std::string, std::less<>> settings_;  // persisted (ConfigSet records)
   std::uint64_t next_generation_ = 1;
+  // Per file: shared by reads and small writes inside the file, exclusive
+  // for everything that changes the size or the block map wholesale.
   std::array<std::shared_mutex, 256> io_locks_;
+  RangeLocks range_locks_;  // stripes held by small writes under a shared io lock
 
   // Current checkpoint.
   std::mutex checkpoint_mu_;  // one checkpoint at a time

@@ -24,7 +24,7 @@ std::int64_t now_ns() {
 void emit_inode(const Inode& in, RecordWriter& w) {
   w.add(in.to_record());
   if (in.map)
-    for (const FileExtent& e : in.map->extents()) w.add(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
+    for (const FileExtent& e : *in.map) w.add(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
   if (in.xattrs)
     for (const auto& [name, value] : *in.xattrs) w.add(XattrSetRec{in.ino, name, value});
   if (in.dir) in.dir->for_each([&](const DirEntry& d) { w.add(DirentSetRec{in.ino, d.ino, d.dtype, d.name}); });
@@ -152,7 +152,7 @@ void FileSystem::free_inode(Inode& in, Txn& txn) {
   std::vector<Extent> to_free;
   if (in.map) {
     std::vector<Segment> gone;
-    for (const FileExtent& e : in.map->extents()) gone.push_back({e.lblk, e.len, e.pblk, e.flags});
+    for (const FileExtent& e : *in.map) gone.push_back({e.lblk, e.len, e.pblk, e.flags});
     drop_refs(gone, txn, to_free);
   }
   commit(txn, to_free);

@@ -35,9 +35,13 @@ void FileSystem::apply_settings(const std::map<std::string, std::string, std::le
   if (!policy) policy = RegionPolicy::parse(kDefaultRegionPatterns, why);
   region_policy_ = *policy;
   if (auto s = settings_.find(kRegionSizeKey); s != settings_.end())
-    if (auto b = parse_size(s->second); b && *b >= kBlockSize) region_blocks_ = *b / kBlockSize;
+    if (auto b = parse_size(s->second); b && *b >= kBlockSize && *b <= (1ULL << 40)) region_blocks_ = *b / kBlockSize;
+  // The same bounds as the mount options (fs/options.cc) and fsck: a value
+  // outside them is damage and the default applies. A cow_unit is a power
+  // of two so that its units never straddle two RangeLocks stripes.
   if (auto s = settings_.find(kCowUnitKey); s != settings_.end())
-    if (auto b = parse_size(s->second); b && *b >= kBlockSize && *b <= (1 << 20)) cow_unit_blocks_ = *b / kBlockSize;
+    if (auto b = parse_size(s->second); b && *b >= kBlockSize && *b <= (1 << 20) && !(*b & (*b - 1)))
+      cow_unit_blocks_ = *b / kBlockSize;
   alloc_->set_region_growth(region_blocks_);
 }
 
@@ -225,7 +229,7 @@ int FileSystem::frag_report(Ino ino, FragReport* out) {
   out->extents = in->map->extent_count();
   out->mapped_blocks = in->map->mapped_blocks();
   const bool own_region = regions_.count(in->region) > 0;
-  for (const FileExtent& e : in->map->extents()) {
+  for (const FileExtent& e : *in->map) {
     refs_.for_runs({e.pblk, e.len}, [&](Extent run, std::uint32_t c) {
       if (c > 1) out->shared_blocks += run.len;
     });

@@ -1064,10 +1064,8 @@ struct Checker::Impl {
 
   // Settings are stored only from mount options (fs/options.cc), which
   // refuse these values: a stored one is damage, and repair removes it (the
-  // default applies). Mount itself is laxer (fs/fs_regions.cc
-  // apply_settings ignores malformed patterns and sizes below 4K, but uses
-  // e.g. a cow_unit of 12K or a region_size above 1T), so the message does
-  // not claim what a mount would do.
+  // default applies, as a mount does: fs/fs_regions.cc apply_settings
+  // ignores values outside the same bounds).
   void check_settings() {
     for (auto it = meta.config.begin(); it != meta.config.end();) {
       const std::string& key = it->first;
