@@ -190,22 +190,45 @@ ssize_t FileSystem::write_piece_locked(Ino ino, std::uint64_t at, std::span<cons
     written_to = upto;
     return 0;
   };
+  // Consecutive windows stored consecutively in one file are verified and
+  // shared as one run: one device read and one transaction, not one per
+  // 64 KiB (an overlay copy-up is a long series of such windows).
+  struct Run {
+    std::uint64_t from = 0, to = 0;  // bytes of the file
+    ChunkHome home;
+  };
+  std::optional<Run> run;
+  auto share_run = [&]() -> int {
+    if (!run) return 0;
+    const Run r = *run;
+    run.reset();
+    // The bytes before the run first, so the file grows in order. If the
+    // run cannot be shared, its bytes are written with what follows.
+    if (int e = write_run(r.from); e) return e;
+    if (share_stored_chunk(ino, r.from, piece.subspan(r.from - at, r.to - r.from), r.home)) {
+      if (blocks_changed) *blocks_changed = true;
+      written_to = r.to;
+    }
+    return 0;
+  };
   int err = 0;
   ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
     if (err) return;
-    const auto bytes = piece.subspan(w - at, len);
-    const ChunkKey key = ChunkIndex::key_of(bytes);
+    const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
     if (auto home = chunks_.find(key)) {
-      // The run before the window first, so the file grows in order.
-      if ((err = write_run(w)) != 0) return;
-      if (share_stored_chunk(ino, w, bytes, *home)) {
-        if (blocks_changed) *blocks_changed = true;
-        written_to = w + len;
+      if (run && run->to == w && home->ino == run->home.ino && home->generation == run->home.generation &&
+          home->lblk == run->home.lblk + (w - run->from) / kBlockSize) {
+        run->to = w + len;
         return;
       }
+      if ((err = share_run()) != 0) return;
+      run = Run{w, w + len, *home};
+      return;
     }
+    if ((err = share_run()) != 0) return;
     fresh_windows.emplace_back(key, w / kBlockSize);
   });
+  if (!err) err = share_run();
   if (!err) err = write_run(end);
   if (err) return err;
   for (const auto& [key, lblk] : fresh_windows) chunks_.remember(key, {ino, generation, lblk});
@@ -500,7 +523,9 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
   std::vector<DeviceIo> ios;
   for (const Segment& s : segs) add_io(ios, DeviceIo::Op::Read, s.pblk, buf.data() + (s.lblk - home.lblk) * kBlockSize, s.len);
   if (dev_->submit(ios) < 0 || std::memcmp(buf.data(), data.data(), data.size()) != 0) {
-    chunks_.forget(ChunkIndex::key_of(data));
+    // Some window of the run is stale in the index: forget the run's windows.
+    for (std::size_t o = 0; o < data.size(); o += kChunkBytes)
+      chunks_.forget(ChunkIndex::key_of(data.subspan(o, std::min<std::size_t>(kChunkBytes, data.size() - o))));
     return false;
   }
   if (off > old_size && old_size / kBlockSize < lblk && zero_tail_block(ino, old_size) != 0) return false;
