@@ -338,7 +338,7 @@ class FileSystem {
   std::uint32_t next_region_ = 1;
   RegionPolicy region_policy_;
   std::uint64_t region_blocks_ = kDefaultRegionBytes / kBlockSize;
-  std::uint64_t cow_unit_blocks_ = 1;
+  std::uint64_t cow_unit_blocks_ = kDefaultCowUnitBytes / kBlockSize;
   std::map<std::string, std::string, std::less<>> settings_;  // persisted (ConfigSet records)
   std::uint64_t next_generation_ = 1;
   // Per file: shared by reads and small writes inside the file, exclusive

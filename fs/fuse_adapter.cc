@@ -2,14 +2,18 @@
 
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <string>
+#include <thread>
 #include <fmt/format.h>
 
 #include "fs/control.h"
+#include "fs/fuse_readahead.h"
 #include "fs/uring.h"
 
 namespace dhfs {
@@ -514,7 +518,8 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
   if (opts.debug) argv.push_back("-d");
   FuseArgs args(argv);
   fuse_lowlevel_ops ops = make_ops();
-  ServerContext ctx{&fs, nullptr};
+  ServerContext ctx;
+  ctx.fs = &fs;
   FuseSession session(args.get(), ops, &ctx);
   ctx.se = session.get();
   if (!session.ok()) {
@@ -529,6 +534,7 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
     fmt::print(stderr, "dhfs: cannot mount on {}\n", opts.mountpoint);
     return 1;
   }
+  const std::string device_id = mount_device_id(opts.mountpoint);
   drop_thread_ring();  // the daemon's threads set up their own rings
   if (!opts.foreground && fuse_daemonize(0) != 0) {
     fmt::print(stderr, "dhfs: cannot go to the background\n");
@@ -539,6 +545,14 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
   fuse_loop_cfg_set_clone_fd(cfg.get(), 1);
   fuse_loop_cfg_set_idle_threads(cfg.get(), 8);
   fuse_loop_cfg_set_max_threads(cfg.get(), opts.max_threads);
+  // Read-ahead can be raised only after the kernel has applied the
+  // FUSE_INIT reply; a statfs of the mount returns only after that (the
+  // kernel holds every request until then), so a helper asks for one while
+  // the loop serves.
+  std::jthread readahead([&] {
+    struct statvfs sv {};
+    if (::statvfs(opts.mountpoint.c_str(), &sv) == 0) set_readahead_kb(device_id, kFuseReadaheadKb);
+  });
   int rc = fuse_session_loop_mt(session.get(), cfg.get());
   return rc == 0 ? 0 : 1;
 }

@@ -138,3 +138,22 @@ TEST_CASE("generic mount options are accepted", "[mount]") {
   }
   CHECK_BYTES(read_file(fs.path("d/f")), "works");
 }
+
+namespace dhfs_test {
+
+// The kernel starts a FUSE mount with 128 KiB of read-ahead; dhfs raises it
+// (see fs/fuse_readahead.h) as soon as the kernel has applied FUSE_INIT.
+TEST_CASE("mount: read-ahead of the mount is raised to 4 MiB", "[mount][dhfs]") {
+  DHFS_ONLY_STRICT();
+  MountedFs fs;
+  struct stat st {};
+  SYS(::stat(fs.root().c_str(), &st));
+  const std::string sysfs = fmt::format("/sys/class/bdi/{}:{}/read_ahead_kb", major(st.st_dev), minor(st.st_dev));
+  INFO(sysfs);
+  REQUIRE(exists(sysfs));
+  std::string value;
+  for (int i = 0; i < 500 && (value = read_file(sysfs)) != "4096\n"; ++i) sleep_ms(10);
+  CHECK(value == "4096\n");
+}
+
+}  // namespace dhfs_test
