@@ -41,6 +41,12 @@ bool readable(const Segment& s) { return !s.hole() && !(s.flags & kExtentUnwritt
 int FileSystem::read(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch,
                      std::span<const std::byte>* out) {
   std::shared_lock io(io_lock(ino));
+  // Small writes run under the shared I/O lock too (write_small_inside);
+  // the stripes keep a read from seeing one half done. (The read may load
+  // the whole chunk windows around the range: those lie in the same
+  // stripes, as stripes are whole windows.)
+  const std::uint64_t last = (off + std::max<std::size_t>(size, 1) - 1) / kBlockSize;
+  RangeLocks::Guard stripes(range_locks_, ino, off / kBlockSize, last, /*shared=*/true);
   LoadedWindows loaded;
   int rc = read_locked(ino, off, size, scratch, out, &loaded);
   if (rc == 0 && !loaded.bytes.empty()) remember_read(ino, loaded);

@@ -1,16 +1,18 @@
 // RangeLocks: lets small writes to different parts of one file run at the
-// same time. A file is cut into 1 MiB stripes (the largest cow_unit, so a
-// copy-on-write unit never spans two stripes unless the write does); a
-// writer holds the mutexes of the stripes its blocks fall in, taken in
-// index order so that two writers never deadlock. Stripes of all files
-// hash into one fixed table: a collision only serialises two writers that
-// could have run together.
+// same time, and keeps reads from seeing them half done. A file is cut into
+// 1 MiB stripes (the largest cow_unit, so a copy-on-write unit never spans
+// two stripes unless the write does); a writer holds the stripes its blocks
+// fall in exclusively, a reader shared. Stripes are taken in slot order so
+// that no two holders deadlock. Stripes of all files hash into one fixed
+// table: a collision only serialises two holders that could have run
+// together.
 #pragma once
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <mutex>
+#include <shared_mutex>
+#include <vector>
 
 namespace dhfs {
 
@@ -19,26 +21,32 @@ class RangeLocks {
   static constexpr std::uint64_t kStripeBlocks = 256;
 
   // Holds the stripes of blocks [first, last] of `file` until destroyed.
-  // A writer locks at most two stripes (writes taking this path are small).
   class Guard {
    public:
-    Guard(RangeLocks& locks, std::uint64_t file, std::uint64_t first, std::uint64_t last) : locks_(locks) {
-      a_ = locks.slot(file, first / kStripeBlocks);
-      b_ = locks.slot(file, last / kStripeBlocks);
-      if (b_ < a_) std::swap(a_, b_);
-      locks_.mu_[a_].lock();
-      if (b_ != a_) locks_.mu_[b_].lock();
+    Guard(RangeLocks& locks, std::uint64_t file, std::uint64_t first, std::uint64_t last, bool shared = false)
+        : locks_(locks), shared_(shared) {
+      const std::uint64_t s0 = first / kStripeBlocks, s1 = last / kStripeBlocks;
+      // A range over more stripes than the table has slots takes them all.
+      if (s1 - s0 + 1 >= locks.mu_.size()) {
+        for (std::size_t i = 0; i < locks.mu_.size(); ++i) slots_.push_back(i);
+      } else {
+        for (std::uint64_t s = s0; s <= s1; ++s) slots_.push_back(locks.slot(file, s));
+        std::sort(slots_.begin(), slots_.end());
+        slots_.erase(std::unique(slots_.begin(), slots_.end()), slots_.end());
+      }
+      for (std::size_t i : slots_) shared_ ? locks_.mu_[i].lock_shared() : locks_.mu_[i].lock();
     }
     ~Guard() {
-      if (b_ != a_) locks_.mu_[b_].unlock();
-      locks_.mu_[a_].unlock();
+      for (auto it = slots_.rbegin(); it != slots_.rend(); ++it)
+        shared_ ? locks_.mu_[*it].unlock_shared() : locks_.mu_[*it].unlock();
     }
     Guard(const Guard&) = delete;
     Guard& operator=(const Guard&) = delete;
 
    private:
     RangeLocks& locks_;
-    std::size_t a_, b_;
+    const bool shared_;
+    std::vector<std::size_t> slots_;
   };
 
   // True if blocks [first, last] fall in at most two stripes.
@@ -49,7 +57,7 @@ class RangeLocks {
     const std::uint64_t h = (file * 0x9E3779B97F4A7C15ULL) ^ (stripe * 0xC2B2AE3D27D4EB4FULL);
     return static_cast<std::size_t>((h ^ (h >> 29)) % mu_.size());
   }
-  std::array<std::mutex, 1024> mu_;
+  std::array<std::shared_mutex, 1024> mu_;
 };
 
 }  // namespace dhfs
