@@ -17,7 +17,9 @@ namespace {
 
 constexpr std::uint64_t kMaxFileBytes = 1ULL << 60;
 constexpr std::uint64_t kMaxIoBytes = 8ULL << 20;  // one core write is split into pieces this large
-constexpr std::uint64_t kCachedWriteBytes = 64 << 10;  // writes up to this size may be cached by the medium
+// Writes up to this size run beside each other (write_small_inside) and may
+// be cached by the medium (DeviceIo::cached).
+constexpr std::uint64_t kSmallWriteBytes = 64 << 10;
 constexpr std::int64_t kDayNs = 86400LL * 1000000000LL;
 
 std::int64_t now_ns() {
@@ -155,9 +157,8 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
 // write; the caller takes the exclusive path.
 ssize_t FileSystem::write_small_inside(Ino ino, std::uint64_t at, std::span<const std::byte> piece,
                                        bool* blocks_changed) {
-  constexpr std::size_t kSmallWrite = 64 << 10;
   const std::uint64_t end = at + piece.size();
-  if (piece.size() > kSmallWrite || !RangeLocks::fits(at / kBlockSize, (end - 1) / kBlockSize)) return -EAGAIN;
+  if (piece.size() > kSmallWriteBytes || !RangeLocks::fits(at / kBlockSize, (end - 1) / kBlockSize)) return -EAGAIN;
   std::shared_lock io(io_lock(ino));
   {
     std::shared_lock m(meta_mu_);
@@ -401,14 +402,8 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   if (off % kBlockSize || (wfirst == wlast && end % kBlockSize)) load_blocks(wfirst, wfirst + 1);
   if (wlast != wfirst && end % kBlockSize) load_blocks(wlast, wlast + 1);
   if (last > wlast) load_blocks(wlast + 1, last + 1);
-  for (std::uint64_t l : loaded) {
-    // Blocks not loaded from disk above (holes, unwritten) read as zeros.
-    std::byte* at = buf.data() + (l - first) * kBlockSize;
-    const bool from_disk = std::any_of(pieces.begin(), pieces.end(), [&](const WritePiece& p) {
-      return l >= p.lblk && l < p.lblk + p.len && p.pblk != 0 && p.kind != WritePiece::kUnwritten;
-    });
-    if (!from_disk) std::memset(at, 0, kBlockSize);
-  }
+  // (Blocks not loaded, holes and unwritten extents, stay as the buffer
+  // starts: zeros.)
   if (int rc = dev_->submit(loads); rc < 0) return rc;
   for (std::uint64_t l : loaded) {
     const std::uint64_t block_start = l * kBlockSize;
@@ -453,7 +448,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   // Small writes go through the medium's page cache (see DeviceIo::cached):
   // random 4 KiB writes then cost no device round trip each, and the
   // journal's flush before the next commit writes them back together.
-  if (nblk * kBlockSize <= kCachedWriteBytes)
+  if (nblk * kBlockSize <= kSmallWriteBytes)
     for (DeviceIo& io : ios) io.cached = true;
   if (int rc = dev_->submit(ios); rc < 0) {
     release_fresh();
