@@ -1,12 +1,12 @@
 #include "fs/chunk_index.h"
 
-#include <xxhash.h>
+#include "fs/content_hash.h"
 
 namespace dhfs {
 
 ChunkKey ChunkIndex::key_of(std::span<const std::byte> data) {
-  XXH128_hash_t h = XXH3_128bits(data.data(), data.size());
-  return {h.low64, h.high64, static_cast<std::uint32_t>(data.size())};
+  const ContentHash h = hash_of(data);
+  return {h.lo, h.hi, static_cast<std::uint32_t>(data.size())};
 }
 
 void ChunkIndex::remember(const ChunkKey& key, const ChunkHome& home) {

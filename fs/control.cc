@@ -101,6 +101,18 @@ int serve_control(FileSystem& fs, std::uint64_t ino, unsigned cmd, std::span<con
       put(out, c);
       return 0;
     }
+    case DHFS_IOC_DEDUP: {
+      DedupOutcome d;
+      if (int rc = fs.dedup_file(ino, &d); rc) return rc;
+      ControlDedup c{};
+      c.size = d.size;
+      c.freed_blocks = d.freed_blocks;
+      c.hashed = d.hashed;
+      c.duplicate = d.duplicate;
+      c.shared = d.shared;
+      put(out, c);
+      return 0;
+    }
   }
   return -ENOTTY;
 }

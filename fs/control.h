@@ -64,6 +64,15 @@ struct ControlFrag {
   std::uint32_t pad;
 };
 
+struct ControlDedup {
+  std::uint64_t size;
+  std::uint64_t freed_blocks;  // blocks this file gave up for shared ones
+  std::uint32_t hashed;        // its content hash is known
+  std::uint32_t duplicate;     // another file holds the same bytes
+  std::uint32_t shared;        // ... and it now shares that file's extents
+  std::uint32_t pad;
+};
+
 }  // namespace dhfs
 
 #define DHFS_IOC_STATS _IOR('D', 1, struct dhfs::ControlStats)
@@ -75,6 +84,9 @@ struct ControlFrag {
 #define DHFS_IOC_REGION_SHOW _IOR('D', 4, struct dhfs::ControlRegion)
 #define DHFS_IOC_REGION_CREATE _IOW('D', 5, struct dhfs::ControlRegionCreate)
 #define DHFS_IOC_FRAG _IOR('D', 6, struct dhfs::ControlFrag)
+// Dedups the file: hashes it (reading it if needed) and shares the extents
+// of a stored file with the same bytes (verified byte by byte).
+#define DHFS_IOC_DEDUP _IOR('D', 7, struct dhfs::ControlDedup)
 
 #include <span>
 #include <vector>

@@ -134,16 +134,32 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
   if (opts_.read_only) return -EROFS;
   if (data.empty()) return 0;
   if (off >= kMaxFileBytes || data.size() > kMaxFileBytes - off) return -EFBIG;
+  if (int rc = content_changing(ino, &off, data); rc) return rc;
+  if (off == 0 && opts_.dedup && data.size() <= opts_.dedup_small_bytes) {
+    // A whole small file that is stored already never reaches the device.
+    if (int rc = begin_change(Journal::Change::kGrows); rc) return rc;
+    std::unique_lock io(io_lock(ino));
+    if (write_duplicate_small(ino, data)) {
+      if (blocks_changed) *blocks_changed = true;
+      return static_cast<ssize_t>(data.size());
+    }
+  }
   std::size_t done = 0;
   while (done < data.size()) {
     std::size_t n = std::min<std::size_t>(data.size() - done, kMaxIoBytes);
-    if (int rc = begin_change(Journal::Change::kGrows); rc) return done > 0 ? static_cast<ssize_t>(done) : rc;
+    if (int rc = begin_change(Journal::Change::kGrows); rc) {
+      content_changing(ino);
+      return done > 0 ? static_cast<ssize_t>(done) : rc;
+    }
     ssize_t rc = write_small_inside(ino, off + done, data.subspan(done, n), blocks_changed);
     if (rc == -EAGAIN) {
       std::unique_lock io(io_lock(ino));
       rc = write_piece_locked(ino, off + done, data.subspan(done, n), blocks_changed);
     }
-    if (rc < 0) return done > 0 ? static_cast<ssize_t>(done) : rc;
+    if (rc < 0) {
+      content_changing(ino);  // the hashed stream no longer matches the file
+      return done > 0 ? static_cast<ssize_t>(done) : rc;
+    }
     done += n;
   }
   return static_cast<ssize_t>(done);
@@ -220,7 +236,7 @@ ssize_t FileSystem::write_piece_locked(Ino ino, std::uint64_t at, std::span<cons
   };
   int err = 0;
   ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
-    if (err) return;
+    if (err || !opts_.dedup) return;
     const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
     if (auto home = chunks_.find(key)) {
       if (run && run->to == w && home->ino == run->home.ino && home->generation == run->home.generation &&
@@ -242,6 +258,7 @@ ssize_t FileSystem::write_piece_locked(Ino ino, std::uint64_t at, std::span<cons
   // The kernel's writeback does not always start requests on window
   // boundaries; a window this piece only completes is checked whole.
   const std::uint64_t head = at / kChunkBytes * kChunkBytes, tail = end / kChunkBytes * kChunkBytes;
+  if (!opts_.dedup) return static_cast<ssize_t>(piece.size());
   if (head < at) complete_window(ino, head, generation, blocks_changed);
   if (end % kChunkBytes && end < size_before && tail != head && tail >= at) complete_window(ino, tail, generation, blocks_changed);
   return static_cast<ssize_t>(piece.size());
@@ -280,6 +297,7 @@ void FileSystem::complete_window(Ino ino, std::uint64_t w, std::uint64_t generat
 // read since the daemon started (a lower file an overlay copies up) can be
 // shared by a later write of the same bytes.
 void FileSystem::remember_read(Ino ino, const LoadedWindows& loaded) {
+  if (!opts_.dedup) return;
   ChunkIndex::for_windows(loaded.off, loaded.bytes.size(), loaded.size, [&](std::uint64_t w, std::uint64_t len) {
     chunks_.remember(ChunkIndex::key_of(loaded.bytes.subspan(w - loaded.off, len)),
                      {ino, loaded.generation, w / kBlockSize});
@@ -503,7 +521,9 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
   if (held.owns_lock()) src_stripes.emplace(range_locks_, home.ino, home.lblk, home.lblk + nblk - 1);
   auto source_segments = [&]() -> std::optional<std::vector<Segment>> {
     Inode* src = inodes_.get(home.ino);
-    if (!src || !src->is_reg() || src->generation != home.generation) return std::nullopt;
+    Inode* dst = inodes_.get(ino);
+    if (!src || !dst || !src->is_reg() || src->generation != home.generation || !may_share_with(*dst, *src))
+      return std::nullopt;
     auto segs = src->map->segments(home.lblk, nblk);
     for (const Segment& s : segs)
       if (s.hole() || (s.flags & kExtentUnwritten)) return std::nullopt;
@@ -604,11 +624,15 @@ int FileSystem::fallocate(Ino ino, int mode, std::uint64_t off, std::uint64_t le
   if (mode & FALLOC_FL_PUNCH_HOLE) {
     if (!keep_size || (mode & ~(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))) return -EOPNOTSUPP;
     if (int rc = begin_change(Journal::Change::kShrinks); rc) return rc;
+    if (int rc = content_changing(ino); rc) return rc;
     std::unique_lock io(io_lock(ino));
     return punch_hole(ino, off, len);
   }
   if (mode & ~FALLOC_FL_KEEP_SIZE) return -EOPNOTSUPP;
   if (int rc = begin_change(Journal::Change::kGrows); rc) return rc;
+  // Preallocation keeping the size leaves the contents as they are.
+  if (!keep_size)
+    if (int rc = content_changing(ino); rc) return rc;
   std::unique_lock io(io_lock(ino));
   return preallocate(ino, off, len, keep_size);
 }
@@ -837,6 +861,7 @@ ssize_t FileSystem::copy_file_range(Ino in_ino, std::uint64_t off_in, Ino out_in
   }
   if (off_in >= in_size) return 0;
   len = static_cast<std::size_t>(std::min<std::uint64_t>(len, in_size - off_in));
+  if (int rc = content_changing(out_ino); rc) return rc;
   if (off_in % kBlockSize != off_out % kBlockSize || len < kBlockSize)
     return copy_bytes(in_ino, off_in, out_ino, off_out, len);
 

@@ -193,6 +193,8 @@ int FileSystem::access(Ino ino, int mask, const Cred& cred) {
 int FileSystem::setattr(Ino ino, const SetAttr& sa, Attr* out) {
   if (opts_.read_only) return -EROFS;
   if (int rc = begin_change(Journal::Change::kShrinks); rc) return rc;
+  if (sa.valid & SetAttr::kSize)
+    if (int rc = content_changing(ino); rc) return rc;
   // A size change rewrites the block map: it needs the inode's I/O lock.
   std::unique_lock<std::shared_mutex> io;
   if (sa.valid & SetAttr::kSize) io = std::unique_lock(io_lock(ino));
@@ -255,7 +257,10 @@ int FileSystem::make_node(Ino parent, std::string_view name, std::uint32_t mode,
   }
   if (in->target) in->target->assign(target);
   in->lookups = 1;
-  if (open_it) in->opens = 1;
+  if (open_it) {
+    opened_for_dedup(*in, O_RDWR);
+    in->opens = 1;
+  }
   dir->dir->add(name, in->ino, dtype_of(in->mode));
   txn.inode(*in);
   txn.dirent(dir->ino, name, in->ino, dtype_of(in->mode));
@@ -496,19 +501,26 @@ int FileSystem::open(Ino ino, int flags) {
   std::unique_lock m(meta_mu_);
   Inode* in = inodes_.get(ino);
   if (!in) return -ENOENT;
+  opened_for_dedup(*in, flags);
   ++in->opens;
   return 0;
 }
 
 void FileSystem::release(Ino ino) {
-  std::unique_lock m(meta_mu_);
-  Inode* in = inodes_.get(ino);
-  if (!in) return;
-  if (in->opens > 0) --in->opens;
-  if (!in->in_use() && !opts_.read_only) {
-    Txn txn;
-    release_if_unused(*in, txn);
+  DedupAfterClose dedup;
+  {
+    std::unique_lock m(meta_mu_);
+    Inode* in = inodes_.get(ino);
+    if (!in) return;
+    if (in->opens > 0) --in->opens;
+    closed_for_dedup(*in, &dedup);
+    if (!in->in_use() && !opts_.read_only) {
+      Txn txn;
+      release_if_unused(*in, txn);
+    }
   }
+  // The last close of a changed file: find a stored copy of its contents.
+  if (dedup.ino) dedup_after_close(dedup);
 }
 
 // ------------------------------------------------------------- directories

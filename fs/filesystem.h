@@ -26,6 +26,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <span>
 #include <string>
@@ -37,6 +38,7 @@
 #include "alloc/refcount_table.h"
 #include "fs/device.h"
 #include "fs/chunk_index.h"
+#include "fs/dedup_index.h"
 #include "fs/range_locks.h"
 #include "fs/format.h"
 #include "fs/inode_table.h"
@@ -134,6 +136,15 @@ struct FsStats {
   std::uint64_t regions = 0;
 };
 
+// What dedup did with one file (dhfsctl dedup).
+struct DedupOutcome {
+  std::uint64_t size = 0;
+  bool hashed = false;     // its content hash is known
+  bool duplicate = false;  // another file holds the same bytes
+  bool shared = false;     // ... and this file now shares its extents
+  std::uint64_t freed_blocks = 0;
+};
+
 // Renameat2 flags (values of the Linux ABI).
 inline constexpr unsigned kRenameNoReplace = 1;
 inline constexpr unsigned kRenameExchange = 2;
@@ -210,6 +221,11 @@ class FileSystem {
   int removexattr(Ino ino, std::string_view name);
 
   FsStats stats();
+
+  // ---- dedup (fs/dedup.cc); closing a changed file does this by itself.
+  // Hashes `ino` (reading it if its hash is not known) and, if another file
+  // holds the same bytes, makes it share that file's extents.
+  int dedup_file(Ino ino, DedupOutcome* out);
 
   // ---- container regions (see region_policy.h)
   // Makes directory `dir` the root of a new region reserving `bytes` (0: the
@@ -302,6 +318,31 @@ class FileSystem {
                   std::span<const std::byte>* out, LoadedWindows* loaded = nullptr);
   void maybe_touch_atime(Ino ino);
 
+  // ---- dedup (fs/dedup.cc)
+  struct DedupAfterClose {
+    Ino ino = 0;
+    std::uint64_t version = 0;
+    std::shared_ptr<HashStream> stream;
+  };
+  DedupKey dedup_key(const Inode& in, const ContentHash& h) const;
+  void index_content_hashes();
+  // Called before the contents of `ino` change (with the bytes of a write);
+  // withdraws its content hash. Returns 0 or a negative errno.
+  int content_changing(Ino ino, const std::uint64_t* write_off = nullptr, std::span<const std::byte> data = {});
+  int withdraw_content_hash(Ino ino);
+  void opened_for_dedup(Inode& in, int flags);            // meta_mu_ exclusive
+  void closed_for_dedup(Inode& in, DedupAfterClose* todo);  // meta_mu_ exclusive
+  void dedup_after_close(const DedupAfterClose& todo);
+  std::optional<ContentHash> hash_file(Ino ino, std::uint64_t version);
+  bool files_equal(Ino a, Ino b, std::uint64_t size);
+  int settle_content(Ino ino, const ContentHash& h, std::uint64_t version, DedupOutcome* out);
+  int adopt_extents(Ino ino, std::uint64_t version, const DedupKey& key, const DedupHolder& holder,
+                    std::uint64_t holder_version, DedupOutcome* out);
+  int record_content_hash(Ino ino, std::uint64_t version, const DedupKey& key);
+  bool write_duplicate_small(Ino ino, std::span<const std::byte> data);
+  // Whether content-based sharing may give `writer` blocks of `holder`.
+  bool may_share_with(const Inode& writer, const Inode& holder) const;
+
   // ---- regions (fs/fs_regions.cc; meta_mu_ held exclusively unless noted)
   void apply_settings(const std::map<std::string, std::string, std::less<>>& stored, Txn& txn);
   bool load_regions(std::map<std::uint32_t, RegionState> regions, std::string& error);
@@ -334,6 +375,7 @@ class FileSystem {
   InodeTable inodes_;
   RefcountTable refs_;  // blocks referenced by more than one block map
   ChunkIndex chunks_;
+  DedupIndex dedup_index_;
   std::map<std::uint32_t, RegionState> regions_;
   std::uint32_t next_region_ = 1;
   RegionPolicy region_policy_;

@@ -27,6 +27,7 @@ void emit_inode(const Inode& in, RecordWriter& w) {
     for (const FileExtent& e : *in.map) w.add(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
   if (in.xattrs)
     for (const auto& [name, value] : *in.xattrs) w.add(XattrSetRec{in.ino, name, value});
+  if (in.hash_valid) w.add(ContentHashRec{in.ino, 1, in.size, in.content_hash.lo, in.content_hash.hi});
   if (in.dir) in.dir->for_each([&](const DirEntry& d) { w.add(DirentSetRec{in.ino, d.ino, d.dtype, d.name}); });
 }
 
@@ -57,6 +58,7 @@ std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const 
     return nullptr;
   }
   fs->inodes_.rebuild_free_list();
+  fs->index_content_hashes();
   fs->journal_ = std::make_unique<Journal>(*fs->dev_, JournalGeometry{st.sb.journal_start, st.sb.journal_blocks,
                                                                       st.sb.uuid_tag()});
   fs->journal_->set_commit_interval(o.commit_interval);
@@ -149,6 +151,7 @@ bool FileSystem::claim_blocks(std::map<std::uint32_t, RegionState> regions, std:
 
 void FileSystem::free_inode(Inode& in, Txn& txn) {
   txn.free_inode(in.ino);
+  if (in.hash_valid) dedup_index_.remove(dedup_key(in, in.content_hash), in.ino);
   std::vector<Extent> to_free;
   if (in.map) {
     std::vector<Segment> gone;

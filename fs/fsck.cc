@@ -1222,6 +1222,9 @@ struct Checker::Impl {
 
   // ------------------------------------------------------------- write-back
 
+  // (Content hashes are left out: a repair may have changed a file's
+  // contents. Dedup hashes such files again when they are next closed or
+  // by `dhfsctl dedup`.)
   static int emit(const Inode& in, CheckpointWriter& w) {
     int rc = w.add(in.to_record());
     if (in.map)

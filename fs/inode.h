@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "fs/content_hash.h"
 #include "fs/directory.h"
 #include "fs/extent_map.h"
 #include "fs/records.h"
@@ -44,6 +45,19 @@ struct Inode {
   std::uint64_t lookups = 0;
   std::uint32_t opens = 0;
   Ino parent = 0;  // directories: the directory holding it (for "..")
+
+  // Dedup (fs/dedup.cc). `content_hash` is the hash of the whole file as it
+  // is now, persisted as a ContentHashRec; any change of the contents
+  // withdraws it first. `data_version` counts changes of the contents
+  // (bumped, through std::atomic_ref under the shared meta_mu_, before each
+  // change starts), so that dedup can tell the file stayed as it compared
+  // it. `stream` hashes sequential writes while the file is open.
+  bool hash_valid = false;
+  bool hash_withdrawing = false;  // withdrawn, not yet durable
+  ContentHash content_hash;
+  std::uint64_t data_version = 0;
+  std::uint64_t version_at_open = 0;
+  std::shared_ptr<HashStream> stream;
 
   std::unique_ptr<ExtentMap> map;       // regular files
   std::unique_ptr<Directory> dir;       // directories

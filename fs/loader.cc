@@ -137,6 +137,15 @@ bool apply_record(MetaState& st, const Record& rec) {
             st.config[std::string(r.name)] = std::string(r.value);
             return true;
           },
+          [&](const ContentHashRec& r) {
+            Inode* in = table.get(r.ino);
+            if (!in || !in->is_reg()) return false;
+            // A hash of other contents than the file's (its size says so)
+            // is dropped; dedup finds the file again once it is rehashed.
+            in->hash_valid = r.valid && r.size == in->size;
+            in->content_hash = {r.lo, r.hi};
+            return true;
+          },
       },
       rec);
 }

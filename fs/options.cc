@@ -91,6 +91,25 @@ bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std
         return false;
       }
       fs.cow_unit_bytes = *bytes;
+    } else if (key == "dedup") {
+      if (val != "on" && val != "off") {
+        error = fmt::format("option '{}': dedup is 'on' or 'off'", opt);
+        return false;
+      }
+      fs.dedup = val == "on";
+    } else if (key == "dedup_scope") {
+      if (val != "global" && val != "region") {
+        error = fmt::format("option '{}': dedup scope is 'global' or 'region'", opt);
+        return false;
+      }
+      fs.dedup_region_scope = val == "region";
+    } else if (key == "dedup_small") {
+      auto bytes = parse_size(val);
+      if (!bytes || *bytes > (8ULL << 20)) {
+        error = fmt::format("option '{}': small-file dedup limit must be at most 8M", opt);
+        return false;
+      }
+      fs.dedup_small_bytes = *bytes;
     } else if (key == "checkpoint_interval") {
       std::uint64_t s;
       if (!parse_uint(val, s) || s == 0) {

@@ -29,6 +29,20 @@ struct FsOptions {
   // unit around it, so that a file's modified parts stay contiguous
   // (4 KiB .. 1 MiB, a power of two).
   std::optional<std::uint64_t> cow_unit_bytes;
+  // Dedup: files whose contents equal a stored file's share its extents
+  // (checked when they are closed; small ones before they reach the
+  // device), and written chunks equal to stored ones are shared (overlay
+  // copy-up). Off: no content-based sharing at all (clones still share).
+  bool dedup = true;
+  // Region scope: contents are only shared between files of the same
+  // container region (tenants that must not share with each other).
+  bool dedup_region_scope = false;
+  // Files up to this size that duplicate a stored file are shared without
+  // writing their data (the first write of the whole file is compared).
+  std::uint64_t dedup_small_bytes = 64 << 10;
+  // A file closed after non-sequential writes is re-read to be hashed up to
+  // this size; larger ones wait for an offline `dhfsctl dedup`.
+  std::uint64_t dedup_rehash_bytes = 64ULL << 20;
 };
 
 // Splits a comma-separated -o list. Options dhfs understands are applied to

@@ -78,13 +78,20 @@ struct Encoder {
     w.put_string(r.name);
     w.put_string(r.value);
   }
+  void operator()(const ContentHashRec& r) {
+    w.put(r.ino);
+    w.put(r.valid);
+    w.put(r.size);
+    w.put(r.lo);
+    w.put(r.hi);
+  }
 };
 
 RecordType type_of(const Record& r) {
   static constexpr RecordType kTypes[] = {
       RecordType::kInode,    RecordType::kInodeFree,    RecordType::kDirentSet, RecordType::kDirentDel,
       RecordType::kExtentSet, RecordType::kXattrSet,    RecordType::kXattrDel,  RecordType::kRefcountSet,
-      RecordType::kRegionSet, RecordType::kRegionDel,   RecordType::kConfigSet};
+      RecordType::kRegionSet, RecordType::kRegionDel,   RecordType::kConfigSet, RecordType::kContentHash};
   static_assert(std::size(kTypes) == std::variant_size_v<Record>);
   return kTypes[r.index()];
 }
@@ -231,6 +238,20 @@ bool decode_body(RecordType type, ByteReader& r, Record& out, std::string& why) 
         return false;
       }
       out = c;
+      return true;
+    }
+    case RecordType::kContentHash: {
+      ContentHashRec h;
+      h.ino = r.get<std::uint64_t>();
+      h.valid = r.get<std::uint8_t>();
+      h.size = r.get<std::uint64_t>();
+      h.lo = r.get<std::uint64_t>();
+      h.hi = r.get<std::uint64_t>();
+      if (h.ino == 0 || h.ino > kMaxIno || h.valid > 1) {
+        why = "invalid content hash";
+        return false;
+      }
+      out = h;
       return true;
     }
   }

@@ -44,6 +44,7 @@ enum class RecordType : std::uint8_t {
   kRegionSet = 9,    // a container region: its root and reserved slices
   kRegionDel = 10,   // the region ended
   kConfigSet = 11,   // a persisted setting (name -> value)
+  kContentHash = 12, // the whole-file content hash of a regular file (dedup)
 };
 
 // Extent flags.
@@ -126,10 +127,21 @@ struct ConfigSetRec {
   std::string_view value;  // up to 4096 bytes
   friend bool operator==(const ConfigSetRec&, const ConfigSetRec&) = default;
 };
+// The XXH3-128 hash of a regular file's whole contents, as the file had
+// `size` bytes; `valid` 0 withdraws it (the file changed since). Dedup finds
+// files with identical contents through these (see fs/dedup_index.h).
+struct ContentHashRec {
+  Ino ino = 0;
+  std::uint8_t valid = 0;
+  std::uint64_t size = 0;
+  std::uint64_t lo = 0;
+  std::uint64_t hi = 0;
+  friend bool operator==(const ContentHashRec&, const ContentHashRec&) = default;
+};
 inline constexpr std::size_t kMaxRegionSlices = 4096;
 
 using Record = std::variant<InodeRec, InodeFreeRec, DirentSetRec, DirentDelRec, ExtentSetRec, XattrSetRec, XattrDelRec,
-                            RefcountSetRec, RegionSetRec, RegionDelRec, ConfigSetRec>;
+                            RefcountSetRec, RegionSetRec, RegionDelRec, ConfigSetRec, ContentHashRec>;
 
 // Appends encoded records to a byte buffer.
 class RecordWriter {

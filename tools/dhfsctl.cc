@@ -5,7 +5,11 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
+#include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -28,6 +32,8 @@ void usage(int code) {
              "  frag FILE                     extents of FILE and how much of it lies in its region\n"
              "  sync PATH                     make everything done so far durable (the kernel does\n"
              "                                not forward sync(1) to FUSE file systems)\n"
+             "  dedup PATH                    deduplicate every file below PATH against all stored\n"
+             "                                files (byte-verified); progress on a terminal, summary\n"
              "PATH is any path inside a mounted dhfs.\n");
   std::exit(code);
 }
@@ -180,6 +186,102 @@ int cmd_frag(const std::string& path, bool json) {
   return 0;
 }
 
+// Regular files below `root` on the same filesystem, symlinks not followed.
+std::vector<std::string> files_below(const std::string& root) {
+  namespace fs = std::filesystem;
+  struct stat top{};
+  if (::lstat(root.c_str(), &top) != 0) cli::die(1, "dhfsctl: {}: {}", root, std::strerror(errno));
+  std::vector<std::string> files;
+  if (S_ISREG(top.st_mode)) return {root};
+  std::error_code ec;
+  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec), end;
+  if (ec) cli::die(1, "dhfsctl: {}: {}", root, ec.message());
+  for (; it != end; it.increment(ec)) {
+    if (ec) break;
+    struct stat st{};
+    if (::lstat(it->path().c_str(), &st) != 0) continue;
+    if (st.st_dev != top.st_dev) {
+      if (S_ISDIR(st.st_mode)) it.disable_recursion_pending();  // another filesystem mounted here
+      continue;
+    }
+    if (S_ISREG(st.st_mode)) files.push_back(it->path().string());
+  }
+  if (ec) cli::die(1, "dhfsctl: walking {}: {}", root, ec.message());
+  return files;
+}
+
+// A progress bar on stderr, redrawn at most ten times a second.
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::size_t total) : total_(total), on_(::isatty(STDERR_FILENO)) {}
+  ~ProgressBar() {
+    if (on_ && drawn_) fmt::print(stderr, "\n");
+  }
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
+
+  void update(std::size_t done, std::uint64_t saved, bool last = false) {
+    if (!on_) return;
+    auto now = std::chrono::steady_clock::now();
+    if (!last && drawn_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    drawn_ = true;
+    constexpr std::size_t kWidth = 30;
+    const std::size_t filled = total_ ? done * kWidth / total_ : kWidth;
+    fmt::print(stderr, "\rdedup [{}{}] {:3}%  {}/{} files  {} saved", std::string(filled, '#'),
+               std::string(kWidth - filled, '-'), total_ ? done * 100 / total_ : 100, done, total_,
+               cli::human_bytes(saved));
+  }
+
+ private:
+  std::size_t total_;
+  bool on_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point last_draw_;
+};
+
+int cmd_dedup(const std::string& path, bool json) {
+  query<ControlStats>(path, DHFS_IOC_STATS);  // a clear error if PATH is not on dhfs
+  const std::vector<std::string> files = files_below(path);
+  std::uint64_t scanned = 0, hashed = 0, duplicates = 0, shared = 0, saved = 0, bytes = 0, errors = 0;
+  std::string first_error;
+  ProgressBar bar(files.size());
+  for (const std::string& f : files) {
+    UniqueFd fd(::open(f.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    ControlDedup d{};
+    if (!fd || ::ioctl(fd.get(), DHFS_IOC_DEDUP, &d) != 0) {
+      if (errno != ENOENT) {  // (removed meanwhile: nothing to do)
+        if (first_error.empty()) first_error = fmt::format("{}: {}", f, std::strerror(errno));
+        ++errors;
+      }
+    } else {
+      ++scanned;
+      bytes += d.size;
+      hashed += d.hashed;
+      duplicates += d.duplicate;
+      shared += d.shared;
+      saved += d.freed_blocks * kBlockSize;
+    }
+    bar.update(scanned + errors, saved);
+  }
+  bar.update(scanned + errors, saved, true);
+  if (json) {
+    fmt::print("{{\"files_scanned\":{},\"bytes_scanned\":{},\"files_hashed\":{},\"duplicates\":{},"
+               "\"newly_shared\":{},\"bytes_saved\":{},\"errors\":{}}}\n",
+               scanned, bytes, hashed, duplicates, shared, saved, errors);
+  } else {
+    fmt::print("files scanned     {} ({})\n", scanned, cli::human_bytes(bytes));
+    fmt::print("duplicates found  {} (newly shared: {})\n", duplicates, shared);
+    fmt::print("bytes saved       {}\n", cli::human_bytes(saved));
+    if (errors) fmt::print("errors            {} (first: {})\n", errors, first_error);
+  }
+  if (errors) {
+    fmt::print(stderr, "dhfsctl: {} files could not be deduplicated; first: {}\n", errors, first_error);
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -204,6 +306,7 @@ int main(int argc, char** argv) {
   if (cmd == "frag" && args.size() == 2) return cmd_frag(args[1], json);
   if (cmd == "region" && args.size() == 3 && args[1] == "show") return cmd_region_show(args[2], json);
   if (cmd == "region" && args.size() == 3 && args[1] == "create") return cmd_region_create(args[2], size.value_or(0), json);
+  if (cmd == "dedup" && args.size() == 2) return cmd_dedup(args[1], json);
   if (cmd == "sync" && args.size() == 2) {
     ioctl_or_die(args[1], DHFS_IOC_SYNC, nullptr);
     return 0;

@@ -222,8 +222,10 @@ std::string describe_record(const Record& r) {
           return fmt::format("RegionSet{{{} root={} {} slices}}", x.id, x.root, x.reserved.size());
         } else if constexpr (std::is_same_v<T, RegionDelRec>) {
           return fmt::format("RegionDel{{{}}}", x.id);
-        } else {
+        } else if constexpr (std::is_same_v<T, ConfigSetRec>) {
           return fmt::format("ConfigSet{{'{}'='{}'}}", x.name, x.value);
+        } else {
+          return fmt::format("ContentHash{{{} valid={} size={} {:016x}{:016x}}}", x.ino, x.valid, x.size, x.hi, x.lo);
         }
       },
       r);
