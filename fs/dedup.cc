@@ -157,6 +157,13 @@ int FileSystem::dedup_file(Ino ino, DedupOutcome* out) {
   return settle_content(ino, *h, version, out);
 }
 
+std::optional<ContentHash> FileSystem::content_hash_of(Ino ino) {
+  std::shared_lock m(meta_mu_);
+  Inode* in = inodes_.get(ino);
+  if (!in || !in->hash_valid) return std::nullopt;
+  return in->content_hash;
+}
+
 // Reads the whole file, a piece at a time, into the hash. nullopt if the
 // file changed meanwhile or could not be read.
 std::optional<ContentHash> FileSystem::hash_file(Ino ino, std::uint64_t version) {

@@ -226,6 +226,8 @@ class FileSystem {
   // Hashes `ino` (reading it if its hash is not known) and, if another file
   // holds the same bytes, makes it share that file's extents.
   int dedup_file(Ino ino, DedupOutcome* out);
+  // The persisted hash of the file's whole contents, if it has one.
+  std::optional<ContentHash> content_hash_of(Ino ino);
 
   // ---- container regions (see region_policy.h)
   // Makes directory `dir` the root of a new region reserving `bytes` (0: the

@@ -405,6 +405,8 @@ TEST_CASE("dedup: crash at any point of dedup", "[dedup][crash]") {
       if (name == "copy0" && got != want && got.size() >= 17) want.replace(10, 7, "changed");  // after the change
       INFO(name << ": " << got.size() << " bytes");
       CHECK(got == want);
+      // A persisted hash always describes the file as it is.
+      if (auto h = fs->content_hash_of(test::resolve(*fs, name))) CHECK(*h == hash_of(as_bytes(got)));
     }
     REQUIRE(fs->shutdown() == 0);
     fs.reset();
