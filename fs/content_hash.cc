@@ -8,6 +8,10 @@ namespace dhfs {
 
 namespace {
 std::atomic<bool> g_colliding{false};
+// Bytes waiting in all streams together: many large files written at once
+// must not pin more memory than this.
+std::atomic<std::size_t> g_waiting_total{0};
+constexpr std::size_t kMaxWaitingTotal = 256 << 20;
 }
 
 void set_colliding_hashes_for_tests(bool on) { g_colliding.store(on); }
@@ -31,11 +35,12 @@ struct HashStream::State {
 HashStream::HashStream() : state_(std::make_unique<State>()) {
   if (!state_->st) broken_ = true;  // (out of memory: no dedup for this file)
 }
-HashStream::~HashStream() = default;
+HashStream::~HashStream() { g_waiting_total -= waiting_bytes_; }
 
 void HashStream::fail() {
   broken_ = true;
   waiting_.clear();
+  g_waiting_total -= waiting_bytes_;
   waiting_bytes_ = 0;
 }
 
@@ -49,6 +54,10 @@ void HashStream::feed(std::uint64_t off, std::span<const std::byte> data) {
     if (next != waiting_.end() && next->first < off + data.size()) return fail();
     if (next != waiting_.begin() && std::prev(next)->first + std::prev(next)->second.size() > off) return fail();
     if (waiting_bytes_ + data.size() > kMaxWaitingBytes) return fail();
+    if (g_waiting_total.fetch_add(data.size()) + data.size() > kMaxWaitingTotal) {
+      g_waiting_total -= data.size();
+      return fail();
+    }
     waiting_.emplace(off, std::vector<std::byte>(data.begin(), data.end()));
     waiting_bytes_ += data.size();
     return;
@@ -61,6 +70,7 @@ void HashStream::feed(std::uint64_t off, std::span<const std::byte> data) {
     XXH3_128bits_update(state_->st, it->second.data(), it->second.size());
     upto_ += it->second.size();
     waiting_bytes_ -= it->second.size();
+    g_waiting_total -= it->second.size();
   }
 }
 

@@ -112,8 +112,11 @@ void FileSystem::opened_for_dedup(Inode& in, int flags) {
 void FileSystem::closed_for_dedup(Inode& in, DedupAfterClose* todo) {
   if (in.opens != 0 || !in.is_reg()) return;
   std::shared_ptr<HashStream> stream = std::move(in.stream);
-  if (!opts_.dedup || opts_.read_only || in.nlink == 0 || in.size == 0 || in.data_version == in.version_at_open ||
-      in.hash_valid)
+  // Only files written from empty (created or truncated, then written):
+  // a file changed in place or appended to (a log, a database) is left to
+  // an offline `dhfsctl dedup`, or every close would read it back.
+  if (!stream || !opts_.dedup || opts_.read_only || in.nlink == 0 || in.size == 0 ||
+      in.data_version == in.version_at_open || in.hash_valid)
     return;
   todo->ino = in.ino;
   todo->version = in.data_version;

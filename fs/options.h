@@ -40,8 +40,8 @@ struct FsOptions {
   // Files up to this size that duplicate a stored file are shared without
   // writing their data (the first write of the whole file is compared).
   std::uint64_t dedup_small_bytes = 64 << 10;
-  // A file closed after non-sequential writes is re-read to be hashed up to
-  // this size; larger ones wait for an offline `dhfsctl dedup`.
+  // A file written from empty, but not in order, is read back to be hashed
+  // at close up to this size; larger ones wait for an offline `dhfsctl dedup`.
   std::uint64_t dedup_rehash_bytes = 64ULL << 20;
 };
 
