@@ -336,6 +336,9 @@ for d in dirs:
         print("layer directory %s is not under %s" % (d, overlay)); bad += 1
     elif d not in by_root:
         print("layer directory %s is not a region root" % d); bad += 1
+for r in regions:  # docker's image metadata (image/overlay2/*) is no region
+    if (mnt + r["root"]).startswith(overlay.rsplit("/", 1)[0] + "/image/"):
+        print("docker metadata directory %s is a region" % r["root"]); bad += 1
 ids = [by_root[d]["id"] for d in dirs if d in by_root]
 if len(set(ids)) != len(ids):
     print("layer directories share regions: %s" % ids); bad += 1
