@@ -98,6 +98,7 @@ cleanup() {
   exit $rc
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT HUP  # through the EXIT trap
 
 die() { echo "FAIL: $*" >&2; exit 1; }
 
