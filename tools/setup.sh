@@ -20,9 +20,10 @@ build_deps=(build-essential cmake pkg-config libfuse3-dev fuse3 liburing-dev lib
             libboost-dev libboost-container-dev libfmt-dev catch2)
 # Tests and benchmarks: filesystems to compare with, fio, xattr tools; docker
 # (tests/docker, bench/docker_bench.py: dockerd is started by the test with
-# its own sockets and directories; the package's docker.service is not used).
+# its own sockets and directories; the package's docker.service is not used;
+# systemd only for systemd-analyze and the fstab generator, tests/scripts).
 test_deps=(e2fsprogs xfsprogs btrfs-progs util-linux attr fio fuse-overlayfs python3 gnuplot-nox
-           docker.io docker-registry busybox-static)
+           docker.io docker-registry busybox-static systemd)
 
 die() { echo "setup: $*" >&2; exit 1; }
 
