@@ -359,6 +359,11 @@ class DockerHost:
         st = os.statvfs(self.mnt)
         return (st.f_blocks - st.f_bfree) * st.f_frsize
 
+    def saved_bytes(self):
+        """dhfs only: bytes that sharing (clones, copy-ups, dedup) saves, from dhfsctl df."""
+        out = run([os.path.join(self.a.dhfs_bin, "dhfsctl"), "--json", "df", self.mnt], timeout=60)[1]
+        return json.loads(out)["saved_bytes"]
+
     # --- the workflow
     def workflow(self, tarball, ctx, rep):
         a, res = self.a, {}
@@ -370,6 +375,8 @@ class DockerHost:
             fn()
             res[name + "_s"] = time.perf_counter() - t
             res[name + "_used"] = self.used_bytes()
+            if self.fs == "dhfs":
+                res[name + "_saved"] = self.saved_bytes()
             log("  %s %s: %.2f s, %.1f MiB used" % (self.fs, name, res[name + "_s"], res[name + "_used"] / 2 ** 20))
 
         res["start_used"] = self.used_bytes()
@@ -445,6 +452,14 @@ def table(fss, med):
         if len(cols) > len(fss) + 1:
             row.append("%.2f" % (vals[1] / vals[0]) if None not in vals and vals[0] > 2 ** 20 else "—")
         rows.append(row)
+    if "dhfs" in fss:
+        for key, title in STEPS:
+            v = med["dhfs"].get(key + "_saved")
+            row = ["dhfs: saved by shared extents after: %s (MiB)" % title.split(" (")[0]]
+            row += ["—" if fs != "dhfs" else (fmt_mib(v) if v is not None else "—") for fs in fss]
+            if len(cols) > len(fss) + 1:
+                row.append("—")
+            rows.append(row)
     widths = [max(len(str(r[i])) for r in rows + [cols]) for i in range(len(cols))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
                                           for i, (c, w) in enumerate(zip(r, widths))) + " |"
