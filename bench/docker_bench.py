@@ -493,6 +493,9 @@ def main(argv):
     os.makedirs(a.workdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="run.", dir=a.workdir)
     res = Resources()
+    if not os.path.exists("/run/docker"):  # dockerd makes /run/docker/plugins whatever its exec-root
+        res.add("/run/docker", lambda: [os.rmdir(d) for d in ("/run/docker/plugins", "/run/docker")
+                                        if os.path.isdir(d) and not os.listdir(d)])
     res.add("work dir", lambda: shutil.rmtree(work, ignore_errors=True))
 
     def on_signal(signum, frame):

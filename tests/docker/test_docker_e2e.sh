@@ -50,6 +50,10 @@ mnt=$tmp/mnt
 root=$mnt/docker
 mkdir -p "$mnt" "$tmp/exec" "$tmp/cli" "$tmp/registry"
 
+# dockerd creates /run/docker/plugins whatever its exec-root: removed again
+# (if empty) unless it was there before.
+had_run_docker=0
+[[ -e /run/docker ]] && had_run_docker=1
 dhfs_pid=""
 dockerd_pid=""
 registry_pid=""
@@ -95,6 +99,7 @@ cleanup() {
   fi
   for l in $(losetup -j "$img" -O NAME -n 2>/dev/null); do losetup -d "$l"; done
   rm -rf "$tmp"
+  [[ $had_run_docker -eq 1 ]] || rmdir /run/docker/plugins /run/docker 2>/dev/null
   exit $rc
 }
 trap cleanup EXIT
