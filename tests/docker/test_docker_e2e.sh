@@ -6,7 +6,8 @@
 # with --data-root on the mount and --storage-driver=overlay2. Then: imports
 # a busybox base image, builds two images whose RUN steps add, modify and
 # delete files, runs containers that write new files, copy up image files and
-# delete image files (whiteouts, opaque directories), commits one of them,
+# delete image files (whiteouts, opaque directories), share a named volume,
+# run a process as another uid, commits one of them,
 # pushes to and pulls from a local registry (Debian's docker-registry on
 # 127.0.0.1), checks that every layer directory overlay2/<id> is its own dhfs
 # region, restarts dockerd across an unmount/fsck/remount, and checks that
@@ -194,6 +195,7 @@ log "dhfs used after dockerd start: $(mib "$base_used")"
 # A tiny rootfs: busybox-static with one symlink per applet, plus test files.
 rootfs=$tmp/rootfs
 mkdir -p "$rootfs"/{bin,etc,tmp,proc,sys,dev,root,t/tree,t/keep}
+chmod 1777 "$rootfs/tmp"
 cp "$BUSYBOX" "$rootfs/bin/busybox"
 for applet in $("$BUSYBOX" --list); do
   [[ $applet == busybox ]] || ln -s busybox "$rootfs/bin/$applet"
@@ -303,6 +305,15 @@ expect_same "image a after c1" "$(model_probe "$model_a")" "$(run_probe dhfs-e2e
 d run --network none --name c2 dhfs-e2e/b:1 sh -c 'echo c2 > /opt/c2.txt && rm /opt/big.bin && cat /opt/c2.txt' >"$tmp/c2.out"
 [[ $(cat "$tmp/c2.out") == c2 ]] || die "container c2 output: $(cat "$tmp/c2.out")"
 expect_same "image b after c2" "$(model_probe "$model_b")" "$(run_probe dhfs-e2e/b:1)"
+
+# A named volume (volumes/<name>/_data on dhfs) written by one container and
+# read by another; a process of another uid writing into the container.
+d volume create dhfs-e2e-vol >/dev/null
+d run --rm --network none -v dhfs-e2e-vol:/vol dhfs-e2e/a:1 sh -c 'cp /data/payload.bin /vol/p && echo vol > /vol/v.txt'
+vol_out=$(d run --rm --network none -v dhfs-e2e-vol:/vol dhfs-e2e/base:1 sh -c 'sha256sum < /vol/p; cat /vol/v.txt')
+[[ $vol_out == "$(sha256sum <"$ctx_a/payload.bin")"$'\n'vol ]] || die "named volume content: $vol_out"
+user_out=$(d run --rm --network none --user 1000:1000 dhfs-e2e/a:1 sh -c 'echo u > /tmp/u && cat /tmp/u /t/base.txt && id -u')
+[[ $user_out == $'u\nchanged by a\n1000' ]] || die "container process as uid 1000: $user_out"
 
 log "docker commit c1"
 d commit c1 dhfs-e2e/c1:committed >/dev/null
@@ -422,6 +433,7 @@ expect_same "c1 started again after the restart" "$(model_probe "$model_c1")" "$
 # ------------------------------------------------------------- space back
 log "docker rm, rmi, system prune -af"
 d rm c1 >/dev/null
+d volume rm dhfs-e2e-vol >/dev/null
 # children before parents (docker refuses to delete a parent image first)
 d rmi dhfs-e2e/c1:committed "$reg/dhfs-e2e/c1:committed" dhfs-e2e/a:1 "$reg/dhfs-e2e/a:1" \
   "$reg/dhfs-e2e/b:1" dhfs-e2e/base:1 >/dev/null
