@@ -5,9 +5,12 @@
 // path: "overlay2/*" matches any directory created directly in a directory
 // named overlay2 (docker's overlay2 layers and container layers),
 // "vfs/dir/*" docker's vfs driver, "snapshots/*" containerd's overlayfs
-// snapshotter. A pattern starting with '!' excludes (docker keeps its short
-// symlinks in overlay2/l, which holds no data). Patterns are separated by
-// ':' in the option string (',' separates mount options).
+// snapshotter. A pattern starting with '!' excludes: docker keeps its short
+// symlinks in overlay2/l, which holds no data, and its image metadata in
+// image/overlay2/{layerdb,imagedb,distribution} (small JSON and digest files;
+// "overlay2/*" alone would make each of them a region with a reservation).
+// Patterns are separated by ':' in the option string (',' separates mount
+// options).
 #pragma once
 
 #include <cstdint>
@@ -18,7 +21,7 @@
 
 namespace dhfs {
 
-inline constexpr std::string_view kDefaultRegionPatterns = "overlay2/*:!overlay2/l:vfs/dir/*:snapshots/*";
+inline constexpr std::string_view kDefaultRegionPatterns = "overlay2/*:!overlay2/l:!image/overlay2/*:vfs/dir/*:snapshots/*";
 inline constexpr std::uint64_t kDefaultRegionBytes = 64ULL << 20;
 // The copy-on-write unit unless the cow_unit option says otherwise. Chosen
 // from bench/ (1 GiB clone, 25% random 4 KiB overwrites, then a cold read):

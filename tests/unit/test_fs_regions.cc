@@ -129,6 +129,10 @@ TEST_CASE("regions_fs: docker, containerd and vfs layer directories become regio
   const Ino bin = mkdir_p(fs, "docker/overlay2/3f1c9a/diff/usr/local/bin");
   const Ino work = mkdir_p(fs, "docker/overlay2/3f1c9a/work/work");
   const Ino l = mkdir_p(fs, "docker/overlay2/l");
+  // docker's image metadata lives in image/overlay2/*: no regions.
+  const Ino layerdb = mkdir_p(fs, "docker/image/overlay2/layerdb/sha256/5e6f");
+  mkdir_p(fs, "docker/image/overlay2/imagedb/content/sha256");
+  mkdir_p(fs, "docker/image/overlay2/distribution");
   mkdir_p(fs, "docker/vfs/dir/77aa");
   mkdir_p(fs, "containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/12/fs");
 
@@ -161,6 +165,9 @@ TEST_CASE("regions_fs: docker, containerd and vfs layer directories become regio
   CHECK(frag_of(fs, lnk).region == 0);
   CHECK(frag_of(fs, lnk).in_region_blocks == 0);
   CHECK(fs.region_report(l, &shown) == -ENODATA);
+  const Ino diff_id = write_file(fs, layerdb, "diff", "sha256:5e6f");
+  CHECK(frag_of(fs, diff_id).region == 0);
+  CHECK(fs.region_report(layerdb, &shown) == -ENODATA);
   CHECK(fs.region_report(kRootIno, &shown) == -ENODATA);
 
   const Ino vfs_file = write_big(fs, resolve(fs, "docker/vfs/dir/77aa"), "f", pattern(kMiB, 3));
