@@ -9,8 +9,8 @@
 # delete image files (whiteouts, opaque directories), share a named volume,
 # run a process as another uid, commits one of them,
 # pushes to and pulls from a local registry (Debian's docker-registry on
-# 127.0.0.1), checks that every layer directory overlay2/<id> is its own dhfs
-# region, restarts dockerd across an unmount/fsck/remount, and checks that
+# 127.0.0.1), checks that files copied into a third image are stored once
+# (dedup), that every layer directory overlay2/<id> is its own dhfs region, restarts dockerd across an unmount/fsck/remount, and checks that
 # rm/rmi/prune give the space back.
 #
 # Every expected file listing is computed on the host from a model directory
@@ -270,6 +270,33 @@ echo "b was here" >>"$model_b/t/base.txt"; rm -rf "$model_b/t/keep"; ln -s /opt/
 mkdir "$model_b/opt/empty"; rm "$model_b/bin/sed"
 dd if="$ctx_b/big.bin" of="$model_b/opt/big.bin" bs=4096 seek=100 count=3 conv=notrunc skip=7 status=none
 expect_same "image b" "$(model_probe "$model_b")" "$(run_probe dhfs-e2e/b:1)"
+
+# ------------------------------------------------------------- dedup
+# A third image, built on its own, COPYs the same 12 MiB that a and b copied:
+# docker writes every layer's files anew, and dhfs stores their contents once
+# (dedup when the daemon handles each file's release, shortly after close).
+physical_bytes() {
+  "$bin/dhfsctl" sync "$mnt"
+  "$bin/dhfsctl" --json df "$mnt" | python3 -c 'import json, sys; print(json.load(sys.stdin)["physical_bytes"])'
+}
+ctx_c=$tmp/ctx-c
+mkdir -p "$ctx_c"
+cp "$ctx_a/payload.bin" "$ctx_b/big.bin" "$ctx_c/"
+printf 'FROM dhfs-e2e/base:1\nCOPY payload.bin big.bin /copies/\n' >"$ctx_c/Dockerfile"
+log "docker build c (copies of a's and b's files): dedup"
+physical_before=$(physical_bytes)
+d build --network none -q -t dhfs-e2e/c:1 "$ctx_c" >/dev/null
+for _ in $(seq 100); do
+  grown=$(($(physical_bytes) - physical_before))
+  ((grown < 2 << 20)) && break
+  sleep 0.2
+done
+((grown < 2 << 20)) || die "image c's 12 MiB of copies took $(mib "$grown") of new space (dedup expected < 2 MiB)"
+log "image c grew the physical data by $((grown / 1024)) KiB for 12 MiB of copied files"
+want_sums=$(cd "$ctx_c" && md5sum payload.bin big.bin | cut -d' ' -f1)
+got_sums=$(d run --rm --network none dhfs-e2e/c:1 md5sum /copies/payload.bin /copies/big.bin | cut -d' ' -f1)
+expect_same "image c's copies" "$want_sums" "$got_sums"
+d rmi -f dhfs-e2e/c:1 >/dev/null
 
 # ------------------------------------------------------------- containers
 # c1 writes new files, copies up image files (a 4 MiB one and a small one),
