@@ -239,10 +239,10 @@ def build_smoke(workdir, rebuild):
 
 # --------------------------------------------------------------------- debootstrap set
 
-def _tar_dir(src, dest, names=None):
+def _tar_dir(src, dest, names=None, exclude=()):
     """tar of src (everything, or only the relative paths in names, no recursion)."""
     tmp = dest + ".tmp"
-    cmd = ["tar", "-C", src, "--numeric-owner", "--xattrs", "-cf", tmp]
+    cmd = ["tar", "-C", src, "--numeric-owner", "--xattrs", "-cf", tmp] + ["--exclude=" + e for e in exclude]
     if names is None:
         run(cmd + ["."], timeout=1800)
     else:
@@ -363,7 +363,8 @@ def build_debian(workdir, res, rebuild, mirror, suite=SUITE, images=IMAGES, app=
                     if os.path.ismount(p):
                         run(["umount", "-l", p], timeout=60, check=False)
             run(["chroot", base, "apt-get", "clean"], timeout=600)
-            _tar_dir(base, l0)
+            # no device nodes: docker's base images have an empty /dev (the runtime fills it)
+            _tar_dir(base, l0, exclude=["./dev/*"])
             meta["layer0"] = {"built": time.strftime("%Y-%m-%d %H:%M"), "mirror": mirror, "suite": suite,
                               "seconds": round(time.monotonic() - t)}
         else:
