@@ -404,6 +404,9 @@ def tables(r):
 
 def write_report(r, interrupted):
     set_t, main_t, tgt_t = tables(r)
+    if r.machine is not None and getattr(r, "backing", None) is not None:
+        r.machine["storage"] = "image file %s (%s), loop device with direct I/O %s" % (
+            r.backing.path, fmt_size(r.backing.size), {True: "on", False: "off", None: "?"}[r.backing.actual_dio])
     lines = ["# dhfs dedup benchmark%s, %s" % (" (smoke)" if r.args.smoke else "", r.started), ""]
     if interrupted:
         lines += ["**INCOMPLETE: the run was interrupted or failed; figures cover what finished.**", ""]
@@ -428,7 +431,8 @@ def write_report(r, interrupted):
     if r.layer_meta:
         lines += ["", "Built (debootstrap --variant=minbase, then `apt-get install --no-install-recommends` "
                   "in a chroot of a copy of the base per image; apt lists and caches removed as in a "
-                  "Dockerfile; files deleted from the base are not stored as whiteouts):", ""]
+                  "Dockerfile; files deleted from the base are not stored as whiteouts; no device nodes in "
+                  "layer0, as in docker's base images):", ""]
         for n, m in sorted(r.layer_meta.items()):
             lines.append("- **%s**: %s %s, built %s%s" % (
                 n, m.get("mirror", "?"), m.get("suite", "?"), m.get("built", "?"),
