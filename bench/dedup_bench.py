@@ -452,6 +452,14 @@ def write_report(r, interrupted):
             "%.1f" % (x["df_metadata_bytes"] / MiB) if "df_metadata_bytes" in x else "—",
             "%.1f" % (x["df_logical_bytes"] / MiB) if "df_logical_bytes" in x else "—",
             "%.3f" % x["df_dedup_ratio"] if "df_dedup_ratio" in x else "—"))
+    dreps = [x for x in r.reps if x["fs"] == "dhfs"]
+    if dreps:
+        keys = sorted(k for k in dreps[0] if k.startswith("df_"))
+        lines += ["", "## `dhfsctl --json df` after the extraction", "",
+                  "| field | " + " | ".join("rep %d" % x["rep"] for x in dreps) + " |",
+                  "| --- | " + " | ".join("---:" for _ in dreps) + " |"]
+        for k in keys:
+            lines.append("| %s | %s |" % (k[3:], " | ".join(str(x.get(k, "—")) for x in dreps)))
     lines += ["", "## Machine", ""]
     for k, v in (r.machine or {}).items():
         lines.append("- **%s**: %s" % (k, v))
