@@ -8,8 +8,9 @@
 // looked up and, if stored already, never written (write_duplicate_small).
 //
 // Races are settled by versions, not by holding locks across the reads:
-// every change of a file's contents bumps its data_version (under the
-// shared meta_mu_) before it touches anything, and the switch of extents
+// every change of a file's contents gives it a new data_version (under the
+// shared meta_mu_; unique across inodes, so a reused inode number is told
+// apart too) before it touches anything, and the switch of extents
 // happens under the exclusive meta_mu_ only if neither file's version moved
 // since it was compared. A change that starts after the switch sees the
 // blocks shared and copies on write.
@@ -65,7 +66,7 @@ int FileSystem::content_changing(Ino ino, const std::uint64_t* write_off, std::s
     std::shared_lock m(meta_mu_);
     Inode* in = inodes_.get(ino);
     if (!in || !in->is_reg()) return 0;
-    std::atomic_ref(in->data_version).fetch_add(1);
+    std::atomic_ref(in->data_version).store(next_data_version_.fetch_add(1));
     if (std::shared_ptr<HashStream> s = in->stream) {
       if (write_off)
         s->feed(*write_off, data);

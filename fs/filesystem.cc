@@ -92,6 +92,7 @@ int FileSystem::check_dir_entry(Ino parent, std::string_view name, Inode** dir) 
 Inode* FileSystem::new_inode(std::uint32_t mode, const Cred& cred, const Inode& parent) {
   Inode* in = inodes_.create();
   in->generation = next_generation_++;
+  in->data_version = next_data_version_.fetch_add(1);  // never one an earlier inode of this number had
   in->mode = mode;
   in->uid = cred.uid;
   in->gid = cred.gid;

@@ -378,6 +378,9 @@ class FileSystem {
   RefcountTable refs_;  // blocks referenced by more than one block map
   ChunkIndex chunks_;
   DedupIndex dedup_index_;
+  // Source of Inode::data_version values: unique across all inodes, so a
+  // version also tells a reused inode number apart.
+  std::atomic<std::uint64_t> next_data_version_{1};
   std::map<std::uint32_t, RegionState> regions_;
   std::uint32_t next_region_ = 1;
   RegionPolicy region_policy_;

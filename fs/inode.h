@@ -48,10 +48,10 @@ struct Inode {
 
   // Dedup (fs/dedup.cc). `content_hash` is the hash of the whole file as it
   // is now, persisted as a ContentHashRec; any change of the contents
-  // withdraws it first. `data_version` counts changes of the contents
-  // (bumped, through std::atomic_ref under the shared meta_mu_, before each
-  // change starts), so that dedup can tell the file stayed as it compared
-  // it. `stream` hashes sequential writes while the file is open.
+  // withdraws it first. `data_version` changes (to a value no inode had
+  // before, through std::atomic_ref under the shared meta_mu_) before each
+  // change of the contents starts, so that dedup can tell the file stayed
+  // as it compared it. `stream` hashes sequential writes while the file is open.
   bool hash_valid = false;
   bool hash_withdrawing = false;  // withdrawn, not yet durable
   ContentHash content_hash;
