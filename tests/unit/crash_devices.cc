@@ -26,7 +26,18 @@ int RecordingDevice::submit(std::span<const DeviceIo> ios) {
   return 0;
 }
 
+void RecordingDevice::set_flush_gate(std::function<void()> gate) {
+  std::lock_guard lk(mu_);
+  gate_ = std::move(gate);
+}
+
 int RecordingDevice::flush() {
+  std::function<void()> gate;
+  {
+    std::lock_guard lk(mu_);
+    gate = gate_;
+  }
+  if (gate) gate();
   std::lock_guard lk(mu_);
   int rc = mem_->flush();
   if (rc == 0) log_.push_back(LoggedIo{true, 0, {}});

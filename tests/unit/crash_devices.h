@@ -45,6 +45,10 @@ class RecordingDevice final : public Device {
   bool read_only() const override { return false; }
   std::string describe() const override { return "recording device"; }
 
+  // Called before every flush, outside the device's lock: a test can hold
+  // a flushing thread (the journal's committer) there.
+  void set_flush_gate(std::function<void()> gate);
+
   // Entries logged so far (a position in the log).
   std::size_t position() const;
   // A copy of the log.
@@ -54,6 +58,7 @@ class RecordingDevice final : public Device {
   std::shared_ptr<MemDevice> mem_;
   mutable std::mutex mu_;  // held across the forwarded I/O: log order = medium order
   std::vector<LoggedIo> log_;
+  std::function<void()> gate_;
 };
 
 // A crash image: reads see `base` except where the overlay holds a block.
