@@ -27,7 +27,7 @@
 //   - every few images, the recovered filesystem is started, written,
 //     synced and shut down, and must be clean and hold it all afterwards.
 //
-// Counts: DHFS_POWERCUT_STATES (default 1200; 300 in sanitizer builds) crash
+// Counts: DHFS_POWERCUT_STATES (default 3000; 400 in sanitizer builds) crash
 // states are checked in total, e.g. DHFS_POWERCUT_STATES=100000 for a long
 // run. DHFS_POWERCUT_SEED fixes the seed (default: random, printed); a
 // failure prints the seed, workload and state that reproduce it.
@@ -705,7 +705,7 @@ std::string crash_states(const Recorded& rec, std::size_t count, std::uint64_t s
 }
 
 TEST_CASE("powercut: every crash image mounts, is clean and keeps what was durable", "[powercut][crash]") {
-  const std::uint64_t total = env_u64("DHFS_POWERCUT_STATES", kSanitized ? 300 : 1200);
+  const std::uint64_t total = env_u64("DHFS_POWERCUT_STATES", kSanitized ? 400 : 3000);
   const std::uint64_t seed = env_u64("DHFS_POWERCUT_SEED", std::random_device{}());
   constexpr std::size_t kStatesPerWorkload = 150;
   const std::size_t workloads = std::max<std::size_t>(1, (total + kStatesPerWorkload - 1) / kStatesPerWorkload);
