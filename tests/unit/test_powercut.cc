@@ -1,8 +1,11 @@
 // Power-cut simulation (in the spirit of CrashMonkey and ALICE).
 //
-// A workload runs through the FileSystem API on a RecordingDevice, which
-// logs every write and flush in order. After every operation the test walks
-// the live tree (the "states"), and it notes what was acknowledged durable:
+// A workload (creates, overwrites, appends, truncates, hole punches,
+// preallocation, xattrs, hard links, symlinks, unlinks, renames, mkdir and
+// rmdir, clones by copy_file_range of whole blocks and copy-on-write writes
+// to them, fsync, syncfs, checkpoints) runs through the FileSystem API on
+// a RecordingDevice, which logs every write and flush in order. After every
+// operation the test walks the live tree (the "states"), and it notes what was acknowledged durable:
 // syncfs() makes the whole state durable, fsync(file) + fsync(parent) that
 // file's name, contents and xattrs.
 //
@@ -32,6 +35,7 @@
 // run. DHFS_POWERCUT_SEED fixes the seed (default: random, printed); a
 // failure prints the seed, workload and state that reproduce it.
 #include <fcntl.h>
+#include <linux/falloc.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
@@ -315,9 +319,17 @@ std::string Workload::step(const Tree& cur, std::string& err) {
     if (n != static_cast<ssize_t>(len)) return fail("append " + p, n);
     return "append " + p + " +" + std::to_string(len);
   }
-  if (kind < 44) {  // truncate
+  if (kind < 44) {  // truncate, punch a hole, preallocate
     std::string p = any_file();
     if (p.empty()) return "";
+    if (const std::uint64_t how = pick(4); how < 2) {
+      const std::uint64_t sz = cur.at(p)->size;
+      const std::uint64_t off = kBlockSize * pick(sz / kBlockSize + 1), len = kBlockSize * (1 + pick(6));
+      const int mode = how == 0 ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : 0;
+      if (int rc = fs_->fallocate(ino_of(p), mode, off, len); rc) return fail("fallocate " + p, rc);
+      return std::string(how == 0 ? "punch " : "preallocate ") + p + " @" + std::to_string(off) + "+" +
+             std::to_string(len);
+    }
     SetAttr sa;
     sa.valid = SetAttr::kSize;
     sa.size = pick(2) ? pick(cur.at(p)->size + 1) : cur.at(p)->size + pick(10000);
@@ -394,7 +406,21 @@ std::string Workload::step(const Tree& cur, std::string& err) {
     return "clone " + p + " " + q + " blocks " + std::to_string(from) + "+" + std::to_string(n) + " to " +
            std::to_string(to);
   }
-  if (kind < 84) {  // mkdir / rmdir of the subdirectories
+  if (kind < 84) {  // mkdir / rmdir of the subdirectories, symlinks
+    if (pick(3) == 0) {
+      const std::string p = std::string(pick(2) ? "d/" : "") + "l" + std::to_string(pick(3));
+      if (cur.count(p)) {
+        if (int rc = fs_->unlink(ino_of(parent_of(p)), base_of(p)); rc) return fail("unlink " + p, rc);
+        return "unlink " + p;
+      }
+      const Ino dir = ino_of(parent_of(p));
+      if (!dir) return "";
+      Attr a;
+      const std::string target = "target-" + std::to_string(pick(1000)) + std::string(pick(300), 'x');
+      if (int rc = fs_->symlink(dir, base_of(p), target, kRoot, &a); rc) return fail("symlink " + p, rc);
+      fs_->forget(a.ino, 1);
+      return "symlink " + p;
+    }
     if (!cur.count("d")) {
       Attr a;
       if (int rc = fs_->mkdir(kRootIno, "d", 0755, kRoot, &a); rc) return fail("mkdir d", rc);
