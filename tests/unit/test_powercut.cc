@@ -30,7 +30,7 @@
 //   - every few images, the recovered filesystem is started, written,
 //     synced and shut down, and must be clean and hold it all afterwards.
 //
-// Counts: DHFS_POWERCUT_STATES (default 3000; 400 in sanitizer builds) crash
+// Counts: DHFS_POWERCUT_STATES (default 3000; 1000 in sanitizer builds) crash
 // states are checked in total, e.g. DHFS_POWERCUT_STATES=100000 for a long
 // run. DHFS_POWERCUT_SEED fixes the seed (default: random, printed); a
 // failure prints the seed, workload and state that reproduce it.
@@ -731,7 +731,7 @@ std::string crash_states(const Recorded& rec, std::size_t count, std::uint64_t s
 }
 
 TEST_CASE("powercut: every crash image mounts, is clean and keeps what was durable", "[powercut][crash]") {
-  const std::uint64_t total = env_u64("DHFS_POWERCUT_STATES", kSanitized ? 400 : 3000);
+  const std::uint64_t total = env_u64("DHFS_POWERCUT_STATES", kSanitized ? 1000 : 3000);
   const std::uint64_t seed = env_u64("DHFS_POWERCUT_SEED", std::random_device{}());
   constexpr std::size_t kStatesPerWorkload = 150;
   const std::size_t workloads = std::max<std::size_t>(1, (total + kStatesPerWorkload - 1) / kStatesPerWorkload);
@@ -842,7 +842,7 @@ TEST_CASE("powercut: a commit written as several batches", "[powercut][crash]") 
       ++big_batches;
   CHECK(big_batches >= 2);
   Counts counts;
-  const std::string e = crash_states(rec, env_u64("DHFS_POWERCUT_MULTI", kSanitized ? 100 : 300), seed, counts, released_at);
+  const std::string e = crash_states(rec, env_u64("DHFS_POWERCUT_MULTI", 300), seed, counts, released_at);
   if (!e.empty()) FAIL_CHECK(e);
   std::cout << "powercut (multi-batch commit): " << rec.log.size() << " logged I/Os; " << counts.states
             << " crash states checked\n";
