@@ -238,6 +238,72 @@ TEST_CASE("faults: the Nth write or flush fails, for every N", "[faults]") {
   CHECK(runs > 10);
 }
 
+// Mount and fsck on a device whose Nth read fails: mount refuses with one
+// line (or, if it can do without that read, loads everything), fsck reports
+// an error; neither crashes nor hangs, and neither writes anything.
+TEST_CASE("faults: the Nth read fails during mount and fsck", "[faults]") {
+  auto medium = test::format_medium(64ULL << 20);
+  {
+    auto fs = test::open_fs(medium);
+    for (int i = 0; i < 20; ++i) test::write_file(*fs, kRootIno, "f" + std::to_string(i), pattern(5000, i));
+    REQUIRE(fs->checkpoint() == 0);
+    for (int i = 20; i < 30; ++i) test::write_file(*fs, kRootIno, "f" + std::to_string(i), pattern(5000, i));
+    REQUIRE(fs->syncfs() == 0);
+    // A crash: the journal holds the last ten files.
+    medium = test::crash_copy(medium);
+  }
+  const std::vector<std::byte> image = medium->bytes();
+  std::uint64_t injected = 0, mounts_refused = 0, mounts_despite = 0, fsck_errors = 0;
+  for (std::uint64_t n = 1;; ++n) {
+    INFO("read " << n);
+    auto copy = std::make_shared<MemDevice>(image.size());
+    copy->bytes() = image;
+    auto faulty = std::make_shared<FaultyDevice>(copy);
+    faulty->arm({{FaultRule::Kind::kRead, n, false}});
+    FsOptions o;
+    o.defer_start = true;
+    std::string error;
+    auto fs = FileSystem::open(std::make_unique<test::DeviceRef>(faulty), o, error);
+    const bool hit = faulty->injected() > 0;
+    injected += faulty->injected();
+    faulty->disarm();
+    if (!fs) {
+      ++mounts_refused;
+      CHECK(hit);
+      CHECK(!error.empty());
+      CHECK(error.find('\n') == std::string::npos);
+      const bool unchanged = copy->bytes() == image;
+      CHECK(unchanged);
+    } else if (hit) {
+      // The mount did without the failed read: what it loaded is complete.
+      ++mounts_despite;
+      WARN("mount succeeded although read " << n << " failed");
+      CHECK(test::list_dir(*fs, kRootIno).size() == 30);
+    }
+    fs.reset();
+    copy->bytes() = image;
+    auto faulty2 = std::make_shared<FaultyDevice>(copy);
+    faulty2->arm({{FaultRule::Kind::kRead, n, false}});
+    Checker checker(*faulty2, FsckOptions{});
+    FsckReport r = checker.run();
+    injected += faulty2->injected();
+    if (faulty2->injected() > 0) {
+      ++fsck_errors;
+      CHECK(r.exit_code != kFsckClean);
+    } else {
+      CHECK(r.exit_code == kFsckClean);
+    }
+    const bool unchanged = copy->bytes() == image;
+    CHECK(unchanged);  // fsck without repair writes nothing
+    if (!hit && faulty2->injected() == 0) break;
+  }
+  g_injected += injected;
+  std::cout << "faults: read faults at mount/fsck: " << injected << " injected, " << mounts_refused
+            << " mounts refused, " << mounts_despite << " mounts without the failed read, " << fsck_errors
+            << " fsck runs failed\n";
+  CHECK(mounts_refused > 3);
+}
+
 TEST_CASE("faults: an ENOSPC storm leaks no blocks", "[faults][enospc]") {
   std::shared_ptr<MemDevice> medium;
   auto fs = test::make_fs(&medium, 64ULL << 20);
