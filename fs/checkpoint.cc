@@ -173,7 +173,9 @@ bool read_checkpoint(Device& dev, const CheckpointRoot& root, std::uint64_t uuid
   };
 
   std::uint64_t remaining = root.stream_bytes;
-  AlignedBuffer buf(8 << 20);
+  // Reads of up to 8 MiB; a small stream needs a small (zero-filled) buffer.
+  AlignedBuffer buf(std::clamp<std::uint64_t>((remaining + kBlockSize - 1) / kBlockSize * kBlockSize, kBlockSize,
+                                              8 << 20));
   for (const Extent& e : root.extents) {
     if (e.start == 0 || e.end() < e.start) {
       why = "checkpoint extent out of range";

@@ -356,9 +356,16 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
           out.push_back({WritePiece::kUnwritten, s.lblk, s.len, s.pblk, 0});
         } else {
           // Shared blocks are never written: their new contents go elsewhere.
+          // Nor are blocks still shared on the device (for_unshared_runs).
           refs_.for_runs({s.pblk, s.len}, [&](Extent run, std::uint32_t count) {
-            out.push_back({count > 1 ? WritePiece::kCopyOnWrite : WritePiece::kInPlace,
-                           s.lblk + (run.start - s.pblk), run.len, run.start, 0});
+            if (count > 1) {
+              out.push_back({WritePiece::kCopyOnWrite, s.lblk + (run.start - s.pblk), run.len, run.start, 0});
+              return;
+            }
+            for_unshared_runs(run, [&](Extent r, bool still_shared) {
+              out.push_back({still_shared ? WritePiece::kCopyOnWrite : WritePiece::kInPlace,
+                             s.lblk + (r.start - s.pblk), r.len, r.start, 0});
+            });
           });
         }
       }

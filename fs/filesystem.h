@@ -272,6 +272,13 @@ class FileSystem {
   void drop_refs(const std::vector<Segment>& gone, Txn& txn, std::vector<Extent>& to_free);
   // One reference more to every block of `e` (a block map shares it).
   void add_refs(Extent e, Txn& txn);
+  // Calls fn(run, still_shared) over `e` (blocks mapped by one file):
+  // still_shared for blocks that lost their other references in a change
+  // not yet durable. A crash would bring that sharing back, so such blocks
+  // are still written around (copy on write), never in place.
+  void for_unshared_runs(Extent e, const std::function<void(Extent, bool)>& fn);
+  // The durable journal reached `seq`: sharing dropped up to it is gone.
+  void unshare_durable(std::uint64_t seq);
   // Admission of a change (journal backpressure); a change that grows
   // metadata is refused with ENOSPC once the next checkpoint might not fit.
   int begin_change(Journal::Change change);
@@ -376,6 +383,10 @@ class FileSystem {
   std::shared_mutex meta_mu_;
   InodeTable inodes_;
   RefcountTable refs_;  // blocks referenced by more than one block map
+  // Blocks whose count fell to one in a change not yet durable, with that
+  // change's sequence number (0: not yet committed). See for_unshared_runs.
+  std::mutex unshared_mu_;
+  std::vector<std::pair<Extent, std::uint64_t>> unshared_;
   ChunkIndex chunks_;
   DedupIndex dedup_index_;
   // Source of Inode::data_version values: unique across all inodes, so a

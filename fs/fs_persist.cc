@@ -192,6 +192,7 @@ void FileSystem::start() {
       journal_head_at_load_, root_.replay_lsn,
       [this](std::uint64_t seq) {
         alloc_->mark_durable(seq);
+        unshare_durable(seq);
         update_metadata_reserve();
       },
       [this] { request_checkpoint(); });

@@ -297,6 +297,12 @@ void Journal::run() {
     std::uint64_t at = lsn;
     for (const BatchPlan& b : plan) {
       if (rc != 0) break;
+      // A later batch must never be on the device while an earlier one is
+      // not: replay would take the torn earlier batch for damage in the
+      // middle of the log and refuse to mount. (Only commits larger than
+      // max_batch_bytes() have several batches.)
+      if (at != lsn) rc = dev_.flush();
+      if (rc != 0) break;
       rc = write_batch({batch.data() + b.begin, b.end - b.begin}, first_seq + b.first_txn,
                        static_cast<std::uint32_t>(b.txns), at);
       at += b.padded;

@@ -6,7 +6,9 @@
 // caller asks for durability (fsync, syncfs), when 1 MiB is pending, or every
 // commit interval. A commit flushes the device before writing the batch (so
 // file data written earlier is durable before the metadata that points at
-// it) and after (so the batch itself is durable).
+// it) and after (so the batch itself is durable); a commit too large for one
+// batch flushes between its batches too, so that no batch is on the device
+// before the ones ahead of it (replay reads any other order as damage).
 //
 // Space before the replay position of the current checkpoint is free; when
 // the ring is half full the journal asks for a checkpoint, and when it is 70%
