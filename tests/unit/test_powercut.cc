@@ -3,7 +3,8 @@
 // A workload (creates, overwrites, appends, truncates, hole punches,
 // preallocation, xattrs, hard links, symlinks, unlinks, renames, mkdir and
 // rmdir, clones by copy_file_range of whole blocks and copy-on-write writes
-// to them, fsync, syncfs, checkpoints) runs through the FileSystem API on
+// to them, new files that copy another's bytes (dedup shares them), fsync,
+// syncfs, checkpoints) runs through the FileSystem API on
 // a RecordingDevice, which logs every write and flush in order. After every
 // operation the test walks the live tree (the "states"), and it notes what was acknowledged durable:
 // syncfs() makes the whole state durable, fsync(file) + fsync(parent) that
@@ -279,14 +280,18 @@ std::string Workload::step(const Tree& cur, std::string& err) {
     if (!dir) return "";
     Attr a;
     if (int rc = fs_->create(dir, base_of(p), 0644, O_CREAT | O_RDWR, kRoot, &a); rc) return fail("create " + p, rc);
-    const std::string c = content(size());
+    // A third of the new files copy an existing file's bytes: dedup
+    // (at the first write of a small file, at release of a larger one)
+    // makes them share its extents.
+    const std::string copy_of = pick(3) == 0 ? any_file() : "";
+    const std::string c = copy_of.empty() ? content(size()) : cur.at(copy_of)->data;
     if (!c.empty()) {
       ssize_t n = fs_->write(a.ino, 0, as_bytes(c));
       if (n != static_cast<ssize_t>(c.size())) return fail("write " + p, n);
     }
     fs_->release(a.ino);
     fs_->forget(a.ino, 1);
-    return "create " + p + " " + std::to_string(c.size());
+    return "create " + p + " " + std::to_string(c.size()) + (copy_of.empty() ? "" : " (copy of " + copy_of + ")");
   }
   if (kind < 30) {  // overwrite (in place, or redirected if shared)
     std::string p = any_file();
