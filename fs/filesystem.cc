@@ -658,13 +658,14 @@ int FileSystem::getxattr(Ino ino, std::string_view name, std::string* value) {
   return 0;
 }
 
-int FileSystem::listxattr(Ino ino, std::string* names) {
+int FileSystem::listxattr(Ino ino, std::string* names, bool with_trusted) {
   std::shared_lock m(meta_mu_);
   Inode* in = inodes_.get(ino);
   if (!in) return -ENOENT;
   names->clear();
   if (in->xattrs)
     for (const auto& [name, value] : *in->xattrs) {
+      if (!with_trusted && name.starts_with("trusted.")) continue;
       names->append(name);
       names->push_back('\0');
     }

@@ -217,7 +217,9 @@ class FileSystem {
   // ---- extended attributes
   int setxattr(Ino ino, std::string_view name, std::string_view value, int flags);
   int getxattr(Ino ino, std::string_view name, std::string* value);
-  int listxattr(Ino ino, std::string* names);  // NUL-terminated names
+  // NUL-terminated names. trusted.* names are listed only to callers with
+  // CAP_SYS_ADMIN (`with_trusted`), as local filesystems do.
+  int listxattr(Ino ino, std::string* names, bool with_trusted = true);
   int removexattr(Ino ino, std::string_view name);
 
   FsStats stats();

@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <fmt/format.h>
@@ -385,9 +387,25 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
   reply_sized(req, rc, value, size);
 }
 
+// Whether the process behind `req` has CAP_SYS_ADMIN. The kernel checks it
+// for getxattr/setxattr of trusted.* itself, but leaves listxattr to the
+// filesystem. Requests the kernel makes on its own (pid 0: overlayfs
+// copying up) are privileged; a process that cannot be inspected is not.
+bool caller_has_sys_admin(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  if (ctx->pid == 0) return true;
+  std::ifstream status(fmt::format("/proc/{}/status", ctx->pid));
+  for (std::string line; std::getline(status, line);)
+    if (line.starts_with("CapEff:")) {
+      constexpr int kCapSysAdmin = 21;
+      return (std::strtoull(line.c_str() + 7, nullptr, 16) >> kCapSysAdmin) & 1;
+    }
+  return false;
+}
+
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   std::string names;
-  int rc = fs_of(req).listxattr(ino, &names);
+  int rc = fs_of(req).listxattr(ino, &names, caller_has_sys_admin(req));
   reply_sized(req, rc, names, size);
 }
 

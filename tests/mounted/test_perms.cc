@@ -294,3 +294,67 @@ TEST_CASE("executables run from the filesystem", "[perms][exec]") {
   write_file(fs.path("true"), bin, 0755);
   CHECK(exec_status(fs.path("true"), nobody()) == "0");
 }
+
+TEST_CASE("xattr namespaces: trusted needs privilege, user follows the file's permissions", "[perms][xattr]") {
+  MountedFs fs;
+  SYS(::chmod(fs.root().c_str(), 0777));
+  write_file(fs.path("theirs"), "data", 0644);
+  SYS(::chown(fs.path("theirs").c_str(), 65534, 65534));
+  write_file(fs.path("roots"), "data", 0644);
+  SYS(::setxattr(fs.path("roots").c_str(), "trusted.secret", "t", 1, 0));
+  SYS(::setxattr(fs.path("roots").c_str(), "user.note", "u", 1, 0));
+  const std::string theirs = fs.path("theirs"), roots = fs.path("roots");
+  // An unprivileged user: trusted.* is neither settable nor visible, even on
+  // its own file; user.* needs write permission to set, read to get.
+  CHECK(in_child([&] { return result_of(::setxattr(theirs.c_str(), "trusted.x", "v", 1, 0)); }, nobody()) == "EPERM");
+  CHECK(in_child([&] { return result_of(::setxattr(theirs.c_str(), "user.x", "v", 1, 0)); }, nobody()) == "ok");
+  CHECK(in_child([&] {
+          char buf[8];
+          return result_of(::getxattr(roots.c_str(), "trusted.secret", buf, sizeof buf));
+        }, nobody()) == "ENODATA");
+  CHECK(in_child([&] {
+          char buf[256];
+          const ssize_t n = ::listxattr(roots.c_str(), buf, sizeof buf);
+          if (n < 0) return result_of(n);
+          return std::string(buf, static_cast<std::size_t>(n)).find("trusted.") == std::string::npos ? std::string("hidden")
+                                                                                                 : std::string("shown");
+        }, nobody()) == "hidden");
+  CHECK(in_child([&] { return result_of(::setxattr(roots.c_str(), "user.y", "v", 1, 0)); }, nobody()) == "EACCES");
+  CHECK(in_child([&] {
+          char buf[8];
+          return result_of(::getxattr(roots.c_str(), "user.note", buf, sizeof buf));
+        }, nobody()) == "ok");
+  CHECK(in_child([&] { return result_of(::removexattr(roots.c_str(), "user.note")); }, nobody()) == "EACCES");
+  // Root sets and reads trusted.* (overlayfs keeps its metadata there).
+  SYS(::setxattr(theirs.c_str(), "trusted.overlay.opaque", "y", 1, 0));
+  char buf[8];
+  CHECK(::getxattr(theirs.c_str(), "trusted.overlay.opaque", buf, sizeof buf) == 1);
+}
+
+// Dedup shares the blocks of equal files between users; it must not let one
+// of them read or change the other's file through them.
+TEST_CASE("dedup between users: the other's copy stays private and unchanged", "[perms][dedup]") {
+  MountedFs fs;
+  SYS(::chmod(fs.root().c_str(), 0777));
+  const std::string secret(300000, 's');
+  write_file(fs.path("private"), secret, 0600);
+  const std::string mine = fs.path("mine"), priv = fs.path("private");
+  // Another user writes the same bytes (dedup shares them), then changes its
+  // copy and truncates it.
+  CHECK(in_child([&] {
+          const int fd = ::open(mine.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+          if (fd < 0) return result_of(fd);
+          if (::write(fd, secret.data(), secret.size()) != static_cast<ssize_t>(secret.size())) return std::string("short");
+          ::close(fd);
+          const int fd2 = ::open(mine.c_str(), O_WRONLY);
+          if (::pwrite(fd2, "changed", 7, 1000) != 7) return std::string("short");
+          ::close(fd2);
+          return result_of(::truncate(mine.c_str(), 5000));
+        }, nobody()) == "ok");
+  // The owner's file is untouched, and still closed to the other user.
+  CHECK(read_file(priv) == secret);
+  CHECK(in_child([&] { return result_of(::open(priv.c_str(), O_RDONLY)); }, nobody()) == "EACCES");
+  std::string want = secret.substr(0, 5000);
+  want.replace(1000, 7, "changed");
+  CHECK(read_file(mine) == want);
+}
