@@ -16,7 +16,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 import traceback
@@ -27,8 +26,9 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 from benchlib import layers, load, report  # noqa: E402
 from benchlib.filesystems import Dhfs, Ext4, ImageBacking  # noqa: E402
+from benchlib.guarded import run_guarded  # noqa: E402
 from benchlib.resources import Resources, recover_stale  # noqa: E402
-from benchlib.util import (BenchError, Interrupted, drop_caches, elapsed_total, fmt_size,  # noqa: E402
+from benchlib.util import (BenchError, drop_caches, fmt_size,  # noqa: E402
                            log, log_quiet, median, parse_size, run, set_log_file, statfs_used, which)
 
 REPO = os.path.dirname(BENCH_DIR)
@@ -486,41 +486,10 @@ def main(argv):
         print("dedup_bench.py: must run as root (loop devices, mounts, chroot, drop_caches)", file=sys.stderr)
         return 2
 
-    def on_signal(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    r = DedupRun(args)
-    interrupted, fatal = False, None
-    try:
-        r.main()
-    except (KeyboardInterrupt, Interrupted) as e:
-        interrupted = True
-        print("\ninterrupted (%s); cleaning up" % (str(e) or "SIGINT"), file=sys.stderr)
-    except BenchError as e:
-        fatal = str(e)
-    finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        if getattr(r, "res", None) is not None:
-            r.res.unwind(0)
-    if fatal and not getattr(r, "out", None):
-        print("dedup_bench.py: %s" % fatal, file=sys.stderr)
-        return 2
-    if fatal:
-        log("fatal: %s" % fatal)
-        r.notes.append("fatal: %s" % fatal)
-    if getattr(r, "out", None) and r.set is not None:
-        r.finished = not (interrupted or fatal)
-        write_report(r, interrupted or bool(fatal))
+    def finish(r, interrupted):
+        write_report(r, interrupted)
         r.save()
-    log("done in %d min %d s" % divmod(int(elapsed_total()), 60))
-    if interrupted:
-        return 130
-    if fatal or r.failures:
-        return 1
-    return 0
+    return run_guarded(DedupRun(args), "dedup_bench.py", lambda r: r.set is not None, finish)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
 import sys
 import time
@@ -28,8 +27,9 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 from benchlib import config, load, report, tree  # noqa: E402
 from benchlib.filesystems import ALIASES, ALL, NAMES, TITLES, DeviceBacking, ImageBacking  # noqa: E402
 from benchlib.jobs import BY_ID, FUNCS, JOB_ALIASES, JOBS, RAW_JOBS, Ctx  # noqa: E402
+from benchlib.guarded import run_guarded  # noqa: E402
 from benchlib.resources import Resources, recover_stale  # noqa: E402
-from benchlib.util import (BenchError, Interrupted, drop_caches, elapsed_total, fmt_size,  # noqa: E402
+from benchlib.util import (BenchError, drop_caches, fmt_size,  # noqa: E402
                            fmt_value, log, log_quiet, parse_size, run, set_log_file, which)
 
 REPO = os.path.dirname(BENCH_DIR)
@@ -529,44 +529,10 @@ def main(argv):
         print("run.py: must run as root (loop devices, mounts, drop_caches)", file=sys.stderr)
         return 2
 
-    def on_signal(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    # also when started with SIGINT ignored (e.g. "cmd &" from a script)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    r = Run(args)
-    interrupted = False
-    fatal = None
-    try:
-        r.main()
-    except (KeyboardInterrupt, Interrupted) as e:
-        interrupted = True
-        print("\ninterrupted (%s); cleaning up" % (str(e) or "SIGINT"), file=sys.stderr)
-    except BenchError as e:
-        fatal = str(e)
-    finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        if getattr(r, "res", None) is not None:
-            r.res.unwind(0)
-    if fatal and not getattr(r, "out", None):
-        print("run.py: %s" % fatal, file=sys.stderr)
-        return 2
-    if fatal:
-        log("fatal: %s" % fatal)
-        r.notes.append("fatal: %s" % fatal)
-    if getattr(r, "out", None) and getattr(r, "machine", None) is not None:
-        r.finished = not (interrupted or fatal)
+    def finish(r, interrupted):
         r.save()
-        write_report(r, interrupted or bool(fatal))
-    log("done in %d min %d s" % divmod(int(elapsed_total()), 60))
-    if interrupted:
-        return 130
-    if fatal or r.failures:
-        return 1
-    return 0
+        write_report(r, interrupted)
+    return run_guarded(Run(args), "run.py", lambda r: getattr(r, "machine", None) is not None, finish)
 
 
 if __name__ == "__main__":
