@@ -12,7 +12,6 @@ See bench/README.md, "Dedup benchmark".
 
 import argparse
 import datetime
-import fcntl
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 from benchlib import layers, load, report  # noqa: E402
 from benchlib.filesystems import Dhfs, Ext4, ImageBacking  # noqa: E402
 from benchlib.guarded import run_guarded  # noqa: E402
-from benchlib.resources import Resources, recover_stale  # noqa: E402
+from benchlib.resources import claim_workdir  # noqa: E402
 from benchlib.util import (BenchError, drop_caches, fmt_size,  # noqa: E402
                            log, log_quiet, median, parse_size, run, set_log_file, statfs_used, which)
 
@@ -227,13 +226,7 @@ class DedupRun:
             log("dhfs: %s; ext4 only" % why)
             self.filesystems = self.filesystems[:1]
         os.makedirs(a.workdir, exist_ok=True)
-        self.lock = open(os.path.join(a.workdir, ".lock"), "w")
-        try:
-            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise BenchError("another dedup benchmark run is using %s" % a.workdir)
-        recover_stale(os.path.join(a.workdir, "state.json"))
-        self.res = Resources(os.path.join(a.workdir, "state.json"))
+        self.lock, self.res = claim_workdir(a.workdir, "dedup benchmark")
 
         # 1. the layer set (cached)
         if a.smoke:
@@ -325,17 +318,6 @@ class DedupRun:
 
 # ---------------------------------------------------------------------------- report
 
-def _table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-
-    def line(r):
-        return "| " + " | ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i])
-                                 for i, c in enumerate(r)) + " |"
-    sep = "| " + " | ".join(("-" * widths[i]) if i == 0 else ("-" * (widths[i] - 1) + ":")
-                            for i in range(len(header))) + " |"
-    return "\n".join([line(header), sep] + [line(r) for r in rows])
-
-
 def tables(r):
     s = r.set
     med = {fs: {k: median(v) for k, v in per.items()} for fs, per in r.results.items()}
@@ -382,7 +364,7 @@ def tables(r):
         ["dedup ratio (logical / physical data)", "1.00 (none)",
          dh("—" if d.get("df_dedup_ratio") is None else "%.3f" % d["df_dedup_ratio"])],
     ]
-    main = _table(["figure (median of %d)" % r.repeat, "ext4", "dhfs"], rows)
+    main = report.table(["figure (median of %d)" % r.repeat, "ext4", "dhfs"], rows)
     tg = []
     if d.get("data_bytes") is not None:
         v = d["data_bytes"] / uniq
@@ -398,8 +380,8 @@ def tables(r):
     else:
         tg.append(["extraction time <= %.1fx ext4's" % TIME_TARGET, "—", sec(e.get("total_s")), "not measured"])
     r.targets = [dict(zip(("target", "dhfs", "reference", "status"), t)) for t in tg]
-    targets = _table(["target (issue 4)", "dhfs", "reference (same run)", "status"], tg)
-    return _table(["layer set", ""], set_rows), main, targets
+    targets = report.table(["target (issue 4)", "dhfs", "reference (same run)", "status"], tg)
+    return report.table(["layer set", ""], set_rows), main, targets
 
 
 def write_report(r, interrupted):

@@ -11,7 +11,6 @@ results folder. See bench/README.md.
 
 import argparse
 import datetime
-import fcntl
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from benchlib import config, load, report, tree  # noqa: E402
 from benchlib.filesystems import ALIASES, ALL, NAMES, TITLES, DeviceBacking, ImageBacking  # noqa: E402
 from benchlib.jobs import BY_ID, FUNCS, JOB_ALIASES, JOBS, RAW_JOBS, Ctx  # noqa: E402
 from benchlib.guarded import run_guarded  # noqa: E402
-from benchlib.resources import Resources, recover_stale  # noqa: E402
+from benchlib.resources import claim_workdir  # noqa: E402
 from benchlib.util import (BenchError, drop_caches, fmt_size,  # noqa: E402
                            fmt_value, log, log_quiet, parse_size, run, set_log_file, which)
 
@@ -260,13 +259,7 @@ class Run:
             raise BenchError("missing tools: %s (apt-get install fio xfsprogs btrfs-progs "
                              "fuse-overlayfs e2fsprogs util-linux)" % ", ".join(sorted(set(missing))))
         os.makedirs(a.workdir, exist_ok=True)
-        self.lock = open(os.path.join(a.workdir, ".lock"), "w")
-        try:
-            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise BenchError("another benchmark run is using %s" % a.workdir)
-        recover_stale(os.path.join(a.workdir, "state.json"))
-        self.res = Resources(os.path.join(a.workdir, "state.json"))
+        self.lock, self.res = claim_workdir(a.workdir, "benchmark")
         for d in ("target", "merged", "fuse-overlayfs-base"):
             os.makedirs(os.path.join(a.workdir, "mnt", d), exist_ok=True)
         self.target_mnt = os.path.join(a.workdir, "mnt", "target")

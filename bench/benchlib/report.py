@@ -81,7 +81,8 @@ def medians(results):
     return {fs: {m: median(v) for m, v in per.items()} for fs, per in results.items()}
 
 
-def _table(header, rows):
+def table(header, rows):
+    """A markdown table, first column left-aligned, the others right-aligned."""
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     def line(r):
         return "| " + " | ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i])
@@ -119,7 +120,7 @@ def results_table(columns, med, status, prof, failed_cells):
             else:
                 row.append(_cell(c, m.id, med, status, prof))
         rows.append(row)
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def oriented_ratio(m, dhfs, peer):
@@ -147,7 +148,7 @@ def ratio_table(peers, med, prof):
             row.append("—" if r is None else "%.2fx" % r)
         if any(c != "—" for c in row[1:]):
             rows.append(row)
-    return _table(header, rows) if rows else None
+    return table(header, rows) if rows else None
 
 
 # ------------------------------------------------------------------------------ targets
@@ -226,7 +227,7 @@ def targets(med, prof, jobs=()):
 
 
 def targets_table(rows):
-    return _table(["target", "dhfs", "reference (same run)", "status"], [list(r) for r in rows])
+    return table(["target", "dhfs", "reference (same run)", "status"], [list(r) for r in rows])
 
 
 # ------------------------------------------------------------------------------- charts

@@ -4,6 +4,7 @@ and SIGTERM. The list is also written to a state file so that a run killed with
 SIGKILL can be cleaned up by the next run (it only touches what it recorded itself).
 """
 
+import fcntl
 import json
 import os
 import signal
@@ -239,3 +240,16 @@ def recover_stale(state_path):
         except Exception as e:
             log("cleanup: %s" % e)
     os.unlink(state_path)
+
+
+def claim_workdir(workdir, what):
+    """Locks `workdir` for one run (a second run is refused), cleans up what
+    a killed earlier run left there, and returns (lock file, Resources)."""
+    lock = open(os.path.join(workdir, ".lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise BenchError("another %s run is using %s" % (what, workdir))
+    recover_stale(os.path.join(workdir, "state.json"))
+    return lock, Resources(os.path.join(workdir, "state.json"))
