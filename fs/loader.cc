@@ -14,6 +14,9 @@ template <class... Ts>
 struct Overloaded : Ts... {
   using Ts::operator()...;
 };
+// Clang before 17 has no class template argument deduction for aggregates.
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
 
 bool read_block(Device& dev, BlockNo b, AlignedBuffer& buf, std::string& error) {
   if (int rc = dev.read(b * kBlockSize, buf.data(), kBlockSize); rc < 0) {
