@@ -363,6 +363,7 @@ struct Checker::Impl {
   }
 
   bool load_checkpoint() {
+    meta.max_ino = max_inode_number(sb);
     std::string why;
     std::uint64_t skipped = 0;
     bool ok = read_checkpoint(

@@ -70,12 +70,19 @@ bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string
   return true;
 }
 
+Ino max_inode_number(const Superblock& sb) {
+  // The smallest inode record: type, length and an InodeRec without a
+  // symlink target (records.cc).
+  constexpr std::uint64_t kMinInodeRecordBytes = 1 + 4 + 84;
+  return std::min<Ino>(kMaxIno, sb.total_blocks * kBlockSize / kMinInodeRecordBytes);
+}
+
 bool apply_record(MetaState& st, const Record& rec) {
   InodeTable& table = st.inodes;
   return std::visit(
       Overloaded{
           [&](const InodeRec& r) {
-            if (r.ino == 0) return false;
+            if (r.ino == 0 || r.ino > st.max_ino) return false;
             Inode* in = table.get(r.ino);
             bool fresh = !in || (in->mode & S_IFMT) != (r.mode & S_IFMT);
             if (!in) in = table.create_at(r.ino);
@@ -147,6 +154,7 @@ bool apply_record(MetaState& st, const Record& rec) {
 bool load_state(Device& dev, LoadedState& st, std::string& error) {
   if (!read_superblock(dev, st.sb, st.used_backup_superblock, error)) return false;
   const std::uint64_t tag = st.sb.uuid_tag();
+  st.meta.max_ino = max_inode_number(st.sb);
 
   // Newest valid root slot.
   AlignedBuffer buf(kBlockSize);
@@ -180,7 +188,7 @@ bool load_state(Device& dev, LoadedState& st, std::string& error) {
         // A checkpoint lists every object before what belongs to it: a
         // record whose owner is missing means the stream is damaged.
         if (!apply_record(st.meta, r)) {
-          why = "record for a missing inode";
+          why = "record for a missing inode, or an inode number beyond what the device can hold";
           return false;
         }
         return true;

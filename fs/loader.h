@@ -32,7 +32,17 @@ struct MetaState {
   std::map<std::uint32_t, RegionState> regions;
   std::map<std::string, std::string, std::less<>> config;
   std::uint64_t max_generation = 0;
+  // Highest inode number a record may create (the table is indexed by
+  // number): see max_inode_number(). A record beyond it is refused.
+  Ino max_ino = kMaxIno;
 };
+
+// Inode numbers are handed out densely (freed numbers first), so no valid
+// filesystem uses a number above the count of inodes that can be live at
+// once, and every live inode has an inode record on the device (checkpoint
+// or journal). A damaged record with a huge number would otherwise resize
+// the inode table to gigabytes.
+Ino max_inode_number(const Superblock& sb);
 
 struct LoadedState {
   Superblock sb;
@@ -54,7 +64,8 @@ bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string
 bool load_state(Device& dev, LoadedState& state, std::string& error);
 
 // Applies one record to the state (checkpoint load and journal replay).
-// Returns false if the record refers to an object that is missing.
+// Returns false if the record refers to an object that is missing, or
+// creates an inode above state.max_ino.
 bool apply_record(MetaState& state, const Record& r);
 
 }  // namespace dhfs
