@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "fs/checkpoint.h"
+#include "fs/format.h"
 #include "fs/loader.h"
 #include "tests/fuzz/fuzz_support.h"
 
@@ -47,6 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   fuzz::SparseDevice dev(medium, /*read_only=*/true);
   MetaState st;
+  st.max_ino = max_inode_number(Superblock::for_device(kMinDeviceBytes));  // as the loader sets it
   std::string why;
   bool ok = read_checkpoint(
       dev, root, tag,

@@ -1,7 +1,9 @@
 // libFuzzer target: the in-memory directory (fs/directory.cc) that every
 // kDirentSet/kDirentDel record is applied to, driven by add/replace/remove
 // and listings (with cookies held open across changes) decoded from the
-// input, compared with a std::map.
+// input, compared with a std::map. A listing in progress must return every
+// name that existed, untouched, throughout it exactly once (POSIX leaves
+// names added or removed meanwhile open: those may come twice or not).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::uint64_t cookie = 0;  // of a listing in progress
   bool listing = false;
   std::set<std::string> listed;  // names a listing in progress returned
+  std::set<std::string> stable;  // names present since the listing began
   for (std::size_t i = 0; i + 2 <= size; i += 2) {
     const std::uint8_t op = data[i], arg = data[i + 1];
     // Names from a small set so that operations collide; some long.
@@ -48,6 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case 2: {
         bool removed = dir.remove(name);
         if (removed != (model.erase(name) != 0)) fail("remove disagrees", name);
+        stable.erase(name);
         break;
       }
       case 3: {
@@ -63,6 +67,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           listing = true;
           cookie = 0;
           listed.clear();
+          stable.clear();
+          for (const auto& kv : model) stable.insert(kv.first);
         }
         int want = arg % 8 + 1;
         bool more = false;
@@ -72,12 +78,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             return false;
           }
           if (e.name.empty()) fail("listed a tombstone", e.name);
-          if (!listed.insert(e.name).second) fail("listed twice", e.name);
+          if (!listed.insert(e.name).second && stable.count(e.name)) fail("listed twice", e.name);
           if (next <= cookie) fail("cookie went backwards", e.name);
           cookie = next;
           return true;
         });
         if (!more) {
+          for (const auto& n : stable)
+            if (!listed.count(n)) fail("listing missed a name present throughout", n);
           dir.close_listing();
           listing = false;
         }

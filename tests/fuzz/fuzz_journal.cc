@@ -13,6 +13,7 @@
 #include <string>
 
 #include "fs/journal.h"
+#include "fs/format.h"
 #include "fs/loader.h"
 #include "fs/records.h"
 #include "tests/fuzz/fuzz_support.h"
@@ -37,6 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   fuzz::SparseDevice dev(medium, /*read_only=*/true);
   MetaState st;
+  st.max_ino = max_inode_number(Superblock::for_device(kMinDeviceBytes));  // as the loader sets it
   ReplayStats stats;
   std::string why;
   bool ok = Journal::replay(

@@ -31,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // the input as it is (decoders must also cope with short spans).
   std::vector<std::uint8_t> raw(data + 1, data + size);
   std::vector<std::uint8_t> block(kBlockSize, 0);
-  std::memcpy(block.data(), raw.data(), std::min(raw.size(), block.size()));
+  if (!raw.empty()) std::memcpy(block.data(), raw.data(), std::min(raw.size(), block.size()));
   const bool root_slot = ctrl & 2;
   if (ctrl & 1) {
     std::uint64_t magic = root_slot ? kRootSlotMagic : kSuperMagic;
