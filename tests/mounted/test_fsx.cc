@@ -156,6 +156,7 @@ class Fsx {
     if ((oa < 0) != (ob < 0) || (oa < 0 && oa != ob)) {
       err = same(what + " (open)", oa < 0 ? oa : 0, ob < 0 ? ob : 0);
     } else if (oa >= 0) {
+      log(what);
       err = fn(fa, fb);
     } else {
       log(what + " -> open " + describe(oa));
