@@ -77,6 +77,11 @@ Ino max_inode_number(const Superblock& sb) {
   return std::min<Ino>(kMaxIno, sb.total_blocks * kBlockSize / kMinInodeRecordBytes);
 }
 
+void bound_to_device(MetaState& st, const Superblock& sb) {
+  st.max_ino = max_inode_number(sb);
+  st.max_extent_blocks = sb.total_blocks;
+}
+
 bool apply_record(MetaState& st, const Record& rec) {
   InodeTable& table = st.inodes;
   return std::visit(
@@ -109,6 +114,7 @@ bool apply_record(MetaState& st, const Record& rec) {
             return true;
           },
           [&](const ExtentSetRec& r) {
+            if (r.pblk != 0 && r.len > st.max_extent_blocks) return false;
             Inode* in = table.get(r.ino);
             if (!in || !in->map) return false;
             in->map->set(r.lblk, r.len, r.pblk, r.flags);
@@ -154,7 +160,7 @@ bool apply_record(MetaState& st, const Record& rec) {
 bool load_state(Device& dev, LoadedState& st, std::string& error) {
   if (!read_superblock(dev, st.sb, st.used_backup_superblock, error)) return false;
   const std::uint64_t tag = st.sb.uuid_tag();
-  st.meta.max_ino = max_inode_number(st.sb);
+  bound_to_device(st.meta, st.sb);
 
   // Newest valid root slot.
   AlignedBuffer buf(kBlockSize);
@@ -188,7 +194,7 @@ bool load_state(Device& dev, LoadedState& st, std::string& error) {
         // A checkpoint lists every object before what belongs to it: a
         // record whose owner is missing means the stream is damaged.
         if (!apply_record(st.meta, r)) {
-          why = "record for a missing inode, or an inode number beyond what the device can hold";
+          why = "record for a missing inode, or beyond what the device can hold";
           return false;
         }
         return true;

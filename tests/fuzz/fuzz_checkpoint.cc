@@ -48,7 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   fuzz::SparseDevice dev(medium, /*read_only=*/true);
   MetaState st;
-  st.max_ino = max_inode_number(Superblock::for_device(kMinDeviceBytes));  // as the loader sets it
+  bound_to_device(st, Superblock::for_device(kMinDeviceBytes));  // as the loader does
   std::string why;
   bool ok = read_checkpoint(
       dev, root, tag,

@@ -17,7 +17,7 @@ using namespace dhfs;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   MetaState st;
-  st.max_ino = max_inode_number(Superblock::for_device(kMinDeviceBytes));  // as the loader sets it
+  bound_to_device(st, Superblock::for_device(kMinDeviceBytes));  // as the loader does
   std::string why;
   std::uint64_t n = 0;
   bool ok = decode_records(

@@ -49,7 +49,7 @@ TEST_CASE("fuzz regression: an inode record with number 2^32 is refused, not a 3
       "0000000000000000" "00000000" "00000000");
   REQUIRE(bytes.size() == 89);
   MetaState st;
-  st.max_ino = max_inode_number(Superblock::for_device(kMinDeviceBytes));
+  bound_to_device(st, Superblock::for_device(kMinDeviceBytes));
   CHECK(apply_all(st, bytes) == 0);
   CHECK(st.inodes.end() <= 2);
   CHECK(st.inodes.count() == 0);
@@ -71,6 +71,31 @@ TEST_CASE("max_inode_number: what the device can describe, never beyond kMaxIno"
   CHECK_FALSE(apply_record(st, beyond));
   Superblock huge = Superblock::for_device(1ULL << 50);
   CHECK(max_inode_number(huge) == kMaxIno);
+}
+
+TEST_CASE("fuzz regression: an extent record mapping 2^50 blocks is refused, not split into 2^18 extents",
+          "[fuzz][loader]") {
+  // fuzz_records: a checksum-valid payload of 4 KiB (one inode record and a
+  // hundred extent records like this one) took over 2 GiB and a minute to
+  // apply. Record: type 5, length 36, ino 5, lblk 0, len 2^50, pblk 1.
+  const auto inode = from_hex(
+      "0154000000" "0500000000000000" "0100000000000000" "a4810000" "00000000" "00000000" "01000000"
+      "00000000" "0000000000000000" "0000000000000000" "0000000000000000" "0000000000000000"
+      "0000000000000000" "00000000" "00000000");
+  const auto extent = from_hex("0524000000" "0500000000000000" "0000000000000000" "0000000000000400"
+                               "0100000000000000" "00000000");
+  REQUIRE(extent.size() == 41);
+  const Superblock sb = Superblock::for_device(kMinDeviceBytes);
+  MetaState st;
+  bound_to_device(st, sb);
+  CHECK(apply_all(st, inode) == 1);
+  CHECK(apply_all(st, extent) == 0);
+  REQUIRE(st.inodes.get(5) != nullptr);
+  CHECK(st.inodes.get(5)->map->extent_count() == 0);
+  // The longest mapping the device allows still applies (as one extent).
+  ExtentSetRec whole{5, 0, sb.total_blocks, 1, 0};
+  CHECK(apply_record(st, whole));
+  CHECK(st.inodes.get(5)->map->extent_count() == 1);
 }
 
 }  // namespace dhfs
