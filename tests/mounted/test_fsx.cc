@@ -305,19 +305,15 @@ class Fsx {
         return err;
       });
     }
-    if (kind < 81) {  // rename
-      ++counts_["rename"];
+    if (kind < 86) {  // rename or link to another of the names
+      const bool rename = kind < 81;
+      int (*call)(const char*, const char*) = rename ? ::rename : ::link;
+      const std::string op = rename ? "rename" : "link";
+      ++counts_[op];
       const std::string to = pick();
       touched_.push_back(to);
-      return same("rename " + n + " " + to, outcome(::rename(a(n).c_str(), a(to).c_str())),
-                  outcome(::rename(b(n).c_str(), b(to).c_str())));
-    }
-    if (kind < 86) {  // link
-      ++counts_["link"];
-      const std::string to = pick();
-      touched_.push_back(to);
-      return same("link " + n + " " + to, outcome(::link(a(n).c_str(), a(to).c_str())),
-                  outcome(::link(b(n).c_str(), b(to).c_str())));
+      return same(op + " " + n + " " + to, outcome(call(a(n).c_str(), a(to).c_str())),
+                  outcome(call(b(n).c_str(), b(to).c_str())));
     }
     if (kind < 91) {  // unlink
       ++counts_["unlink"];
