@@ -363,6 +363,7 @@ struct Checker::Impl {
   }
 
   bool load_checkpoint() {
+    bound_to_device(meta, sb);
     std::string why;
     std::uint64_t skipped = 0;
     bool ok = read_checkpoint(
@@ -380,8 +381,8 @@ struct Checker::Impl {
     if (skipped) {
       // Every object comes before what belongs to it in a stream, so mount
       // takes such a record for damage; the rest of the state is usable.
-      problem(fmt::format("checkpoint (seq {}): {} records refer to inodes that do not exist", root.seq, skipped));
-      repaired(fmt::format("checkpoint rewritten without the {} records for missing inodes", skipped));
+      problem(fmt::format("checkpoint (seq {}): {} records refer to inodes that do not exist or exceed the device", root.seq, skipped));
+      repaired(fmt::format("checkpoint rewritten without the {} records for missing inodes or beyond the device", skipped));
       metadata_dirty = true;
     }
     return true;

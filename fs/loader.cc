@@ -14,6 +14,9 @@ template <class... Ts>
 struct Overloaded : Ts... {
   using Ts::operator()...;
 };
+// Clang before 17 has no class template argument deduction for aggregates.
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
 
 bool read_block(Device& dev, BlockNo b, AlignedBuffer& buf, std::string& error) {
   if (int rc = dev.read(b * kBlockSize, buf.data(), kBlockSize); rc < 0) {
@@ -67,12 +70,24 @@ bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string
   return true;
 }
 
+Ino max_inode_number(const Superblock& sb) {
+  // The smallest inode record: type, length and an InodeRec without a
+  // symlink target (records.cc).
+  constexpr std::uint64_t kMinInodeRecordBytes = 1 + 4 + 84;
+  return std::min<Ino>(kMaxIno, sb.total_blocks * kBlockSize / kMinInodeRecordBytes);
+}
+
+void bound_to_device(MetaState& st, const Superblock& sb) {
+  st.max_ino = max_inode_number(sb);
+  st.max_extent_blocks = sb.total_blocks;
+}
+
 bool apply_record(MetaState& st, const Record& rec) {
   InodeTable& table = st.inodes;
   return std::visit(
       Overloaded{
           [&](const InodeRec& r) {
-            if (r.ino == 0) return false;
+            if (r.ino == 0 || r.ino > st.max_ino) return false;
             Inode* in = table.get(r.ino);
             bool fresh = !in || (in->mode & S_IFMT) != (r.mode & S_IFMT);
             if (!in) in = table.create_at(r.ino);
@@ -99,6 +114,7 @@ bool apply_record(MetaState& st, const Record& rec) {
             return true;
           },
           [&](const ExtentSetRec& r) {
+            if (r.pblk != 0 && r.len > st.max_extent_blocks) return false;
             Inode* in = table.get(r.ino);
             if (!in || !in->map) return false;
             in->map->set(r.lblk, r.len, r.pblk, r.flags);
@@ -153,6 +169,7 @@ bool apply_record(MetaState& st, const Record& rec) {
 bool load_state(Device& dev, LoadedState& st, std::string& error) {
   if (!read_superblock(dev, st.sb, st.used_backup_superblock, error)) return false;
   const std::uint64_t tag = st.sb.uuid_tag();
+  bound_to_device(st.meta, st.sb);
 
   // Newest valid root slot.
   AlignedBuffer buf(kBlockSize);
@@ -186,7 +203,7 @@ bool load_state(Device& dev, LoadedState& st, std::string& error) {
         // A checkpoint lists every object before what belongs to it: a
         // record whose owner is missing means the stream is damaged.
         if (!apply_record(st.meta, r)) {
-          why = "record for a missing inode";
+          why = "record for a missing inode, or beyond what the device can hold";
           return false;
         }
         return true;

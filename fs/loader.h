@@ -32,7 +32,25 @@ struct MetaState {
   std::map<std::uint32_t, RegionState> regions;
   std::map<std::string, std::string, std::less<>> config;
   std::uint64_t max_generation = 0;
+  // Highest inode number a record may create (the table is indexed by
+  // number): see max_inode_number(). A record beyond it is refused.
+  Ino max_ino = kMaxIno;
+  // Longest run of device blocks one extent record may map: no more than
+  // the device has (its total_blocks). A longer one is refused: a 2^50-block
+  // mapping would be split into 2^18 extents in memory.
+  std::uint64_t max_extent_blocks = kMaxBlock;
 };
+
+// Inode numbers are handed out densely (freed numbers first), so no valid
+// filesystem uses a number above the count of inodes that can be live at
+// once, and every live inode has an inode record on the device (checkpoint
+// or journal). A damaged record with a huge number would otherwise resize
+// the inode table to gigabytes.
+Ino max_inode_number(const Superblock& sb);
+
+// Sets the bounds of `st` (max_ino, max_extent_blocks) for the device `sb`
+// describes; the loader and fsck call it before applying any record.
+void bound_to_device(MetaState& st, const Superblock& sb);
 
 struct LoadedState {
   Superblock sb;
@@ -54,7 +72,8 @@ bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string
 bool load_state(Device& dev, LoadedState& state, std::string& error);
 
 // Applies one record to the state (checkpoint load and journal replay).
-// Returns false if the record refers to an object that is missing.
+// Returns false if the record refers to an object that is missing, creates
+// an inode above state.max_ino or maps more than state.max_extent_blocks.
 bool apply_record(MetaState& state, const Record& r);
 
 }  // namespace dhfs

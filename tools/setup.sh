@@ -3,8 +3,10 @@
 #   tools/setup.sh          install what is missing, build, install the tools
 #                           to /usr/local/sbin, format the default image and
 #                           mount it (see the defaults below)
-#   tools/setup.sh test     install what is missing, build (release and
-#                           ASan/UBSan) and run every test
+#   tools/setup.sh test     install what is missing, build (release,
+#                           ASan/UBSan and the clang libFuzzer build) and
+#                           run every test, with a short run of every fuzz
+#                           target (ctest label fuzz)
 # Defaults can be changed through the environment:
 #   DHFS_IMAGE=/var/lib/dhfs/dhfs.img DHFS_SIZE=8G DHFS_MOUNT=/mnt/dhfs
 set -euo pipefail
@@ -21,9 +23,10 @@ build_deps=(build-essential cmake pkg-config libfuse3-dev fuse3 liburing-dev lib
 # Tests and benchmarks: filesystems to compare with, fio, xattr tools; docker
 # (tests/docker, bench/docker_bench.py: dockerd is started by the test with
 # its own sockets and directories; the package's docker.service is not used;
-# systemd only for systemd-analyze and the fstab generator, tests/scripts).
+# systemd only for systemd-analyze and the fstab generator, tests/scripts);
+# clang and its runtime libraries (libFuzzer, sanitizers) for tests/fuzz.
 test_deps=(e2fsprogs xfsprogs btrfs-progs util-linux attr fio fuse-overlayfs python3 gnuplot-nox
-           docker.io docker-registry busybox-static systemd)
+           docker.io docker-registry busybox-static systemd clang libclang-rt-14-dev)
 
 die() { echo "setup: $*" >&2; exit 1; }
 
@@ -54,6 +57,13 @@ build() {  # build DIR [cmake args...]
   cmake --build "$dir" -j"$jobs"
 }
 
+build_fuzz() {  # the libFuzzer targets (clang only), in their own build dir
+  local dir=$here/build/fuzz
+  CC=clang CXX=clang++ cmake -S "$here" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DDHFS_FUZZ=ON -DDHFS_BUILD_TESTS=OFF >/dev/null
+  cmake --build "$dir" -j"$jobs"
+}
+
 [ "$(id -u)" -eq 0 ] || die "run as root (mounting, loop devices and apt-get need it)"
 
 case "$mode" in
@@ -78,8 +88,11 @@ case "$mode" in
     modprobe fuse 2>/dev/null || true
     build "$here/build/release" -DCMAKE_BUILD_TYPE=Release
     build "$here/build/asan" -DCMAKE_BUILD_TYPE=Debug -DDHFS_SANITIZE=ON
+    build_fuzz
     echo "setup: unit tests under ASan/UBSan"
     ctest --test-dir "$here/build/asan" -L unit --output-on-failure -j"$jobs"
+    echo "setup: fuzz targets, a short run each (ASan/UBSan)"
+    ctest --test-dir "$here/build/fuzz" -L fuzz --output-on-failure
     echo "setup: all tests, release build"
     ctest --test-dir "$here/build/release" --output-on-failure --timeout 900
     ;;
