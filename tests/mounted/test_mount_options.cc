@@ -61,7 +61,7 @@ void check_all_writes_refused(MountedFs& fs) {
 
 }  // namespace
 
-TEST_CASE("-o ro refuses writes with EROFS", "[mount][ro]") {
+TEST_CASE("mount option ro refuses writes with EROFS", "[mount][ro]") {
   MountedFs fs;
   write_file(fs.path("f"), "persisted data");
   set_xattr(fs.path("f"), "user.k", "v");
