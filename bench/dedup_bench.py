@@ -289,14 +289,7 @@ class DedupRun:
             ctl_copy = os.path.join(a.workdir, "dhfs-bin", "dhfsctl")
             shutil.copy2(self.ctl, ctl_copy)
             self.ctl = ctl_copy
-        sample = load.Sample()
-        time.sleep(2)
-        foreign, busiest = load.measure(sample)
-        self.machine["other load at start"] = "%.2f of %d cores (%s)" % (
-            foreign, os.cpu_count(), ", ".join(busiest) or "idle")
-        if foreign >= 0.25:
-            log("WARNING: the machine is busy: other processes use %.1f of %d cores (%s)" % (
-                foreign, os.cpu_count(), ", ".join(busiest)))
+        load.note_start_load(self.machine, log)
         self.save()
         # 4. every repetition: each filesystem freshly made, order rotated
         for rep in range(self.repeat):

@@ -345,14 +345,7 @@ class Run:
         for fs in runnable:
             if fs.name == "dhfs":
                 fs.snapshot(os.path.join(a.workdir, "dhfs-bin"))
-        sample = load.Sample()
-        time.sleep(2)
-        foreign, busiest = load.measure(sample)
-        self.machine["other load at start"] = "%.2f of %d cores (%s)" % (
-            foreign, os.cpu_count(), ", ".join(busiest) or "idle")
-        if foreign >= 0.25:
-            log("WARNING: the machine is busy: other processes use %.1f of %d cores (%s); "
-                "figures will be disturbed" % (foreign, os.cpu_count(), ", ".join(busiest)))
+        load.note_start_load(self.machine, log)
         per_rep_jobs = [j for j in jobs if j != "million"]
         for rep in range(self.repeat):
             if "raw" in self.columns:

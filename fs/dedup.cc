@@ -168,6 +168,13 @@ std::optional<ContentHash> FileSystem::content_hash_of(Ino ino) {
   return in->content_hash;
 }
 
+// One piece of a file, under its shared I/O lock (nothing read may be
+// freed meanwhile). 0 or a negative errno; `out` is empty at the end.
+int FileSystem::read_piece(Ino ino, std::uint64_t off, AlignedBuffer& buf, std::span<const std::byte>* out) {
+  std::shared_lock io(io_lock(ino));
+  return read_locked(ino, off, kCompareBytes, buf, out);
+}
+
 // Reads the whole file, a piece at a time, into the hash. nullopt if the
 // file changed meanwhile or could not be read.
 std::optional<ContentHash> FileSystem::hash_file(Ino ino, std::uint64_t version) {
@@ -175,10 +182,7 @@ std::optional<ContentHash> FileSystem::hash_file(Ino ino, std::uint64_t version)
   AlignedBuffer scratch;
   for (std::uint64_t off = 0;;) {
     std::span<const std::byte> got;
-    {
-      std::shared_lock io(io_lock(ino));
-      if (read_locked(ino, off, kCompareBytes, scratch, &got) != 0) return std::nullopt;
-    }
+    if (read_piece(ino, off, scratch, &got) != 0) return std::nullopt;
     if (got.empty()) break;
     stream.feed(off, got);
     off += got.size();
@@ -195,14 +199,7 @@ bool FileSystem::files_equal(Ino a, Ino b, std::uint64_t size) {
   AlignedBuffer buf_a, buf_b;
   for (std::uint64_t off = 0; off < size; off += kCompareBytes) {
     std::span<const std::byte> da, db;
-    {
-      std::shared_lock io(io_lock(a));
-      if (read_locked(a, off, kCompareBytes, buf_a, &da) != 0) return false;
-    }
-    {
-      std::shared_lock io(io_lock(b));
-      if (read_locked(b, off, kCompareBytes, buf_b, &db) != 0) return false;
-    }
+    if (read_piece(a, off, buf_a, &da) != 0 || read_piece(b, off, buf_b, &db) != 0) return false;
     if (da.size() != db.size() || da.empty() || std::memcmp(da.data(), db.data(), da.size()) != 0) return false;
   }
   return true;
@@ -310,6 +307,12 @@ bool FileSystem::write_duplicate_small(Ino ino, std::span<const std::byte> data)
   }
   // Compared byte by byte before anything is shared.
   return share_stored_chunk(ino, 0, data, home);
+}
+
+bool FileSystem::is_empty_file(Ino ino) {
+  std::shared_lock m(meta_mu_);
+  Inode* in = inodes_.get(ino);
+  return in && in->is_reg() && in->size == 0;
 }
 
 bool FileSystem::may_share_with(const Inode& writer, const Inode& holder) const {

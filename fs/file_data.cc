@@ -135,8 +135,10 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
   if (data.empty()) return 0;
   if (off >= kMaxFileBytes || data.size() > kMaxFileBytes - off) return -EFBIG;
   if (int rc = content_changing(ino, &off, data); rc) return rc;
-  if (off == 0 && opts_.dedup && data.size() <= opts_.dedup_small_bytes) {
+  if (off == 0 && opts_.dedup && data.size() <= opts_.dedup_small_bytes && is_empty_file(ino)) {
     // A whole small file that is stored already never reaches the device.
+    // (Rewrites at offset 0 of a file with data skip this: no exclusive
+    // lock on every database page-0 write.)
     if (int rc = begin_change(Journal::Change::kGrows); rc) return rc;
     std::unique_lock io(io_lock(ino));
     if (write_duplicate_small(ino, data)) {

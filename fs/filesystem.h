@@ -351,6 +351,8 @@ class FileSystem {
                     std::uint64_t holder_version, DedupOutcome* out);
   int record_content_hash(Ino ino, std::uint64_t version, const DedupKey& key);
   bool write_duplicate_small(Ino ino, std::span<const std::byte> data);
+  bool is_empty_file(Ino ino);
+  int read_piece(Ino ino, std::uint64_t off, AlignedBuffer& buf, std::span<const std::byte>* out);
   // Whether content-based sharing may give `writer` blocks of `holder`.
   bool may_share_with(const Inode& writer, const Inode& holder) const;
 

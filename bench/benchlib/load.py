@@ -91,3 +91,15 @@ def measure(start):
     other = max(0.0, (end.busy - start.busy) - ours - kthreads)
     top = [c for c, v in sorted(foreign.items(), key=lambda kv: -kv[1]) if v > 0.05 * wall][:3]
     return other / wall, top
+
+
+def note_start_load(machine, warn):
+    """Measures what other processes use for 2 s before a run, records it in
+    `machine` and calls warn(message) when it will disturb the figures."""
+    sample = Sample()
+    time.sleep(2)
+    foreign, busiest = measure(sample)
+    machine["other load at start"] = "%.2f of %d cores (%s)" % (foreign, os.cpu_count(), ", ".join(busiest) or "idle")
+    if foreign >= 0.25:
+        warn("WARNING: the machine is busy: other processes use %.1f of %d cores (%s); figures will be disturbed" % (
+            foreign, os.cpu_count(), ", ".join(busiest)))
