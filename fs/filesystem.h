@@ -82,6 +82,12 @@ struct SetAttr {
     kAtimeNow = 1 << 6,
     kMtimeNow = 1 << 7,
     kCtime = 1 << 8,
+    // Clear S_ISUID, and S_ISGID if the group may execute (what Linux does
+    // on chown, and on writes and truncates by callers without CAP_FSETID).
+    kKillSuidgid = 1 << 9,
+    // With kKillSuidgid: clear S_ISGID even without group execute (Linux
+    // does for callers outside the file's group without CAP_FSETID).
+    kKillSgid = 1 << 10,
   };
   std::uint32_t valid = 0;
   std::uint32_t mode = 0;

@@ -1,12 +1,16 @@
 #include "fs/fuse_adapter.h"
 
 #include <fuse_lowlevel.h>
+#include <linux/capability.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -16,6 +20,7 @@
 
 #include "fs/control.h"
 #include "fs/fuse_readahead.h"
+#include "fs/kernel_channel.h"
 #include "fs/uring.h"
 
 namespace dhfs {
@@ -30,6 +35,7 @@ constexpr double kTimeout = 86400.0;
 struct ServerContext {
   FileSystem* fs = nullptr;
   fuse_session* se = nullptr;  // for notifications to the kernel
+  KernelChannel channel;       // sees every request and reply on /dev/fuse
 };
 
 ServerContext& context_of(fuse_req_t req) { return *static_cast<ServerContext*>(fuse_req_userdata(req)); }
@@ -38,6 +44,42 @@ FileSystem& fs_of(fuse_req_t req) { return *context_of(req).fs; }
 Cred cred_of(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);
   return {c->uid, c->gid};
+}
+
+// Whether the process behind `req` holds capability `cap` (CapEff in
+// /proc). Requests the kernel makes on its own (pid 0: overlayfs copying
+// up) are privileged; a process that cannot be inspected is not.
+bool caller_has_capability(fuse_req_t req, int cap) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  if (ctx->pid == 0) return true;
+  std::ifstream status(fmt::format("/proc/{}/status", ctx->pid));
+  for (std::string line; std::getline(status, line);)
+    if (line.starts_with("CapEff:")) return (std::strtoull(line.c_str() + 7, nullptr, 16) >> cap) & 1;
+  return false;
+}
+
+bool caller_in_group(fuse_req_t req, std::uint32_t gid) {
+  if (fuse_req_ctx(req)->gid == gid) return true;
+  gid_t groups[NGROUPS_MAX];
+  const int n = fuse_req_getgroups(req, NGROUPS_MAX, groups);
+  for (int i = 0; i < std::min(n, static_cast<int>(NGROUPS_MAX)); ++i)
+    if (groups[i] == gid) return true;
+  return false;
+}
+
+// The SetAttr kill bits for a request where the kernel asked for setuid and
+// setgid to be cleared (see KernelChannel), 0 if it did not. Linux clears a
+// setgid bit without group execute too when the caller is outside the
+// file's group and lacks CAP_FSETID; only the adapter knows the caller, and
+// only such files pay for the look into /proc.
+std::uint32_t kill_bits_for(fuse_req_t req, fuse_ino_t ino) {
+  if (!KernelChannel::current_request().kill_suidgid) return 0;
+  std::uint32_t bits = SetAttr::kKillSuidgid;
+  Attr a;
+  if (fs_of(req).getattr(ino, &a) == 0 && (a.mode & S_ISGID) && !(a.mode & S_IXGRP) &&
+      !caller_in_group(req, a.gid) && !caller_has_capability(req, CAP_FSETID))
+    bits |= SetAttr::kKillSgid;
+  return bits;
 }
 
 timespec to_ts(std::int64_t ns) { return {ns / 1000000000LL, ns % 1000000000LL}; }
@@ -95,8 +137,9 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   want(FUSE_CAP_ATOMIC_O_TRUNC);
   want(FUSE_CAP_EXPORT_SUPPORT);
   want(FUSE_CAP_IOCTL_DIR);
-  // The kernel clears setuid/setgid on write and chown and applies the
-  // umask; locks are handled by the kernel locally (one kernel, one mount).
+  // The kernel applies the umask; locks are handled by the kernel locally
+  // (one kernel, one mount). Clearing setuid/setgid is negotiated apart
+  // (FUSE_HANDLE_KILLPRIV_V2, see KernelChannel), not with libfuse's v1 flag.
   conn->want &= ~(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_DONT_MASK | FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
   static_cast<ServerContext*>(userdata)->fs->set_kernel_write_times(conn->want & FUSE_CAP_WRITEBACK_CACHE);
   conn->max_write = 1 << 20;
@@ -153,6 +196,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fus
   if (to_set & FUSE_SET_ATTR_MTIME_NOW) sa.valid |= SetAttr::kMtimeNow;
   else if (to_set & FUSE_SET_ATTR_MTIME) sa.valid |= SetAttr::kMtime, sa.mtime_ns = from_ts(st->st_mtim);
   if (to_set & FUSE_SET_ATTR_CTIME) sa.valid |= SetAttr::kCtime, sa.ctime_ns = from_ts(st->st_ctim);
+  sa.valid |= kill_bits_for(req, ino);
   Attr a;
   int rc = fs_of(req).setattr(ino, sa, &a);
   if (rc < 0) {
@@ -213,8 +257,19 @@ void op_access(fuse_req_t req, fuse_ino_t ino, int mask) {
 
 // ------------------------------------------------------------------ files
 
+// Clears setuid/setgid where the kernel asked for it (an unprivileged
+// caller's write or O_TRUNC open).
+int kill_suidgid_if_asked(fuse_req_t req, fuse_ino_t ino) {
+  SetAttr sa;
+  sa.valid = kill_bits_for(req, ino);
+  if (!sa.valid) return 0;
+  Attr ignored;
+  return fs_of(req).setattr(ino, sa, &ignored);
+}
+
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   int rc = fs_of(req).open(ino, fi->flags);
+  if (rc == 0 && (fi->flags & O_TRUNC)) rc = kill_suidgid_if_asked(req, ino);
   if (rc < 0) {
     fuse_reply_err(req, -rc);
     return;
@@ -251,6 +306,10 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info*) {
   bool blocks_changed = false;
   fuse_session* se = context_of(req).se;
+  if (int rc = kill_suidgid_if_asked(req, ino); rc < 0) {
+    fuse_reply_err(req, -rc);
+    return;
+  }
   ssize_t n = fs_of(req).write(ino, static_cast<std::uint64_t>(off),
                                {reinterpret_cast<const std::byte*>(buf), size}, &blocks_changed);
   if (n < 0) {
@@ -387,25 +446,11 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
   reply_sized(req, rc, value, size);
 }
 
-// Whether the process behind `req` has CAP_SYS_ADMIN. The kernel checks it
-// for getxattr/setxattr of trusted.* itself, but leaves listxattr to the
-// filesystem. Requests the kernel makes on its own (pid 0: overlayfs
-// copying up) are privileged; a process that cannot be inspected is not.
-bool caller_has_sys_admin(fuse_req_t req) {
-  const fuse_ctx* ctx = fuse_req_ctx(req);
-  if (ctx->pid == 0) return true;
-  std::ifstream status(fmt::format("/proc/{}/status", ctx->pid));
-  for (std::string line; std::getline(status, line);)
-    if (line.starts_with("CapEff:")) {
-      constexpr int kCapSysAdmin = 21;
-      return (std::strtoull(line.c_str() + 7, nullptr, 16) >> kCapSysAdmin) & 1;
-    }
-  return false;
-}
-
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   std::string names;
-  int rc = fs_of(req).listxattr(ino, &names, caller_has_sys_admin(req));
+  // The kernel checks CAP_SYS_ADMIN for getxattr/setxattr of trusted.*
+  // itself, but leaves listxattr to the filesystem.
+  int rc = fs_of(req).listxattr(ino, &names, caller_has_capability(req, CAP_SYS_ADMIN));
   reply_sized(req, rc, names, size);
 }
 
@@ -516,6 +561,21 @@ class FuseSession {
   bool mounted_ = false;
 };
 
+// The /dev/fuse reads and writes of the session, done here so that the
+// KernelChannel sees every request and reply (see kernel_channel.h).
+ssize_t channel_read(int fd, void* buf, size_t len, void* userdata) {
+  ssize_t n = ::read(fd, buf, len);
+  if (n > 0)
+    static_cast<ServerContext*>(userdata)->channel.on_request(
+        {static_cast<const std::byte*>(buf), static_cast<std::size_t>(n)});
+  return n;
+}
+
+ssize_t channel_writev(int fd, struct iovec* iov, int count, void* userdata) {
+  static_cast<ServerContext*>(userdata)->channel.on_reply(iov, count);
+  return ::writev(fd, iov, count);
+}
+
 class LoopConfig {
  public:
   LoopConfig() : cfg_(fuse_loop_cfg_create()) {}
@@ -551,6 +611,14 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
   }
   if (!session.mount(opts.mountpoint)) {
     fmt::print(stderr, "dhfs: cannot mount on {}\n", opts.mountpoint);
+    return 1;
+  }
+  // After the mount, on the descriptor libfuse opened: libfuse still
+  // unmounts it, and the INIT request has not been read yet.
+  const fuse_custom_io io{.writev = channel_writev, .read = channel_read, .splice_receive = nullptr,
+                          .splice_send = nullptr};
+  if (fuse_session_custom_io(session.get(), &io, fuse_session_fd(session.get())) != 0) {
+    fmt::print(stderr, "dhfs: cannot take over the FUSE channel\n");
     return 1;
   }
   const std::string device_id = mount_device_id(opts.mountpoint);

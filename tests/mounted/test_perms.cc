@@ -233,6 +233,24 @@ TEST_CASE("setuid and setgid are cleared when an unprivileged user writes", "[pe
   CHECK(in_child([&] { return result_of(::truncate(fs.path("trunc").c_str(), 1)); }, nobody()) == "ok");
   CHECK((lstat_of(fs.path("trunc")).st_mode & 07777) == 0777);
 
+  // So does an O_TRUNC open by an unprivileged user.
+  write_file(fs.path("otrunc"), "#!/bin/sh\n", 0777);
+  SYS(::chmod(fs.path("otrunc").c_str(), 06777));
+  CHECK(in_child([&] { return open_result(fs.path("otrunc"), O_WRONLY | O_TRUNC); }, nobody()) == "ok");
+  CHECK((lstat_of(fs.path("otrunc")).st_mode & 07777) == 0777);
+  CHECK(lstat_of(fs.path("otrunc")).st_size == 0);
+
+  // Setgid without group execute stays for writers in the file's group and
+  // goes for writers outside it.
+  for (gid_t group : {65534u, 0u}) {
+    const std::string f = fs.path(fmt::format("nogx-{}", group));
+    write_file(f, "data\n", 0666);
+    SYS(::chown(f.c_str(), 0, group));
+    SYS(::chmod(f.c_str(), 02666));
+    CHECK(in_child([&] { return write_result(f); }, nobody()) == "ok");
+    CHECK((lstat_of(f).st_mode & 07777) == (group == 65534 ? 02666u : 0666u));
+  }
+
   // Root (CAP_FSETID) keeps them.
   write_file(fs.path("roots"), "#!/bin/sh\n", 0755);
   SYS(::chmod(fs.path("roots").c_str(), 06755));
@@ -241,6 +259,36 @@ TEST_CASE("setuid and setgid are cleared when an unprivileged user writes", "[pe
     pwrite_all(fd, "exit 0\n", 0);
   }
   CHECK((lstat_of(fs.path("roots")).st_mode & 07777) == 06755);
+  SYS(::truncate(fs.path("roots").c_str(), 3));
+  CHECK((lstat_of(fs.path("roots")).st_mode & 07777) == 06755);
+
+  // But a change of owner clears them, also for root (what tar and docker
+  // rely on: they chown first and restore the mode afterwards).
+  SYS(::chown(fs.path("roots").c_str(), 1000, 1000));
+  CHECK((lstat_of(fs.path("roots")).st_mode & 07777) == 0755);
+  SYS(::chmod(fs.path("roots").c_str(), 04755));
+  CHECK((lstat_of(fs.path("roots")).st_mode & 07777) == 04755);
+}
+
+TEST_CASE("file capabilities are dropped when the file is written", "[perms][xattr]") {
+  MountedFs fs;
+  // struct vfs_cap_data, revision 2, effective, permitted CAP_NET_RAW.
+  const std::uint32_t cap[5] = {0x02000001u, 1u << 13, 0, 0, 0};
+  for (const char* how : {"write", "truncate"}) {
+    const std::string f = fs.path(fmt::format("capped-{}", how));
+    write_file(f, "#!/bin/sh\n", 0755);
+    SYS(::setxattr(f.c_str(), "security.capability", cap, sizeof cap, 0));
+    char back[32];
+    REQUIRE(::getxattr(f.c_str(), "security.capability", back, sizeof back) == sizeof cap);
+    if (std::string_view(how) == "write") {
+      Fd fd = open_fd(f, O_WRONLY | O_APPEND);
+      pwrite_all(fd, "exit 0\n", 0);
+    } else {
+      SYS(::truncate(f.c_str(), 2));
+    }
+    CHECK(result_of(static_cast<int>(::getxattr(f.c_str(), "security.capability", back, sizeof back))) ==
+          "ENODATA");
+  }
 }
 
 TEST_CASE("files are created with the caller's uid and gid", "[perms]") {

@@ -228,6 +228,37 @@ TEST_CASE("filesystem: setattr", "[filesystem]") {
     REQUIRE(fs->setattr(f, sa, &a) == 0);
     CHECK(a.ctime_ns == 99);
   }
+  SECTION("clearing setuid and setgid") {
+    auto mode_after = [&](std::uint32_t mode, std::uint32_t kill) {
+      sa.valid = SetAttr::kMode;
+      sa.mode = mode;
+      REQUIRE(fs->setattr(f, sa, &a) == 0);
+      sa.valid = kill;
+      REQUIRE(fs->setattr(f, sa, &a) == 0);
+      CHECK(getattr_of(*fs, f).mode == a.mode);
+      return a.mode & 07777;
+    };
+    CHECK(mode_after(06755, SetAttr::kKillSuidgid) == 0755);
+    CHECK(mode_after(06745, SetAttr::kKillSuidgid) == 02745);  // no group execute: setgid stays
+    CHECK(mode_after(06745, SetAttr::kKillSuidgid | SetAttr::kKillSgid) == 0745);
+    CHECK(mode_after(01777, SetAttr::kKillSuidgid) == 01777);
+    CHECK(mode_after(06755, SetAttr::kKillSgid) == 06755);  // only with kKillSuidgid
+    // Nothing to clear: no change, not even of ctime.
+    mode_after(0644, 0);
+    const std::int64_t ctime = a.ctime_ns;
+    sa.valid = SetAttr::kKillSuidgid | SetAttr::kKillSgid;
+    REQUIRE(fs->setattr(f, sa, &a) == 0);
+    CHECK(a.ctime_ns == ctime);
+    // Directories keep them (setgid directories pass their group on).
+    Ino d = mkdir_(*fs, kRootIno, "sgid-dir").ino;
+    sa.valid = SetAttr::kMode;
+    sa.mode = 02775;
+    REQUIRE(fs->setattr(d, sa, &a) == 0);
+    sa.valid = SetAttr::kKillSuidgid | SetAttr::kKillSgid;
+    REQUIRE(fs->setattr(d, sa, &a) == 0);
+    CHECK((a.mode & 07777) == 02775);
+    CHECK(fs->setattr(999999, sa, &a) == -ENOENT);
+  }
   SECTION("size of a directory or a symlink") {
     Ino d = mkdir_(*fs, kRootIno, "d").ino;
     sa.valid = SetAttr::kSize;

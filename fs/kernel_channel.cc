@@ -1,0 +1,84 @@
+#include "fs/kernel_channel.h"
+
+#include <linux/fuse.h>
+
+#include <cstddef>
+#include <cstring>
+
+namespace dhfs {
+
+namespace {
+
+thread_local RequestExtras t_current;
+
+// Reads a field of type T at `off` bytes into `raw`; false if it is not all there.
+template <typename T>
+bool field_at(std::span<const std::byte> raw, std::size_t off, T* out) {
+  if (raw.size() < off + sizeof(T)) return false;
+  std::memcpy(out, raw.data() + off, sizeof(T));
+  return true;
+}
+
+// Whether the request body (after the header) asks for setuid/setgid to be cleared.
+bool asks_kill_suidgid(std::uint32_t opcode, std::span<const std::byte> body) {
+  switch (opcode) {
+    case FUSE_WRITE: {
+      std::uint32_t write_flags = 0;
+      return field_at(body, offsetof(fuse_write_in, write_flags), &write_flags) &&
+             (write_flags & FUSE_WRITE_KILL_SUIDGID);
+    }
+    case FUSE_OPEN: {
+      std::uint32_t open_flags = 0;
+      return field_at(body, offsetof(fuse_open_in, open_flags), &open_flags) &&
+             (open_flags & FUSE_OPEN_KILL_SUIDGID);
+    }
+    case FUSE_SETATTR: {
+      std::uint32_t valid = 0;
+      return field_at(body, offsetof(fuse_setattr_in, valid), &valid) && (valid & FATTR_KILL_SUIDGID);
+    }
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+void KernelChannel::on_request(std::span<const std::byte> raw) {
+  t_current = {};
+  fuse_in_header in{};
+  if (!field_at(raw, 0, &in)) return;
+  const std::span<const std::byte> body = raw.subspan(sizeof in);
+  if (in.opcode == FUSE_INIT) {
+    std::uint32_t flags = 0;
+    const bool offered = field_at(body, offsetof(fuse_init_in, flags), &flags) && (flags & FUSE_HANDLE_KILLPRIV_V2);
+    kernel_offers_v2_.store(offered, std::memory_order_relaxed);
+    init_unique_.store(in.unique, std::memory_order_release);
+    return;
+  }
+  t_current.kill_suidgid = asks_kill_suidgid(in.opcode, body);
+}
+
+void KernelChannel::on_reply(const iovec* iov, int count) {
+  const std::uint64_t init_unique = init_unique_.load(std::memory_order_acquire);
+  if (init_unique == 0 || count < 2 || iov[0].iov_len < sizeof(fuse_out_header)) return;
+  fuse_out_header out{};
+  std::memcpy(&out, iov[0].iov_base, sizeof out);
+  if (out.unique != init_unique) return;
+  init_unique_.store(0, std::memory_order_relaxed);  // one INIT per connection
+  // A refused INIT (an error reply) or a reply shorter than the flags field
+  // (a protocol too old for the capability) stays as libfuse made it.
+  constexpr std::size_t kFlagsAt = offsetof(fuse_init_out, flags);
+  if (out.error != 0 || !kernel_offers_v2_.load(std::memory_order_relaxed) ||
+      iov[1].iov_len < kFlagsAt + sizeof(std::uint32_t))
+    return;
+  auto* at = static_cast<std::byte*>(iov[1].iov_base) + kFlagsAt;
+  std::uint32_t flags = 0;
+  std::memcpy(&flags, at, sizeof flags);
+  flags |= FUSE_HANDLE_KILLPRIV_V2;
+  std::memcpy(at, &flags, sizeof flags);
+  killpriv_v2_.store(true, std::memory_order_relaxed);
+}
+
+const RequestExtras& KernelChannel::current_request() { return t_current; }
+
+}  // namespace dhfs

@@ -1,0 +1,141 @@
+// Tests of KernelChannel (fs/kernel_channel.h): the FUSE_INIT reply gains
+// FUSE_HANDLE_KILLPRIV_V2 only where the kernel offered it, and the kill
+// flags of WRITE, OPEN and SETATTR requests reach the handling thread.
+#include <fcntl.h>
+#include <linux/fuse.h>
+
+#include <catch2/catch.hpp>
+#include <cstddef>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "fs/kernel_channel.h"
+
+namespace dhfs {
+namespace {
+
+// A request as the kernel writes it: header, then the opcode's body.
+template <typename Body>
+std::vector<std::byte> request(std::uint32_t opcode, std::uint64_t unique, const Body& body) {
+  fuse_in_header h{};
+  h.len = static_cast<std::uint32_t>(sizeof h + sizeof body);
+  h.opcode = opcode;
+  h.unique = unique;
+  std::vector<std::byte> raw(sizeof h + sizeof body);
+  std::memcpy(raw.data(), &h, sizeof h);
+  std::memcpy(raw.data() + sizeof h, &body, sizeof body);
+  return raw;
+}
+
+fuse_init_in init_in(std::uint32_t flags) {
+  fuse_init_in in{};
+  in.major = 7;
+  in.minor = 38;
+  in.flags = flags;
+  return in;
+}
+
+// Sends the INIT reply libfuse would write through the channel and returns
+// the flags that reach the kernel.
+std::uint32_t init_reply_flags(KernelChannel& ch, std::uint64_t unique, std::int32_t error = 0,
+                               std::size_t body_size = sizeof(fuse_init_out)) {
+  fuse_out_header h{};
+  h.unique = unique;
+  h.error = error;
+  fuse_init_out out{};
+  out.major = 7;
+  out.minor = 31;
+  out.flags = FUSE_ASYNC_READ | FUSE_WRITEBACK_CACHE;
+  iovec iov[2] = {{&h, sizeof h}, {&out, body_size}};
+  ch.on_reply(iov, 2);
+  return out.flags;
+}
+
+TEST_CASE("kernel channel: FUSE_INIT gains HANDLE_KILLPRIV_V2 where the kernel offers it", "[fuse]") {
+  KernelChannel ch;
+  CHECK_FALSE(ch.killpriv_v2());
+  // Replies before INIT, and replies to other requests, pass unchanged.
+  CHECK(init_reply_flags(ch, 7) == (FUSE_ASYNC_READ | FUSE_WRITEBACK_CACHE));
+  ch.on_request(request(FUSE_INIT, 2, init_in(FUSE_ASYNC_READ | FUSE_HANDLE_KILLPRIV_V2)));
+  CHECK(init_reply_flags(ch, 3) == (FUSE_ASYNC_READ | FUSE_WRITEBACK_CACHE));
+  CHECK(init_reply_flags(ch, 2) == (FUSE_ASYNC_READ | FUSE_WRITEBACK_CACHE | FUSE_HANDLE_KILLPRIV_V2));
+  CHECK(ch.killpriv_v2());
+  // Once only: a later reply with the same unique is not the INIT reply.
+  CHECK(init_reply_flags(ch, 2) == (FUSE_ASYNC_READ | FUSE_WRITEBACK_CACHE));
+}
+
+TEST_CASE("kernel channel: FUSE_INIT stays as libfuse made it otherwise", "[fuse]") {
+  SECTION("the kernel does not offer the capability") {
+    KernelChannel ch;
+    ch.on_request(request(FUSE_INIT, 2, init_in(FUSE_ASYNC_READ)));
+    CHECK(init_reply_flags(ch, 2) == (FUSE_ASYNC_READ | FUSE_WRITEBACK_CACHE));
+    CHECK_FALSE(ch.killpriv_v2());
+  }
+  SECTION("libfuse refuses the INIT") {
+    KernelChannel ch;
+    ch.on_request(request(FUSE_INIT, 2, init_in(FUSE_HANDLE_KILLPRIV_V2)));
+    CHECK(init_reply_flags(ch, 2, -EPROTO) == (FUSE_ASYNC_READ | FUSE_WRITEBACK_CACHE));
+    CHECK_FALSE(ch.killpriv_v2());
+  }
+  SECTION("a reply too short to hold the flags") {
+    KernelChannel ch;
+    ch.on_request(request(FUSE_INIT, 2, init_in(FUSE_HANDLE_KILLPRIV_V2)));
+    CHECK(init_reply_flags(ch, 2, 0, 8) == (FUSE_ASYNC_READ | FUSE_WRITEBACK_CACHE));
+    CHECK_FALSE(ch.killpriv_v2());
+  }
+  SECTION("an INIT request cut short") {
+    KernelChannel ch;
+    auto raw = request(FUSE_INIT, 2, init_in(FUSE_HANDLE_KILLPRIV_V2));
+    raw.resize(sizeof(fuse_in_header) + 8);
+    ch.on_request(raw);
+    CHECK(init_reply_flags(ch, 2) == (FUSE_ASYNC_READ | FUSE_WRITEBACK_CACHE));
+  }
+}
+
+TEST_CASE("kernel channel: kill flags of the request the thread read last", "[fuse]") {
+  KernelChannel ch;
+  fuse_write_in w{};
+  w.write_flags = FUSE_WRITE_KILL_SUIDGID;
+  ch.on_request(request(FUSE_WRITE, 10, w));
+  CHECK(KernelChannel::current_request().kill_suidgid);
+  // Another thread has read nothing: no flags there.
+  bool other_thread = true;
+  std::thread([&] { other_thread = KernelChannel::current_request().kill_suidgid; }).join();
+  CHECK_FALSE(other_thread);
+
+  w.write_flags = FUSE_WRITE_CACHE;  // writeback of the page cache
+  ch.on_request(request(FUSE_WRITE, 11, w));
+  CHECK_FALSE(KernelChannel::current_request().kill_suidgid);
+
+  fuse_open_in o{};
+  o.flags = O_WRONLY | O_TRUNC;
+  o.open_flags = FUSE_OPEN_KILL_SUIDGID;
+  ch.on_request(request(FUSE_OPEN, 12, o));
+  CHECK(KernelChannel::current_request().kill_suidgid);
+
+  fuse_setattr_in s{};
+  s.valid = FATTR_SIZE;
+  ch.on_request(request(FUSE_SETATTR, 13, s));
+  CHECK_FALSE(KernelChannel::current_request().kill_suidgid);
+  s.valid = FATTR_UID | FATTR_KILL_SUIDGID;
+  ch.on_request(request(FUSE_SETATTR, 14, s));
+  CHECK(KernelChannel::current_request().kill_suidgid);
+
+  // The same bit in other opcodes' bodies means nothing.
+  fuse_getattr_in g{};
+  g.getattr_flags = FATTR_KILL_SUIDGID | FUSE_WRITE_KILL_SUIDGID | FUSE_OPEN_KILL_SUIDGID;
+  ch.on_request(request(FUSE_GETATTR, 15, g));
+  CHECK_FALSE(KernelChannel::current_request().kill_suidgid);
+
+  // A body cut short never reads past the request.
+  auto raw = request(FUSE_WRITE, 16, w);
+  raw.resize(sizeof(fuse_in_header) + 4);
+  ch.on_request(raw);
+  CHECK_FALSE(KernelChannel::current_request().kill_suidgid);
+  ch.on_request({});
+  CHECK_FALSE(KernelChannel::current_request().kill_suidgid);
+}
+
+}  // namespace
+}  // namespace dhfs
