@@ -162,6 +162,7 @@ class FileSystem {
   // replay, orphan cleanup. Nothing is written yet. On failure returns
   // nullptr and sets `error` to one line.
   static std::unique_ptr<FileSystem> open(std::unique_ptr<Device> dev, const FsOptions& opts, std::string& error);
+  const FsOptions& options() const { return opts_; }
   ~FileSystem();
   FileSystem(const FileSystem&) = delete;
   FileSystem& operator=(const FileSystem&) = delete;

@@ -19,7 +19,7 @@
 #include <fmt/format.h>
 
 #include "fs/control.h"
-#include "fs/fuse_readahead.h"
+#include "fs/fuse_bdi.h"
 #include "fs/kernel_channel.h"
 #include "fs/uring.h"
 
@@ -632,13 +632,16 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
   fuse_loop_cfg_set_clone_fd(cfg.get(), 1);
   fuse_loop_cfg_set_idle_threads(cfg.get(), 8);
   fuse_loop_cfg_set_max_threads(cfg.get(), opts.max_threads);
-  // Read-ahead can be raised only after the kernel has applied the
-  // FUSE_INIT reply; a statfs of the mount returns only after that (the
-  // kernel holds every request until then), so a helper asks for one while
-  // the loop serves.
-  std::jthread readahead([&] {
+  // Read-ahead and the dirty limit can be set only after the kernel has
+  // applied the FUSE_INIT reply; a statfs of the mount returns only after
+  // that (the kernel holds every request until then), so a helper asks for
+  // one while the loop serves.
+  std::jthread bdi_settings([&] {
     struct statvfs sv {};
-    if (::statvfs(opts.mountpoint.c_str(), &sv) == 0) set_readahead_kb(device_id, kFuseReadaheadKb);
+    if (::statvfs(opts.mountpoint.c_str(), &sv) != 0) return;
+    set_readahead_kb(device_id, kFuseReadaheadKb);
+    if (!fs.options().strict_dirty_limit && !lift_dirty_limit(device_id))
+      fmt::print(stderr, "dhfs: cannot lift the kernel's dirty-page limit for FUSE on {}; it stays\n", opts.mountpoint);
   });
   int rc = fuse_session_loop_mt(session.get(), cfg.get());
   return rc == 0 ? 0 : 1;

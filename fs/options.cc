@@ -103,6 +103,8 @@ bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std
         return false;
       }
       fs.dedup_region_scope = val == "region";
+    } else if (opt == "strict_dirty_limit") {
+      fs.strict_dirty_limit = true;
     } else if (key == "dedup_small") {
       auto bytes = parse_size(val);
       if (!bytes || *bytes > (8ULL << 20)) {

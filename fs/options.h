@@ -43,6 +43,11 @@ struct FsOptions {
   // A file written from empty, but not in order, is read back to be hashed
   // at close up to this size; larger ones wait for an offline `dhfsctl dedup`.
   std::uint64_t dedup_rehash_bytes = 64ULL << 20;
+  // The kernel's page cache, applied by the FUSE adapter: by default dhfs
+  // lets its mount hold dirty pages like a kernel filesystem does; true
+  // keeps the kernel's limit for FUSE mounts (a strict 1% share of the dirty
+  // threshold, meant for daemons that are not trusted to write back).
+  bool strict_dirty_limit = false;
 };
 
 // Splits a comma-separated -o list. Options dhfs understands are applied to

@@ -142,7 +142,7 @@ TEST_CASE("generic mount options are accepted", "[mount]") {
 namespace dhfs_test {
 
 // The kernel starts a FUSE mount with 128 KiB of read-ahead; dhfs raises it
-// (see fs/fuse_readahead.h) as soon as the kernel has applied FUSE_INIT.
+// (see fs/fuse_bdi.h) as soon as the kernel has applied FUSE_INIT.
 TEST_CASE("mount: read-ahead of the mount is raised to 4 MiB", "[mount][dhfs]") {
   DHFS_ONLY_STRICT();
   MountedFs fs;
@@ -154,6 +154,30 @@ TEST_CASE("mount: read-ahead of the mount is raised to 4 MiB", "[mount][dhfs]") 
   std::string value;
   for (int i = 0; i < 500 && (value = read_file(sysfs)) != "4096\n"; ++i) sleep_ms(10);
   CHECK(value == "4096\n");
+}
+
+// The kernel gives a FUSE mount a strict 1% share of the dirty threshold;
+// dhfs takes a kernel filesystem's share unless told otherwise.
+TEST_CASE("mount: the dirty-page limit is a kernel filesystem's, or FUSE's with strict_dirty_limit",
+          "[mount][dhfs]") {
+  DHFS_ONLY_STRICT();
+  const bool strict = GENERATE(false, true);
+  FsOptions options;
+  if (strict) options.mount_opts = "strict_dirty_limit";
+  MountedFs fs(options);
+  struct stat st {};
+  SYS(::stat(fs.root().c_str(), &st));
+  const std::string bdi = fmt::format("/sys/class/bdi/{}:{}/", major(st.st_dev), minor(st.st_dev));
+  INFO(bdi << " strict_dirty_limit " << strict);
+  if (!exists(bdi + "strict_limit")) {
+    WARN("skipped: this kernel has no per-bdi strict_limit (Linux < 6.2)");
+    return;
+  }
+  const std::string want_strict = strict ? "1\n" : "0\n", want_ratio = strict ? "1\n" : "100\n";
+  // Set by a helper thread once FUSE_INIT is answered, like read-ahead.
+  for (int i = 0; i < 500 && read_file(bdi + "max_ratio") != want_ratio; ++i) sleep_ms(10);
+  CHECK(read_file(bdi + "strict_limit") == want_strict);
+  CHECK(read_file(bdi + "max_ratio") == want_ratio);
 }
 
 }  // namespace dhfs_test

@@ -1,4 +1,4 @@
-#include "fs/fuse_readahead.h"
+#include "fs/fuse_bdi.h"
 
 #include <fstream>
 #include <sstream>
@@ -38,12 +38,24 @@ std::string mount_device_id(const std::string& mountpoint) {
   return found;
 }
 
-bool set_readahead_kb(const std::string& device_id, unsigned kb) {
+namespace {
+bool write_bdi_attr(const std::string& device_id, const std::string& attr, unsigned value) {
   if (device_id.empty()) return false;
-  std::ofstream out("/sys/class/bdi/" + device_id + "/read_ahead_kb");
-  out << kb << '\n';
+  std::ofstream out("/sys/class/bdi/" + device_id + "/" + attr);
+  out << value << '\n';
   out.flush();
   return static_cast<bool>(out);
+}
+}  // namespace
+
+bool set_readahead_kb(const std::string& device_id, unsigned kb) {
+  return write_bdi_attr(device_id, "read_ahead_kb", kb);
+}
+
+bool lift_dirty_limit(const std::string& device_id) {
+  // In this order: max_ratio above 1 is refused while strict_limit is on
+  // only on some kernels, never the other way round.
+  return write_bdi_attr(device_id, "strict_limit", 0) && write_bdi_attr(device_id, "max_ratio", 100);
 }
 
 }  // namespace dhfs
