@@ -154,6 +154,7 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
       return done > 0 ? static_cast<ssize_t>(done) : rc;
     }
     ssize_t rc = write_small_inside(ino, off + done, data.subspan(done, n), blocks_changed);
+    if (rc == -EAGAIN) rc = write_large_in_stripes(ino, off + done, data.subspan(done, n), blocks_changed);
     if (rc == -EAGAIN) {
       std::unique_lock io(io_lock(ino));
       rc = write_piece_locked(ino, off + done, data.subspan(done, n), blocks_changed);
@@ -187,6 +188,47 @@ ssize_t FileSystem::write_small_inside(Ino ino, std::uint64_t at, std::span<cons
   bool changed = false;
   ssize_t rc = write_locked(ino, at, piece, &changed, true);
   if (blocks_changed && changed) *blocks_changed = true;
+  return rc;
+}
+
+// Large writes of new data (the kernel's write-back of a file being
+// written) run side by side too, each holding the stripes it writes: one
+// file's write-back then keeps several device writes in flight instead of
+// one (the device had a queue depth of one per file before). They take this
+// path only where nothing outside their stripes can change: no chunk of the
+// piece is stored already (sharing it reads and locks another range or
+// file), its chunk windows are whole (no window completed from bytes
+// around it), and no old last block has to be zeroed. -EAGAIN: the caller
+// takes the exclusive path.
+ssize_t FileSystem::write_large_in_stripes(Ino ino, std::uint64_t at, std::span<const std::byte> piece,
+                                           bool* blocks_changed) {
+  const std::uint64_t end = at + piece.size();
+  std::shared_lock io(io_lock(ino));
+  std::uint64_t size_before, generation;
+  {
+    std::shared_lock m(meta_mu_);
+    Inode* in = inodes_.get(ino);
+    if (!in || !in->is_reg()) return -EAGAIN;
+    size_before = in->size;
+    generation = in->generation;
+  }
+  std::vector<std::pair<ChunkKey, std::uint64_t>> windows;  // to remember once written
+  if (opts_.dedup) {
+    if (at % kChunkBytes || (end % kChunkBytes && end < size_before)) return -EAGAIN;
+    bool stored = false;
+    ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
+      const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
+      stored = stored || chunks_.find(key).has_value();
+      windows.emplace_back(key, w / kBlockSize);
+    });
+    if (stored) return -EAGAIN;
+  }
+  RangeLocks::Guard stripes(range_locks_, ino, at / kBlockSize, (end - 1) / kBlockSize);
+  bool changed = false;
+  const ssize_t rc = write_locked(ino, at, piece, &changed, true, /*in_stripes=*/true);
+  if (rc < 0) return rc;
+  if (blocks_changed && changed) *blocks_changed = true;
+  for (const auto& [key, lblk] : windows) chunks_.remember(key, {ino, generation, lblk});
   return rc;
 }
 
@@ -334,7 +376,7 @@ struct WritePiece {
 }  // namespace
 
 ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed,
-                                 bool extend) {
+                                 bool extend, bool in_stripes) {
   const std::uint64_t end = off + data.size();
   const std::uint64_t wfirst = off / kBlockSize;      // blocks the data touches
   const std::uint64_t wlast = (end - 1) / kBlockSize;
@@ -408,8 +450,10 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   }
   const std::uint64_t nblk = last - first + 1;
   // Writing past the end exposes the rest of the old last block.
-  if (extend && off > old_size && old_size / kBlockSize < wfirst)
+  if (extend && off > old_size && old_size / kBlockSize < wfirst) {
+    if (in_stripes && old_size % kBlockSize) return -EAGAIN;  // that block is outside our stripes
     if (int rc = zero_tail_block(ino, old_size); rc) return rc;
+  }
 
   AlignedBuffer buf(nblk * kBlockSize);
   // Blocks the data covers only in part (and blocks a cow_unit copies

@@ -310,9 +310,13 @@ class FileSystem {
   // Writes under the inode's I/O lock: in place where the file owns the
   // blocks alone, to new blocks for holes and for shared blocks. `extend`:
   // the file grows to cover the write (false: zeroing beyond the end).
+  // `in_stripes`: the caller holds only the stripes of the write (see
+  // RangeLocks), so a write past an end of file that is not block aligned,
+  // which must zero the rest of the old last block, returns -EAGAIN.
   ssize_t write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed,
-                       bool extend);
+                       bool extend, bool in_stripes = false);
   ssize_t write_small_inside(Ino ino, std::uint64_t at, std::span<const std::byte> piece, bool* blocks_changed);
+  ssize_t write_large_in_stripes(Ino ino, std::uint64_t at, std::span<const std::byte> piece, bool* blocks_changed);
   ssize_t write_piece_locked(Ino ino, std::uint64_t at, std::span<const std::byte> piece, bool* blocks_changed);
   // What a read loaded from the device, for the chunk index.
   struct LoadedWindows {

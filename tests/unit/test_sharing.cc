@@ -1021,3 +1021,76 @@ TEST_CASE("sharing: random clones, writes, truncates, punches and unlinks match 
 
 }  // namespace
 }  // namespace dhfs
+
+namespace dhfs::sharing_test {
+namespace {
+
+// The kernel writes a file back in 1 MiB requests that dhfs serves side by
+// side (write_large_in_stripes). Pieces written in shuffled order by several
+// threads must land whole: one piece stores the same bytes as another (its
+// chunks are shared on the exclusive path), one ends inside a block (the
+// next piece past it must zero the rest of that block, also exclusively).
+TEST_CASE("sharing: a file written back out of order by several threads", "[sharing][threads]") {
+  Rig rig(512 * kMiB, FsOptions{});
+  FileSystem& fs = *rig.fs;
+  const Ino f = create_empty(fs, kRootIno, "f");
+  constexpr int kPieces = 48, kThreads = 4, kDuplicate = 7, kDuplicated = 3, kShort = 20;
+  constexpr std::size_t kShortBy = 1234;
+  std::vector<std::string> pieces(kPieces);
+  for (int i = 0; i < kPieces; ++i) pieces[i] = pattern(kMiB, 900 + static_cast<std::uint64_t>(i));
+  pieces[kDuplicate] = pieces[kDuplicated];
+  pieces[kShort].resize(kMiB - kShortBy);
+  std::string expect;
+  for (int i = 0; i < kPieces; ++i) expect += pieces[i] + (i == kShort ? std::string(kShortBy, '\0') : "");
+  // The original of the duplicate first, so that the duplicate finds it.
+  REQUIRE(fs.open(f, O_RDWR) == 0);
+  write_bytes(fs, f, kDuplicated * kMiB, pieces[kDuplicated]);
+  std::vector<int> order;
+  for (int i = 0; i < kPieces; ++i)
+    if (i != kDuplicated) order.push_back(i);
+  std::shuffle(order.begin(), order.end(), std::mt19937(77));
+
+  std::atomic<int> next{0};
+  std::atomic<bool> done{false};
+  std::vector<std::string> errors(kThreads + 1);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int k; (k = next.fetch_add(1)) < static_cast<int>(order.size());) {
+        const int i = order[k];
+        const ssize_t n = fs.write(f, static_cast<std::uint64_t>(i) * kMiB, as_bytes(pieces[i]));
+        if (n != static_cast<ssize_t>(pieces[i].size()) && errors[t].empty())
+          errors[t] = fmt::format("piece {}: write returned {}", i, n);
+      }
+    });
+  threads.emplace_back([&] {  // every piece a reader sees is all there or not at all
+    AlignedBuffer scratch;
+    std::mt19937 rng(5);
+    while (!done.load()) {
+      const int i = static_cast<int>(rng() % kPieces);
+      std::span<const std::byte> got;
+      if (fs.read(f, static_cast<std::uint64_t>(i) * kMiB, pieces[i].size(), scratch, &got) != 0) {
+        errors[kThreads] = "read failed";
+        return;
+      }
+      const std::string seen(reinterpret_cast<const char*>(got.data()), got.size());
+      if (seen.size() == pieces[i].size() && seen != pieces[i] && seen != std::string(seen.size(), '\0') &&
+          errors[kThreads].empty())
+        errors[kThreads] = fmt::format("piece {} seen half written", i);
+    }
+  });
+  for (int t = 0; t < kThreads; ++t) threads[t].join();
+  done = true;
+  threads.back().join();
+  fs.release(f);
+  for (const auto& e : errors) CHECK(e == "");
+  CHECK(getattr_of(fs, f).size == expect.size());
+  CHECK(test::read_file(fs, f) == expect);
+  CHECK(synced(fs).shared_blocks == kMiB / kB);  // the blocks of the duplicate and its original
+
+  rig.reopen();
+  CHECK(test::read_file(*rig.fs, f) == expect);
+}
+
+}  // namespace
+}  // namespace dhfs::sharing_test
