@@ -10,12 +10,12 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 #include <fmt/format.h>
 
 #include "fs/control.h"
@@ -58,12 +58,17 @@ bool caller_has_capability(fuse_req_t req, int cap) {
   return false;
 }
 
+// Whether `gid` is the caller's group or one of its supplementary groups.
 bool caller_in_group(fuse_req_t req, std::uint32_t gid) {
   if (fuse_req_ctx(req)->gid == gid) return true;
-  gid_t groups[NGROUPS_MAX];
-  const int n = fuse_req_getgroups(req, NGROUPS_MAX, groups);
-  for (int i = 0; i < std::min(n, static_cast<int>(NGROUPS_MAX)); ++i)
-    if (groups[i] == gid) return true;
+  std::vector<gid_t> groups(32);
+  int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
+  if (n > static_cast<int>(groups.size())) {  // it returns how many there are
+    groups.resize(static_cast<std::size_t>(n));
+    n = fuse_req_getgroups(req, n, groups.data());
+  }
+  for (int i = 0; i < std::min(n, static_cast<int>(groups.size())); ++i)
+    if (groups[static_cast<std::size_t>(i)] == gid) return true;
   return false;
 }
 
