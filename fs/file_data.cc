@@ -215,10 +215,13 @@ ssize_t FileSystem::write_large_in_stripes(Ino ino, std::uint64_t at, std::span<
   std::vector<std::pair<ChunkKey, std::uint64_t>> windows;  // to remember once written
   if (opts_.dedup) {
     if (at % kChunkBytes || (end % kChunkBytes && end < size_before)) return -EAGAIN;
+    // Stops hashing at the first stored window: the exclusive path hashes
+    // the piece again (an overlay copy-up would otherwise hash it twice).
     bool stored = false;
     ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
+      if (stored) return;
       const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
-      stored = stored || chunks_.find(key).has_value();
+      stored = chunks_.find(key).has_value();
       windows.emplace_back(key, w / kBlockSize);
     });
     if (stored) return -EAGAIN;
