@@ -9,8 +9,8 @@ std::vector<BlockRun> referenced_runs(const InodeTable& inodes) {
   // Sweep the start (+1) and end (-1) of every extent in device order.
   std::vector<std::pair<BlockNo, int>> edges;
   inodes.for_each([&](const Inode& in) {
-    if (!in.map) return;
-    for (const FileExtent& e : *in.map) {
+    if (!in.map()) return;
+    for (const FileExtent& e : *in.map()) {
       edges.push_back({e.pblk, +1});
       edges.push_back({e.pblk + e.len, -1});
     }

@@ -67,7 +67,7 @@ int FileSystem::content_changing(Ino ino, const std::uint64_t* write_off, std::s
     Inode* in = inodes_.get(ino);
     if (!in || !in->is_reg()) return 0;
     std::atomic_ref(in->data_version).store(next_data_version_.fetch_add(1));
-    if (std::shared_ptr<HashStream> s = in->stream) {
+    if (std::shared_ptr<HashStream> s = in->open_state ? in->open_state->stream : nullptr) {
       if (write_off)
         s->feed(*write_off, data);
       else
@@ -104,20 +104,23 @@ int FileSystem::withdraw_content_hash(Ino ino) {
 }
 
 void FileSystem::opened_for_dedup(Inode& in, int flags) {
-  if (in.opens == 0) in.version_at_open = in.data_version;
-  if (opts_.dedup && !opts_.read_only && in.is_reg() && in.size == 0 && !in.stream &&
-      (flags & O_ACCMODE) != O_RDONLY)
-    in.stream = std::make_shared<HashStream>();
+  if (!in.is_reg()) return;
+  if (!in.open_state) in.open_state = std::make_unique<OpenFileState>();
+  OpenFileState& st = *in.open_state;
+  if (in.opens == 0) st.version_at_open = in.data_version;
+  if (opts_.dedup && !opts_.read_only && in.size == 0 && !st.stream && (flags & O_ACCMODE) != O_RDONLY)
+    st.stream = std::make_shared<HashStream>();
 }
 
 void FileSystem::closed_for_dedup(Inode& in, DedupAfterClose* todo) {
-  if (in.opens != 0 || !in.is_reg()) return;
-  std::shared_ptr<HashStream> stream = std::move(in.stream);
+  if (in.opens != 0 || !in.open_state) return;
+  const std::unique_ptr<OpenFileState> st = std::move(in.open_state);
+  std::shared_ptr<HashStream> stream = std::move(st->stream);
   // Only files written from empty (created or truncated, then written):
   // a file changed in place or appended to (a log, a database) is left to
   // an offline `dhfsctl dedup`, or every close would read it back.
   if (!stream || !opts_.dedup || opts_.read_only || in.nlink == 0 || in.size == 0 ||
-      in.data_version == in.version_at_open || in.hash_valid)
+      in.data_version == st->version_at_open || in.hash_valid)
     return;
   todo->ino = in.ino;
   todo->version = in.data_version;
@@ -222,7 +225,7 @@ int FileSystem::settle_content(Ino ino, const ContentHash& h, std::uint64_t vers
       for (const DedupHolder& d : *holders) {
         Inode* c = inodes_.get(d.ino);
         if (d.ino == ino || !c || c->generation != d.generation || !c->hash_valid || c->size != in->size) continue;
-        candidates.push_back({d, version_of(*c), same_extents(*c->map, *in->map)});
+        candidates.push_back({d, version_of(*c), same_extents(*c->map(), *in->map())});
       }
   }
   for (const Candidate& c : candidates) {
@@ -245,16 +248,16 @@ int FileSystem::adopt_extents(Ino ino, std::uint64_t version, const DedupKey& ke
   Inode* src = inodes_.get(holder.ino);
   if (!in || in->data_version != version || in->size != key.size || !src || src->generation != holder.generation ||
       !src->hash_valid || src->content_hash != key.hash || src->data_version != holder_version ||
-      src->size != key.size || has_unwritten(*src->map))
+      src->size != key.size || has_unwritten(*src->map()))
     return -EAGAIN;
   Txn txn;
   std::vector<Extent> to_free;
-  if (!same_extents(*src->map, *in->map)) {
+  if (!same_extents(*src->map(), *in->map())) {
     std::vector<Segment> displaced;
-    in->map->set(0, ~0ULL, 0, 0, &displaced);
+    in->map()->set(0, ~0ULL, 0, 0, &displaced);
     txn.extent(ino, 0, ~0ULL, 0, 0);
-    for (const FileExtent& e : *src->map) {
-      in->map->set(e.lblk, e.len, e.pblk, e.flags);
+    for (const FileExtent& e : *src->map()) {
+      in->map()->set(e.lblk, e.len, e.pblk, e.flags);
       txn.extent(ino, e.lblk, e.len, e.pblk, e.flags);
       add_refs({e.pblk, e.len}, txn);
     }

@@ -44,6 +44,11 @@ class Directory {
   // Visits every live entry.
   void for_each(const std::function<void(const DirEntry&)>& fn) const;
 
+  // The directory holding this one (for ".."); not persisted, the loader
+  // finds it from the entries.
+  Ino parent() const { return parent_; }
+  void set_parent(Ino p) { parent_ = p; }
+
   // Open listings pin the cookies (see above).
   void open_listing() { ++listings_; }
   void close_listing();
@@ -59,6 +64,7 @@ class Directory {
   std::vector<std::uint32_t> index_;  // open addressing: entry index or kEmpty
   std::size_t live_ = 0;
   std::uint32_t listings_ = 0;
+  Ino parent_ = 0;
 };
 
 }  // namespace dhfs

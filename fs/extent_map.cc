@@ -14,9 +14,20 @@ bool joinable(const FileExtent& a, const FileExtent& b) {
 }
 }  // namespace
 
+const ExtentMap::Tree& ExtentMap::tree() const {
+  static const Tree kNoExtents;
+  return tree_ ? *tree_ : kNoExtents;
+}
+
+ExtentMap::Tree& ExtentMap::writable_tree() {
+  if (!tree_) tree_ = std::make_unique<Tree>();
+  return *tree_;
+}
+
 ExtentMap::Tree::const_iterator ExtentMap::ending_after(std::uint64_t lblk) const {
-  auto it = tree_.upper_bound(lblk);  // first extent starting after lblk
-  if (it != tree_.begin()) {
+  const Tree& t = tree();
+  auto it = t.upper_bound(lblk);  // first extent starting after lblk
+  if (it != t.begin()) {
     auto prev = std::prev(it);
     if (prev->second.lend() > lblk) return prev;
   }
@@ -24,8 +35,9 @@ ExtentMap::Tree::const_iterator ExtentMap::ending_after(std::uint64_t lblk) cons
 }
 
 ExtentMap::Tree::iterator ExtentMap::ending_after(std::uint64_t lblk) {
-  auto it = tree_.upper_bound(lblk);
-  if (it != tree_.begin()) {
+  Tree& t = writable_tree();
+  auto it = t.upper_bound(lblk);
+  if (it != t.begin()) {
     auto prev = std::prev(it);
     if (prev->second.lend() > lblk) return prev;
   }
@@ -34,23 +46,24 @@ ExtentMap::Tree::iterator ExtentMap::ending_after(std::uint64_t lblk) {
 
 // Inserts `e` (its range is unmapped) and merges it with its neighbours.
 void ExtentMap::insert_merged(FileExtent e) {
-  auto next = tree_.lower_bound(e.lblk);
-  if (next != tree_.begin()) {
+  Tree& t = writable_tree();
+  auto next = t.lower_bound(e.lblk);
+  if (next != t.begin()) {
     auto prev = std::prev(next);
     if (joinable(prev->second, e)) {
       prev->second.len += e.len;
-      if (next != tree_.end() && joinable(prev->second, next->second)) {
+      if (next != t.end() && joinable(prev->second, next->second)) {
         prev->second.len += next->second.len;
-        tree_.erase(next);
+        t.erase(next);
       }
       return;
     }
   }
-  if (next != tree_.end() && joinable(e, next->second)) {
+  if (next != t.end() && joinable(e, next->second)) {
     e.len += next->second.len;
-    tree_.erase(next);
+    t.erase(next);
   }
-  tree_.emplace_hint(tree_.lower_bound(e.lblk), e.lblk, e);
+  t.emplace_hint(t.lower_bound(e.lblk), e.lblk, e);
 }
 
 void ExtentMap::set(std::uint64_t lblk, std::uint64_t len, BlockNo pblk, std::uint32_t flags,
@@ -61,8 +74,10 @@ void ExtentMap::set(std::uint64_t lblk, std::uint64_t len, BlockNo pblk, std::ui
   // Cut [lblk, end) out of the existing extents; the parts outside the
   // range (at most one on each side) stay.
   std::optional<FileExtent> keep_lo, keep_hi;
+  if (!tree_ && pblk == 0) return;  // unmapping from an empty map
+  Tree& t = writable_tree();
   auto it = ending_after(lblk);
-  while (it != tree_.end() && it->second.lblk < end) {
+  while (it != t.end() && it->second.lblk < end) {
     const FileExtent e = it->second;
     std::uint64_t cut_lo = std::max(e.lblk, lblk);
     std::uint64_t cut_hi = std::min(e.lend(), end);
@@ -71,13 +86,16 @@ void ExtentMap::set(std::uint64_t lblk, std::uint64_t len, BlockNo pblk, std::ui
     if (e.lblk < lblk) keep_lo = FileExtent{e.lblk, e.pblk, static_cast<std::uint32_t>(lblk - e.lblk), e.flags};
     if (e.lend() > end)
       keep_hi = FileExtent{end, e.pblk + (end - e.lblk), static_cast<std::uint32_t>(e.lend() - end), e.flags};
-    it = tree_.erase(it);
+    it = t.erase(it);
   }
   // (the kept pieces were counted in mapped_blocks_ before and still are)
-  if (keep_lo) tree_.emplace(keep_lo->lblk, *keep_lo);
-  if (keep_hi) tree_.emplace(keep_hi->lblk, *keep_hi);
+  if (keep_lo) t.emplace(keep_lo->lblk, *keep_lo);
+  if (keep_hi) t.emplace(keep_hi->lblk, *keep_hi);
 
-  if (pblk == 0) return;
+  if (pblk == 0) {
+    if (t.empty()) tree_.reset();
+    return;
+  }
   // Map the new range, in runs that fit the 32-bit extent length.
   std::uint64_t l = lblk;
   BlockNo p = pblk;
@@ -96,7 +114,7 @@ std::vector<Segment> ExtentMap::segments(std::uint64_t lblk, std::uint64_t len) 
   std::vector<Segment> out;
   const std::uint64_t end = lblk + len;
   std::uint64_t cur = lblk;
-  for (auto it = ending_after(lblk); it != tree_.end() && it->second.lblk < end; ++it) {
+  for (auto it = ending_after(lblk); it != tree().end() && it->second.lblk < end; ++it) {
     const FileExtent& e = it->second;
     if (e.lblk > cur) out.push_back({cur, e.lblk - cur, 0, 0});
     std::uint64_t lo = std::max(e.lblk, cur);
@@ -110,7 +128,7 @@ std::vector<Segment> ExtentMap::segments(std::uint64_t lblk, std::uint64_t len) 
 
 std::optional<FileExtent> ExtentMap::find(std::uint64_t lblk) const {
   auto it = ending_after(lblk);
-  if (it != tree_.end() && it->second.lblk <= lblk) return it->second;
+  if (it != tree().end() && it->second.lblk <= lblk) return it->second;
   return std::nullopt;
 }
 
@@ -121,13 +139,13 @@ std::optional<FileExtent> ExtentMap::find_before(std::uint64_t lblk) const {
 
 std::optional<std::uint64_t> ExtentMap::next_data(std::uint64_t lblk) const {
   auto it = ending_after(lblk);
-  if (it == tree_.end()) return std::nullopt;
+  if (it == tree().end()) return std::nullopt;
   return std::max(it->second.lblk, lblk);
 }
 
 std::uint64_t ExtentMap::next_hole(std::uint64_t lblk) const {
   std::uint64_t cur = lblk;
-  for (auto it = ending_after(lblk); it != tree_.end() && it->second.lblk <= cur; ++it) cur = it->second.lend();
+  for (auto it = ending_after(lblk); it != tree().end() && it->second.lblk <= cur; ++it) cur = it->second.lend();
   return cur;
 }
 

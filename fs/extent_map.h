@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -88,22 +89,26 @@ class ExtentMap {
   std::uint64_t next_hole(std::uint64_t lblk) const;
 
   std::uint64_t mapped_blocks() const { return mapped_blocks_; }
-  std::size_t extent_count() const { return tree_.size(); }
-  const_iterator begin() const { return const_iterator(tree_.begin()); }
-  const_iterator end() const { return const_iterator(tree_.end()); }
+  std::size_t extent_count() const { return tree().size(); }
+  const_iterator begin() const { return const_iterator(tree().begin()); }
+  const_iterator end() const { return const_iterator(tree().end()); }
   std::vector<FileExtent> extents() const { return {begin(), end()}; }  // a copy
-  bool empty() const { return tree_.empty(); }
+  bool empty() const { return tree().empty(); }
   void clear() {
-    tree_.clear();
+    tree_.reset();
     mapped_blocks_ = 0;
   }
 
  private:
+  // The tree exists only while the file has extents: most files of an
+  // image are empty or small, and an empty std::map costs 48 bytes.
+  const Tree& tree() const;
+  Tree& writable_tree();
   Tree::const_iterator ending_after(std::uint64_t lblk) const;
   Tree::iterator ending_after(std::uint64_t lblk);
   void insert_merged(FileExtent e);
 
-  Tree tree_;
+  std::unique_ptr<Tree> tree_;
   std::uint64_t mapped_blocks_ = 0;
 };
 

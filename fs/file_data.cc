@@ -85,7 +85,7 @@ int FileSystem::read_locked(Ino ino, std::uint64_t off, std::size_t size, Aligne
       last = std::min((last / kWindowBlocks + 1) * kWindowBlocks, blocks_for(in->size)) - 1;
     }
     nblk = last - first + 1;
-    segs = in->map->segments(first, nblk);
+    segs = in->map()->segments(first, nblk);
   }
   scratch.ensure(nblk * kBlockSize);
   std::vector<DeviceIo> ios;
@@ -322,7 +322,7 @@ void FileSystem::complete_window(Ino ino, std::uint64_t w, std::uint64_t generat
     if (!in || in->size <= w) return;
     len = std::min(kChunkBytes, in->size - w);
     // Not worth a read unless every block of the window holds data.
-    for (const Segment& s : in->map->segments(w / kBlockSize, blocks_for(len)))
+    for (const Segment& s : in->map()->segments(w / kBlockSize, blocks_for(len)))
       if (s.hole() || (s.flags & kExtentUnwritten)) return;
   }
   thread_local AlignedBuffer scratch;
@@ -355,7 +355,7 @@ void FileSystem::remember_read(Ino ino, const LoadedWindows& loaded) {
 // to `lblk`: blocks written (or copied on write) land in file order next to
 // their neighbours, with room kept for the blocks between them. 0 if none.
 BlockNo FileSystem::placement_hint(const Inode& in, std::uint64_t lblk) const {
-  const ExtentMap& ex = *in.map;
+  const ExtentMap& ex = *in.map();
   auto it = ex.first_ending_after(lblk);  // then the first extent starting at or after lblk
   if (it != ex.end() && it->lblk < lblk) ++it;
   for (int looked = 0; it != ex.begin() && looked < 32; ++looked) {
@@ -396,7 +396,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     old_size = in->size;
     region = in->region;
     auto collect = [&](std::uint64_t from, std::uint64_t n, std::vector<WritePiece>& out) {
-      for (const Segment& s : in->map->segments(from, n)) {
+      for (const Segment& s : in->map()->segments(from, n)) {
         if (s.hole()) {
           out.push_back({WritePiece::kAllocate, s.lblk, s.len, 0, 0});
         } else if (s.flags & kExtentUnwritten) {
@@ -539,11 +539,11 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   Txn txn;
   std::vector<Segment> replaced;  // shared blocks this file no longer references
   for (const FileExtent& f : fresh) {
-    in->map->set(f.lblk, f.len, f.pblk, 0, &replaced);
+    in->map()->set(f.lblk, f.len, f.pblk, 0, &replaced);
     txn.extent(ino, f.lblk, f.len, f.pblk, 0);
   }
   for (const Segment& c : converted) {
-    in->map->set(c.lblk, c.len, c.pblk, 0);
+    in->map()->set(c.lblk, c.len, c.pblk, 0);
     txn.extent(ino, c.lblk, c.len, c.pblk, 0);
   }
   std::vector<Extent> to_free;
@@ -580,7 +580,7 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
     Inode* dst = inodes_.get(ino);
     if (!src || !dst || !src->is_reg() || src->generation != home.generation || !may_share_with(*dst, *src))
       return std::nullopt;
-    auto segs = src->map->segments(home.lblk, nblk);
+    auto segs = src->map()->segments(home.lblk, nblk);
     for (const Segment& s : segs)
       if (s.hole() || (s.flags & kExtentUnwritten)) return std::nullopt;
     return segs;
@@ -616,11 +616,11 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
     return false;
   Txn txn;
   std::vector<Segment> displaced;
-  in->map->set(lblk, nblk, 0, 0, &displaced);
+  in->map()->set(lblk, nblk, 0, 0, &displaced);
   txn.extent(ino, lblk, nblk, 0, 0);
   for (const Segment& s : segs) {
     const std::uint64_t l = lblk + (s.lblk - home.lblk);
-    in->map->set(l, s.len, s.pblk, 0);
+    in->map()->set(l, s.len, s.pblk, 0);
     txn.extent(ino, l, s.len, s.pblk, 0);
     add_refs({s.pblk, s.len}, txn);
   }
@@ -640,8 +640,8 @@ int FileSystem::zero_range_in_block(Ino ino, std::uint64_t off, std::uint64_t le
   {
     std::shared_lock m(meta_mu_);
     Inode* in = inodes_.get(ino);
-    if (!in || !in->map) return 0;
-    auto e = in->map->find(off / kBlockSize);
+    if (!in || !in->map()) return 0;
+    auto e = in->map()->find(off / kBlockSize);
     if (!e || (e->flags & kExtentUnwritten)) return 0;
   }
   std::vector<std::byte> zeros(len);
@@ -663,7 +663,7 @@ void FileSystem::truncate_locked(Inode& in, std::uint64_t new_size, Txn& txn, st
   if (new_size < in.size) {
     const std::uint64_t keep = blocks_for(new_size);
     std::vector<Segment> gone;
-    in.map->set(keep, ~0ULL - keep, 0, 0, &gone);
+    in.map()->set(keep, ~0ULL - keep, 0, 0, &gone);
     if (!gone.empty()) txn.extent(in.ino, keep, ~0ULL - keep, 0, 0);
     drop_refs(gone, txn, freed);
   }
@@ -718,7 +718,7 @@ int FileSystem::punch_hole(Ino ino, std::uint64_t off, std::uint64_t len) {
   Txn txn;
   std::vector<Segment> gone;
   if (full_end > full_first) {
-    in->map->set(full_first, full_end - full_first, 0, 0, &gone);
+    in->map()->set(full_first, full_end - full_first, 0, 0, &gone);
     if (!gone.empty()) txn.extent(ino, full_first, full_end - full_first, 0, 0);
   }
   mark_changed(*in, now_ns(), true);
@@ -742,7 +742,7 @@ int FileSystem::preallocate(Ino ino, std::uint64_t off, std::uint64_t len, bool 
     if (!in->is_reg()) return in->is_dir() ? -EISDIR : -ENODEV;
     old_size = in->size;
     region = in->region;
-    segs = in->map->segments(first, (end - 1) / kBlockSize - first + 1);
+    segs = in->map()->segments(first, (end - 1) / kBlockSize - first + 1);
   }
   if (!keep_size && end > old_size)
     if (int rc = zero_tail_block(ino, old_size); rc) return rc;
@@ -773,7 +773,7 @@ int FileSystem::preallocate(Ino ino, std::uint64_t off, std::uint64_t len, bool 
   }
   Txn txn;
   for (const FileExtent& f : fresh) {
-    in->map->set(f.lblk, f.len, f.pblk, f.flags);
+    in->map()->set(f.lblk, f.len, f.pblk, f.flags);
     txn.extent(ino, f.lblk, f.len, f.pblk, f.flags);
   }
   const bool grows = !keep_size && end > in->size;
@@ -798,12 +798,12 @@ std::int64_t FileSystem::lseek(Ino ino, std::int64_t off, int whence) {
   if (off >= size) return -ENXIO;
   const std::uint64_t lblk = static_cast<std::uint64_t>(off) / kBlockSize;
   if (whence == SEEK_DATA) {
-    auto d = in->map->next_data(lblk);
+    auto d = in->map()->next_data(lblk);
     if (!d) return -ENXIO;
     auto pos = std::max<std::int64_t>(off, static_cast<std::int64_t>(*d * kBlockSize));
     return pos >= size ? -ENXIO : pos;
   }
-  std::uint64_t hole = in->map->next_hole(lblk);
+  std::uint64_t hole = in->map()->next_hole(lblk);
   return std::min<std::int64_t>(size, std::max<std::int64_t>(off, static_cast<std::int64_t>(hole * kBlockSize)));
 }
 
@@ -871,18 +871,18 @@ ssize_t FileSystem::clone_blocks(Ino in_ino, std::uint64_t lblk_in, Ino out_ino,
     Inode* in = inodes_.get(in_ino);
     Inode* out = inodes_.get(out_ino);
     if (!in || !out) return -ENOENT;
-    std::vector<Segment> segs = in->map->segments(lblk_in + done, nblk - done);
+    std::vector<Segment> segs = in->map()->segments(lblk_in + done, nblk - done);
     if (segs.size() > kWindow) segs.resize(kWindow);
     const std::uint64_t win = segs.back().lblk + segs.back().len - (lblk_in + done);
     const std::uint64_t dst = lblk_out + done;
     Txn txn;
     std::vector<Segment> displaced;
-    out->map->set(dst, win, 0, 0, &displaced);
+    out->map()->set(dst, win, 0, 0, &displaced);
     txn.extent(out_ino, dst, win, 0, 0);
     for (const Segment& s : segs) {
       if (s.hole() || (s.flags & kExtentUnwritten)) continue;
       const std::uint64_t l = dst + (s.lblk - (lblk_in + done));
-      out->map->set(l, s.len, s.pblk, 0);
+      out->map()->set(l, s.len, s.pblk, 0);
       txn.extent(out_ino, l, s.len, s.pblk, 0);
       add_refs({s.pblk, s.len}, txn);
     }

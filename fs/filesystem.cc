@@ -106,7 +106,7 @@ Attr FileSystem::attr_of(const Inode& in) const {
   a.uid = in.uid;
   a.gid = in.gid;
   a.rdev = in.rdev;
-  a.size = in.is_symlink() && in.target ? in.target->size() : in.size;
+  a.size = in.is_symlink() && in.target() ? in.target()->size() : in.size;
   a.blocks = in.allocated_blocks() * (kBlockSize / 512);
   a.atime_ns = in.atime_ns;
   a.mtime_ns = in.mtime_ns;
@@ -174,9 +174,9 @@ int FileSystem::lookup(Ino parent, std::string_view name, Attr* out) {
   if (name == ".") {
     target = parent;
   } else if (name == "..") {
-    target = p->parent ? p->parent : kRootIno;
+    target = p->parent() ? p->parent() : kRootIno;
   } else {
-    auto d = p->dir->lookup(name);
+    auto d = p->dir()->lookup(name);
     if (!d) return -ENOENT;
     target = d->ino;
   }
@@ -305,24 +305,24 @@ int FileSystem::make_node(Ino parent, std::string_view name, std::uint32_t mode,
   std::unique_lock m(meta_mu_);
   Inode* dir;
   if (int rc = check_dir_entry(parent, name, &dir); rc) return rc;
-  if (dir->dir->lookup(name)) return -EEXIST;
+  if (dir->dir()->lookup(name)) return -EEXIST;
   if (S_ISDIR(mode) && dir->nlink >= kMaxLinks) return -EMLINK;
   Inode* in = new_inode(mode, cred, *dir);
   in->rdev = (S_ISCHR(mode) || S_ISBLK(mode)) ? rdev : 0;
   in->nlink = S_ISDIR(mode) ? 2 : 1;
   Txn txn;
   if (S_ISDIR(mode)) {
-    in->parent = dir->ino;
+    in->set_parent(dir->ino);
     ++dir->nlink;
     if (wants_region(*dir, name)) start_region(*in, region_blocks_, txn);
   }
-  if (in->target) in->target->assign(target);
+  if (in->target()) in->target()->assign(target);
   in->lookups = 1;
   if (open_it) {
     opened_for_dedup(*in, O_RDWR);
     in->opens = 1;
   }
-  dir->dir->add(name, in->ino, dtype_of(in->mode));
+  dir->dir()->add(name, in->ino, dtype_of(in->mode));
   txn.inode(*in);
   txn.dirent(dir->ino, name, in->ino, dtype_of(in->mode));
   touch_dir(*dir, in->ctime_ns, txn);
@@ -359,8 +359,8 @@ int FileSystem::readlink(Ino ino, std::string* out) {
   std::shared_lock m(meta_mu_);
   Inode* in = inodes_.get(ino);
   if (!in) return -ENOENT;
-  if (!in->target) return -EINVAL;
-  *out = *in->target;
+  if (!in->target()) return -EINVAL;
+  *out = *in->target();
   return 0;
 }
 
@@ -375,12 +375,12 @@ int FileSystem::link(Ino ino, Ino newparent, std::string_view newname, Attr* out
   if (in->is_dir()) return -EPERM;
   if (in->nlink == 0) return -ENOENT;
   if (in->nlink >= kMaxLinks) return -EMLINK;
-  if (dir->dir->lookup(newname)) return -EEXIST;
+  if (dir->dir()->lookup(newname)) return -EEXIST;
   const std::int64_t now = now_ns();
   ++in->nlink;
   mark_changed(*in, now, false);
   ++in->lookups;
-  dir->dir->add(newname, ino, dtype_of(in->mode));
+  dir->dir()->add(newname, ino, dtype_of(in->mode));
   Txn txn;
   txn.inode(*in);
   txn.dirent(dir->ino, newname, ino, dtype_of(in->mode));
@@ -398,15 +398,15 @@ int FileSystem::remove_entry(Ino parent, std::string_view name, bool want_dir) {
   std::unique_lock m(meta_mu_);
   Inode* dir;
   if (int rc = check_dir_entry(parent, name, &dir); rc) return rc;
-  auto d = dir->dir->lookup(name);
+  auto d = dir->dir()->lookup(name);
   if (!d) return -ENOENT;
   Inode* in = inodes_.get(d->ino);
   if (!in) return -ENOENT;
   if (want_dir && !in->is_dir()) return -ENOTDIR;
   if (!want_dir && in->is_dir()) return -EISDIR;
-  if (want_dir && !in->dir->empty()) return -ENOTEMPTY;
+  if (want_dir && !in->dir()->empty()) return -ENOTEMPTY;
   const std::int64_t now = now_ns();
-  dir->dir->remove(name);
+  dir->dir()->remove(name);
   Txn txn;
   txn.undirent(dir->ino, name);
   if (want_dir) {
@@ -442,11 +442,11 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
   Inode *from_dir, *to_dir;
   if (int rc = check_dir_entry(parent, name, &from_dir); rc) return rc;
   if (int rc = check_dir_entry(newparent, newname, &to_dir); rc) return rc;
-  auto src = from_dir->dir->lookup(name);
+  auto src = from_dir->dir()->lookup(name);
   if (!src) return -ENOENT;
   Inode* in = inodes_.get(src->ino);
   if (!in) return -ENOENT;
-  auto dst = to_dir->dir->lookup(newname);
+  auto dst = to_dir->dir()->lookup(newname);
   Inode* victim = dst ? inodes_.get(dst->ino) : nullptr;
   if (dst && !victim) return -ENOENT;
 
@@ -459,8 +459,8 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
     for (Ino cur = node; cur != kRootIno;) {
       if (cur == anc) return true;
       Inode* c = inodes_.get(cur);
-      if (!c || c->parent == 0) return false;
-      cur = c->parent;
+      if (!c || c->parent() == 0) return false;
+      cur = c->parent();
     }
     return anc == kRootIno;
   };
@@ -470,7 +470,7 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
   if (victim && !(flags & kRenameExchange)) {
     if (in->is_dir() && !victim->is_dir()) return -ENOTDIR;
     if (!in->is_dir() && victim->is_dir()) return -EISDIR;
-    if (victim->is_dir() && !victim->dir->empty()) return -ENOTEMPTY;
+    if (victim->is_dir() && !victim->dir()->empty()) return -ENOTEMPTY;
   }
   if (in->is_dir() && from_dir != to_dir && !(victim && victim->is_dir()) && to_dir->nlink >= kMaxLinks)
     return -EMLINK;
@@ -478,18 +478,18 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
   const std::int64_t now = now_ns();
   Txn txn;
   if (flags & kRenameExchange) {
-    from_dir->dir->replace(name, victim->ino, dtype_of(victim->mode));
-    to_dir->dir->replace(newname, in->ino, dtype_of(in->mode));
+    from_dir->dir()->replace(name, victim->ino, dtype_of(victim->mode));
+    to_dir->dir()->replace(newname, in->ino, dtype_of(in->mode));
     txn.dirent(from_dir->ino, name, victim->ino, dtype_of(victim->mode));
     txn.dirent(to_dir->ino, newname, in->ino, dtype_of(in->mode));
     if (from_dir != to_dir) {
       if (in->is_dir()) {
-        in->parent = to_dir->ino;
+        in->set_parent(to_dir->ino);
         --from_dir->nlink;
         ++to_dir->nlink;
       }
       if (victim->is_dir()) {
-        victim->parent = from_dir->ino;
+        victim->set_parent(from_dir->ino);
         ++from_dir->nlink;
         --to_dir->nlink;
       }
@@ -497,10 +497,10 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
     mark_changed(*victim, now, false);
     txn.inode(*victim);
   } else {
-    from_dir->dir->remove(name);
+    from_dir->dir()->remove(name);
     txn.undirent(from_dir->ino, name);
     if (victim) {
-      to_dir->dir->replace(newname, in->ino, dtype_of(in->mode));
+      to_dir->dir()->replace(newname, in->ino, dtype_of(in->mode));
       if (victim->is_dir()) {
         victim->nlink = 0;
         --to_dir->nlink;
@@ -511,11 +511,11 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
       mark_changed(*victim, now, false);
       txn.inode(*victim);
     } else {
-      to_dir->dir->add(newname, in->ino, dtype_of(in->mode));
+      to_dir->dir()->add(newname, in->ino, dtype_of(in->mode));
     }
     txn.dirent(to_dir->ino, newname, in->ino, dtype_of(in->mode));
     if (in->is_dir() && from_dir != to_dir) {
-      in->parent = to_dir->ino;
+      in->set_parent(to_dir->ino);
       --from_dir->nlink;
       ++to_dir->nlink;  // (a replaced directory was already subtracted above)
     }
@@ -523,7 +523,7 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
       // overlayfs: a 0:0 character device marks the old name as deleted.
       Inode* wh = new_inode(S_IFCHR, cred, *from_dir);
       wh->nlink = 1;
-      from_dir->dir->add(name, wh->ino, dtype_of(wh->mode));
+      from_dir->dir()->add(name, wh->ino, dtype_of(wh->mode));
       txn.inode(*wh);
       txn.dirent(from_dir->ino, name, wh->ino, dtype_of(wh->mode));
     }
@@ -591,7 +591,7 @@ int FileSystem::opendir(Ino ino) {
   Inode* in = inodes_.get(ino);
   if (!in) return -ENOENT;
   if (!in->is_dir()) return -ENOTDIR;
-  in->dir->open_listing();
+  in->dir()->open_listing();
   ++in->opens;
   return 0;
 }
@@ -600,7 +600,7 @@ void FileSystem::releasedir(Ino ino) {
   std::unique_lock m(meta_mu_);
   Inode* in = inodes_.get(ino);
   if (!in) return;
-  in->dir->close_listing();
+  in->dir()->close_listing();
   if (in->opens > 0) --in->opens;
   if (!in->in_use() && !opts_.read_only) {
     Txn txn;
@@ -623,12 +623,12 @@ int FileSystem::readdir(Ino ino, std::uint64_t cookie, bool plus,
     cookie = 1;
   }
   if (cookie == 1) {
-    Inode* p = inodes_.get(dir->parent ? dir->parent : kRootIno);
+    Inode* p = inodes_.get(dir->parent() ? dir->parent() : kRootIno);
     if (p) attr = attr_of(*p);
     if (!fn({"..", p ? p->ino : kRootIno, DT_DIR, 2}, plus && p ? &attr : nullptr)) return 0;
     cookie = 2;
   }
-  dir->dir->list(cookie - 2, [&](const DirEntry& d, std::uint64_t next) {
+  dir->dir()->list(cookie - 2, [&](const DirEntry& d, std::uint64_t next) {
     Inode* child = inodes_.get(d.ino);
     if (plus && child) attr = attr_of(*child);
     if (!fn({d.name, d.ino, d.dtype, next + 2}, plus && child ? &attr : nullptr)) return false;

@@ -23,12 +23,12 @@ std::int64_t now_ns() {
 // Every record needed to rebuild `in`.
 void emit_inode(const Inode& in, RecordWriter& w) {
   w.add(in.to_record());
-  if (in.map)
-    for (const FileExtent& e : *in.map) w.add(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
+  if (in.map())
+    for (const FileExtent& e : *in.map()) w.add(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
   if (in.xattrs)
     for (const auto& [name, value] : *in.xattrs) w.add(XattrSetRec{in.ino, name, value});
   if (in.hash_valid) w.add(ContentHashRec{in.ino, 1, in.size, in.content_hash.lo, in.content_hash.hi});
-  if (in.dir) in.dir->for_each([&](const DirEntry& d) { w.add(DirentSetRec{in.ino, d.ino, d.dtype, d.name}); });
+  if (in.dir()) in.dir()->for_each([&](const DirEntry& d) { w.add(DirentSetRec{in.ino, d.ino, d.dtype, d.name}); });
 }
 
 }  // namespace
@@ -85,8 +85,8 @@ bool FileSystem::link_tree(std::string& error) {
   }
   bool ok = true;
   inodes_.for_each([&](const Inode& dir) {
-    if (!ok || !dir.dir) return;
-    dir.dir->for_each([&](const DirEntry& d) {
+    if (!ok || !dir.dir()) return;
+    dir.dir()->for_each([&](const DirEntry& d) {
       if (!ok) return;
       Inode* child = inodes_.get(d.ino);
       if (!child || d.ino == kRootIno) {
@@ -96,16 +96,16 @@ bool FileSystem::link_tree(std::string& error) {
         return;
       }
       if (child->is_dir()) {
-        if (child->parent != 0) {
+        if (child->parent() != 0) {
           error = fmt::format("{}: directory {} has two parents; run fsck.dhfs", dev_->describe(), d.ino);
           ok = false;
           return;
         }
-        child->parent = dir.ino;
+        child->set_parent(dir.ino);
       }
     });
   });
-  root->parent = kRootIno;
+  root->set_parent(kRootIno);
   return ok;
 }
 
@@ -153,9 +153,9 @@ void FileSystem::free_inode(Inode& in, Txn& txn) {
   txn.free_inode(in.ino);
   if (in.hash_valid) dedup_index_.remove(dedup_key(in, in.content_hash), in.ino);
   std::vector<Extent> to_free;
-  if (in.map) {
+  if (in.map()) {
     std::vector<Segment> gone;
-    for (const FileExtent& e : *in.map) gone.push_back({e.lblk, e.len, e.pblk, e.flags});
+    for (const FileExtent& e : *in.map()) gone.push_back({e.lblk, e.len, e.pblk, e.flags});
     drop_refs(gone, txn, to_free);
   }
   commit(txn, to_free);

@@ -73,8 +73,8 @@ void FileSystem::check_region_roots(Txn& txn) {
 
 std::string FileSystem::name_in(const Inode& dir, Ino child) const {
   std::string name;
-  if (dir.dir)
-    dir.dir->for_each([&](const DirEntry& d) {
+  if (dir.dir())
+    dir.dir()->for_each([&](const DirEntry& d) {
       if (name.empty() && d.ino == child) name = d.name;
     });
   return name;
@@ -84,7 +84,7 @@ bool FileSystem::wants_region(const Inode& parent, std::string_view name) const 
   std::vector<std::string> tail{std::string(name)};
   const Inode* dir = &parent;
   while (tail.size() < region_policy_.depth() && dir->ino != kRootIno) {
-    const Inode* up = inodes_.get(dir->parent);
+    const Inode* up = inodes_.get(dir->parent());
     if (!up) break;
     tail.push_back(name_in(*up, dir->ino));
     dir = up;
@@ -138,7 +138,7 @@ int FileSystem::create_region(Ino dir, std::uint64_t bytes) {
   start_region(*root, bytes ? (bytes + kBlockSize - 1) / kBlockSize : region_blocks_, *txn);
   txn->inode(*root);
   std::vector<Ino> todo;
-  root->dir->for_each([&](const DirEntry& d) { todo.push_back(d.ino); });
+  root->dir()->for_each([&](const DirEntry& d) { todo.push_back(d.ino); });
   std::size_t in_txn = 0;
   while (!todo.empty()) {
     Inode* in = inodes_.get(todo.back());
@@ -147,7 +147,7 @@ int FileSystem::create_region(Ino dir, std::uint64_t bytes) {
     if (!in || (in->flags & kInodeRegionRoot) || in->region == root->region) continue;
     in->region = root->region;
     txn->inode(*in);
-    if (in->dir) in->dir->for_each([&](const DirEntry& d) { todo.push_back(d.ino); });
+    if (in->dir()) in->dir()->for_each([&](const DirEntry& d) { todo.push_back(d.ino); });
     if (++in_txn == 1024) {  // keep transactions bounded
       commit(*txn);
       txn.emplace();
@@ -165,7 +165,7 @@ std::string FileSystem::path_locked(Ino ino) const {
   // Directories know their parent; a file's directory is found through the
   // region root it belongs to, at most, so files report only their name.
   while (in && in->ino != kRootIno) {
-    const Inode* up = in->is_dir() ? inodes_.get(in->parent) : nullptr;
+    const Inode* up = in->is_dir() ? inodes_.get(in->parent()) : nullptr;
     if (!up) {
       parts.push_back("?");
       break;
@@ -226,10 +226,10 @@ int FileSystem::frag_report(Ino ino, FragReport* out) {
   *out = {};
   out->size = in->size;
   out->region = in->region;
-  out->extents = in->map->extent_count();
-  out->mapped_blocks = in->map->mapped_blocks();
+  out->extents = in->map()->extent_count();
+  out->mapped_blocks = in->map()->mapped_blocks();
   const bool own_region = regions_.count(in->region) > 0;
-  for (const FileExtent& e : *in->map) {
+  for (const FileExtent& e : *in->map()) {
     refs_.for_runs({e.pblk, e.len}, [&](Extent run, std::uint32_t c) {
       if (c > 1) out->shared_blocks += run.len;
     });

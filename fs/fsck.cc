@@ -492,8 +492,8 @@ struct Checker::Impl {
       else if (in.is_reg()) ++rep.regular_files;
       else if (in.is_symlink()) ++rep.symlinks;
       else ++rep.special_files;
-      if (in.dir) rep.entries += in.dir->size();
-      if (in.map) rep.extents += in.map->extent_count();
+      if (in.dir()) rep.entries += in.dir()->size();
+      if (in.map()) rep.extents += in.map()->extent_count();
     });
   }
 
@@ -508,7 +508,7 @@ struct Checker::Impl {
         return;
       }
       if (in.is_symlink()) {
-        std::size_t n = in.target ? in.target->size() : 0;
+        std::size_t n = in.target() ? in.target()->size() : 0;
         if (n == 0 || n > kSymlinkMax) {
           problem(fmt::format("inode {}: symlink target of {} bytes (must be 1..{})", in.ino, n, kSymlinkMax));
           repaired(fmt::format("inode {}: removed (invalid symlink)", in.ino));
@@ -517,15 +517,10 @@ struct Checker::Impl {
         }
       }
       // Payloads follow the type (loading guarantees it; checked anyway).
-      if (in.is_reg() != static_cast<bool>(in.map) || in.is_dir() != static_cast<bool>(in.dir) ||
-          in.is_symlink() != static_cast<bool>(in.target)) {
+      if (!in.payload_matches_mode()) {
         problem(fmt::format("inode {} ({}): contents do not match the file type", in.ino, type_name(in.mode)));
         repaired(fmt::format("inode {}: contents reset to match the type", in.ino));
-        if (!in.is_reg()) in.map.reset();
-        else if (!in.map) in.map = std::make_unique<ExtentMap>();
-        if (!in.is_dir()) in.dir.reset();
-        else if (!in.dir) in.dir = std::make_unique<Directory>();
-        if (!in.is_symlink()) in.target.reset();
+        in.init_payload();
         metadata_dirty = true;
       }
     });
@@ -571,9 +566,9 @@ struct Checker::Impl {
       const Ino d = queue.front();
       queue.pop_front();
       Inode* dir = table.get(d);
-      if (!dir || !dir->dir) continue;
+      if (!dir || !dir->dir()) continue;
       std::vector<DirEntry> entries;
-      dir->dir->for_each([&](const DirEntry& e) { entries.push_back(e); });
+      dir->dir()->for_each([&](const DirEntry& e) { entries.push_back(e); });
       std::vector<std::string> drop;
       std::vector<DirEntry> retype;
       for (const DirEntry& e : entries) {
@@ -618,8 +613,8 @@ struct Checker::Impl {
           if (child->is_dir()) queue.push_back(e.ino);
         }
       }
-      for (const auto& n : drop) dir->dir->remove(n);
-      for (const auto& r : retype) dir->dir->replace(r.name, r.ino, r.dtype);
+      for (const auto& n : drop) dir->dir()->remove(n);
+      for (const auto& r : retype) dir->dir()->replace(r.name, r.ino, r.dtype);
       if (!drop.empty() || !retype.empty()) metadata_dirty = true;
     }
   }
@@ -627,14 +622,14 @@ struct Checker::Impl {
   // A free name in `dir` based on `base`.
   static std::string free_name(const Inode& dir, const std::string& base) {
     std::string name = base;
-    for (int i = 1; dir.dir->lookup(name); ++i) name = fmt::format("{}.{}", base, i);
+    for (int i = 1; dir.dir()->lookup(name); ++i) name = fmt::format("{}.{}", base, i);
     return name;
   }
 
   Ino lost_and_found() {
     if (lost_found) return lost_found;
     Inode* root_dir = table.get(kRootIno);
-    if (auto e = root_dir->dir->lookup(kLostFound)) {
+    if (auto e = root_dir->dir()->lookup(kLostFound)) {
       Inode* in = table.get(e->ino);
       if (in && in->is_dir() && reached[e->ino]) return lost_found = e->ino;
     }
@@ -642,7 +637,7 @@ struct Checker::Impl {
     Inode* lf = make_dir(0, 0700);
     if (reached.size() < table.end()) reached.resize(table.end(), 0);
     std::string name = free_name(*root_dir, kLostFound);
-    root_dir->dir->add(name, lf->ino, DT_DIR);
+    root_dir->dir()->add(name, lf->ino, DT_DIR);
     ++root_dir->nlink;
     reached[lf->ino] = 1;
     names.emplace(lf->ino, std::make_pair(kRootIno, name));
@@ -654,7 +649,7 @@ struct Checker::Impl {
     Ino lf = lost_and_found();
     Inode* lfd = table.get(lf);
     std::string name = free_name(*lfd, fmt::format("#{}", in.ino));
-    lfd->dir->add(name, in.ino, dtype_of(in.mode));
+    lfd->dir()->add(name, in.ino, dtype_of(in.mode));
     reached[in.ino] = 1;
     names.emplace(in.ino, std::make_pair(lf, name));
     std::string nl;
@@ -668,7 +663,7 @@ struct Checker::Impl {
     metadata_dirty = true;
   }
 
-  static bool orphan_like(const Inode& in) { return in.nlink == 0 && (!in.dir || in.dir->empty()); }
+  static bool orphan_like(const Inode& in) { return in.nlink == 0 && (!in.dir() || in.dir()->empty()); }
 
   void check_tree() {
     reached.assign(table.end(), 0);
@@ -684,8 +679,8 @@ struct Checker::Impl {
       detached.push_back(in.ino);
     });
     table.for_each([&](const Inode& in) {
-      if (!in.dir || reached[in.ino]) return;
-      in.dir->for_each([&](const DirEntry& e) {
+      if (!in.dir() || reached[in.ino]) return;
+      in.dir()->for_each([&](const DirEntry& e) {
         const Inode* c = table.get(e.ino);
         if (c && c->is_dir() && !reached[e.ino] && e.ino != in.ino) detached_parent.try_emplace(e.ino, in.ino);
       });
@@ -702,7 +697,7 @@ struct Checker::Impl {
         walked.push_back(top);
       }
       Inode* in = table.get(top);
-      problem(fmt::format("directory {} ({} entries, nlink {}) is not reachable from the root", top, in->dir->size(),
+      problem(fmt::format("directory {} ({} entries, nlink {}) is not reachable from the root", top, in->dir()->size(),
                           in->nlink));
       relink(*in);
       reach_from(top);
@@ -733,8 +728,8 @@ struct Checker::Impl {
   void check_link_counts() {
     std::vector<std::uint64_t> refs(table.end(), 0), subdirs(table.end(), 0);
     table.for_each([&](const Inode& in) {
-      if (!in.dir) return;
-      in.dir->for_each([&](const DirEntry& e) {
+      if (!in.dir()) return;
+      in.dir()->for_each([&](const DirEntry& e) {
         if (e.ino >= refs.size()) return;
         ++refs[e.ino];
         const Inode* c = table.get(e.ino);
@@ -849,9 +844,9 @@ struct Checker::Impl {
     for (const auto& [s, c] : claims) checkpoint_pieces.push_back({s, c.end - s});
 
     table.for_each([&](const Inode& cin) {
-      if (!cin.map) return;
+      if (!cin.map()) return;
       Inode& in = *table.get(cin.ino);
-      const std::vector<FileExtent> extents = in.map->extents();
+      const std::vector<FileExtent> extents = in.map()->extents();
       std::vector<std::pair<std::uint64_t, std::uint64_t>> unmap;  // file block ranges
       std::vector<FileExtent> reflag;
       for (const FileExtent& e : extents) {
@@ -881,8 +876,8 @@ struct Checker::Impl {
           unmap.push_back({l, x.len});
         }
       }
-      for (const FileExtent& e : reflag) in.map->set(e.lblk, e.len, e.pblk, e.flags & kKnownExtentFlags);
-      for (const auto& [l, n] : unmap) in.map->set(l, n, 0, 0);
+      for (const FileExtent& e : reflag) in.map()->set(e.lblk, e.len, e.pblk, e.flags & kKnownExtentFlags);
+      for (const auto& [l, n] : unmap) in.map()->set(l, n, 0, 0);
       if (!unmap.empty() || !reflag.empty()) metadata_dirty = true;
     });
     check_refcounts();
@@ -1201,9 +1196,9 @@ struct Checker::Impl {
       if (in.region == 0 || it == index.end()) return;
       FsckRegion& u = rep.regions[it->second];
       ++u.inodes;
-      if (!in.map) return;
+      if (!in.map()) return;
       const std::vector<Extent>& slices = meta.regions.at(in.region).reserved;
-      for (const FileExtent& e : in.map->extents()) {
+      for (const FileExtent& e : in.map()->extents()) {
         u.file_blocks += e.len;
         u.file_blocks_inside += blocks_inside(slices, {e.pblk, e.len});
       }
@@ -1228,14 +1223,14 @@ struct Checker::Impl {
   // by `dhfsctl dedup`.)
   static int emit(const Inode& in, CheckpointWriter& w) {
     int rc = w.add(in.to_record());
-    if (in.map)
-      for (const FileExtent& e : in.map->extents())
+    if (in.map())
+      for (const FileExtent& e : in.map()->extents())
         if (rc == 0) rc = w.add(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
     if (in.xattrs)
       for (const auto& [name, value] : *in.xattrs)
         if (rc == 0) rc = w.add(XattrSetRec{in.ino, name, value});
-    if (in.dir)
-      in.dir->for_each([&](const DirEntry& d) {
+    if (in.dir())
+      in.dir()->for_each([&](const DirEntry& d) {
         if (rc == 0) rc = w.add(DirentSetRec{in.ino, d.ino, d.dtype, d.name});
       });
     return rc;

@@ -93,7 +93,7 @@ bool apply_record(MetaState& st, const Record& rec) {
             if (!in) in = table.create_at(r.ino);
             in->apply_attrs(r);
             if (fresh) in->init_payload();
-            if (in->target) in->target->assign(r.symlink);
+            if (in->target()) in->target()->assign(r.symlink);
             st.max_generation = std::max(st.max_generation, r.generation);
             return true;
           },
@@ -103,21 +103,21 @@ bool apply_record(MetaState& st, const Record& rec) {
           },
           [&](const DirentSetRec& r) {
             Inode* p = table.get(r.parent);
-            if (!p || !p->dir) return false;
-            if (!p->dir->replace(r.name, r.child, r.dtype)) p->dir->add(r.name, r.child, r.dtype);
+            if (!p || !p->dir()) return false;
+            if (!p->dir()->replace(r.name, r.child, r.dtype)) p->dir()->add(r.name, r.child, r.dtype);
             return true;
           },
           [&](const DirentDelRec& r) {
             Inode* p = table.get(r.parent);
-            if (!p || !p->dir) return false;
-            p->dir->remove(r.name);
+            if (!p || !p->dir()) return false;
+            p->dir()->remove(r.name);
             return true;
           },
           [&](const ExtentSetRec& r) {
             if (r.pblk != 0 && r.len > st.max_extent_blocks) return false;
             Inode* in = table.get(r.ino);
-            if (!in || !in->map) return false;
-            in->map->set(r.lblk, r.len, r.pblk, r.flags);
+            if (!in || !in->map()) return false;
+            in->map()->set(r.lblk, r.len, r.pblk, r.flags);
             return true;
           },
           [&](const XattrSetRec& r) {

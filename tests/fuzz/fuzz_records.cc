@@ -55,12 +55,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // Use what was loaded the way the loader's callers do.
   st.inodes.rebuild_free_list();
   st.inodes.for_each([&](const Inode& in) {
-    if (in.map) {
-      auto segs = in.map->segments(0, 1 << 20);
+    if (in.map()) {
+      auto segs = in.map()->segments(0, 1 << 20);
       (void)segs;
-      (void)in.map->next_hole(0);
+      (void)in.map()->next_hole(0);
     }
-    if (in.dir) in.dir->list(0, [](const DirEntry&, std::uint64_t) { return true; });
+    if (in.dir()) in.dir()->list(0, [](const DirEntry&, std::uint64_t) { return true; });
   });
   return 0;
 }

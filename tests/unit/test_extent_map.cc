@@ -64,6 +64,31 @@ TEST_CASE("extent_map: an empty map is one hole", "[extent_map]") {
   CHECK(m.segments(0, 0).empty());
 }
 
+TEST_CASE("extent_map: a map emptied by unmapping works like a new one", "[extent_map]") {
+  // The tree behind the map is freed with its last extent (memory per
+  // inode): everything must still work on both sides of that.
+  ExtentMap m;
+  m.set(0, 5, 0, 0);  // unmapping from an empty map
+  CHECK(m.empty());
+  m.set(3, 4, 50, 0);
+  m.set(10, 2, 90, 0);
+  std::vector<Segment> displaced;
+  m.set(0, 20, 0, 0, &displaced);
+  REQUIRE(displaced.size() == 2);
+  CHECK(displaced[0].pblk == 50);
+  CHECK(displaced[1].pblk == 90);
+  check_invariants(m);
+  CHECK(m.begin() == m.end());
+  CHECK_FALSE(m.next_data(0));
+  CHECK(m.next_hole(7) == 7);
+  m.set(1, 2, 70, 0);
+  check_invariants(m);
+  CHECK(m.find(2)->pblk == 70);
+  m.clear();
+  CHECK(m.empty());
+  CHECK(m.segments(0, 4).size() == 1);
+}
+
 TEST_CASE("extent_map: set, overwrite, split and unmap", "[extent_map]") {
   ExtentMap m;
   m.set(10, 10, 100, 0);  // [10,20) -> 100

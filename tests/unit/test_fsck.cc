@@ -292,11 +292,11 @@ std::vector<Record> records_of(const InodeTable& table) {
   std::vector<Record> out;
   table.for_each([&](const Inode& in) {
     out.push_back(in.to_record());
-    if (in.map)
-      for (const FileExtent& e : in.map->extents()) out.push_back(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
+    if (in.map())
+      for (const FileExtent& e : in.map()->extents()) out.push_back(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
     if (in.xattrs)
       for (const auto& [name, value] : *in.xattrs) out.push_back(XattrSetRec{in.ino, name, value});
-    if (in.dir) in.dir->for_each([&](const DirEntry& d) { out.push_back(DirentSetRec{in.ino, d.ino, d.dtype, d.name}); });
+    if (in.dir()) in.dir()->for_each([&](const DirEntry& d) { out.push_back(DirentSetRec{in.ino, d.ino, d.dtype, d.name}); });
   });
   return out;
 }
@@ -345,7 +345,7 @@ Ino ino_of(MemDevice& mem, std::string_view path) {
   while (pos < path.size()) {
     std::size_t slash = path.find('/', pos);
     if (slash == std::string_view::npos) slash = path.size();
-    auto e = st.inodes.get(cur)->dir->lookup(path.substr(pos, slash - pos));
+    auto e = st.inodes.get(cur)->dir()->lookup(path.substr(pos, slash - pos));
     REQUIRE(e);
     cur = e->ino;
     pos = slash + 1;
@@ -692,7 +692,7 @@ TEST_CASE("fsck: journal damage in the middle loses the tail, repair keeps the r
 
 TEST_CASE("fsck: a directory entry pointing at a missing inode is removed", "[fsck]") {
   Populated p;
-  rewrite_state(*p.img.mem, [](InodeTable& t) { t.get(kRootIno)->dir->add("ghost", 4242, DT_REG); });
+  rewrite_state(*p.img.mem, [](InodeTable& t) { t.get(kRootIno)->dir()->add("ghost", 4242, DT_REG); });
   FsckReport r = p.img.check();
   CHECK(r.exit_code == kFsckProblemsLeft);
   CHECK(mentions(r.problems, "entry 'ghost' points at missing inode 4242"));
@@ -705,7 +705,7 @@ TEST_CASE("fsck: a directory entry pointing at a missing inode is removed", "[fs
 TEST_CASE("fsck: wrong entry type is corrected", "[fsck]") {
   Populated p;
   const Ino small = ino_of(*p.img.mem, "dir/small");
-  rewrite_state(*p.img.mem, [&](InodeTable& t) { t.get(kRootIno)->dir->replace("hardlink", small, DT_DIR); });
+  rewrite_state(*p.img.mem, [&](InodeTable& t) { t.get(kRootIno)->dir()->replace("hardlink", small, DT_DIR); });
   FsckReport r = p.img.check();
   CHECK(r.exit_code == kFsckProblemsLeft);
   CHECK(mentions(r.problems, "entry 'hardlink'"));
@@ -713,7 +713,7 @@ TEST_CASE("fsck: wrong entry type is corrected", "[fsck]") {
   LoadedState st;
   std::string error;
   REQUIRE(load_state(*p.img.mem, st, error));
-  CHECK(st.inodes.get(kRootIno)->dir->lookup("hardlink")->dtype == DT_REG);
+  CHECK(st.inodes.get(kRootIno)->dir()->lookup("hardlink")->dtype == DT_REG);
 }
 
 TEST_CASE("fsck: wrong link counts are corrected", "[fsck]") {
@@ -750,10 +750,10 @@ TEST_CASE("fsck: two files referencing the same blocks without reference counts"
   BlockNo shared = 0;
   rewrite_state(*p.img.mem, [&](InodeTable& t) {
     // sparse's first two blocks are redirected onto blocks 10 and 11 of big.
-    auto e = t.get(big)->map->find(10);
+    auto e = t.get(big)->map()->find(10);
     REQUIRE(e);
     shared = e->pblk + (10 - e->lblk);
-    t.get(sparse)->map->set(0, 2, shared, 0);
+    t.get(sparse)->map()->set(0, 2, shared, 0);
   });
   FsckReport r = p.img.check();
   CHECK(r.exit_code == kFsckProblemsLeft);
@@ -777,7 +777,7 @@ TEST_CASE("fsck: file blocks also claimed by the checkpoint stream are unmapped 
     LoadedState st;
     std::string error;
     REQUIRE(load_state(*p.img.mem, st, error));
-    first = st.inodes.get(big)->map->find(0)->pblk;
+    first = st.inodes.get(big)->map()->find(0)->pblk;
   }
   // The new root lists big's first two blocks among its stream's extents.
   rewrite_state(*p.img.mem, [](InodeTable&) {}, {{first, 2}});
@@ -799,8 +799,8 @@ TEST_CASE("fsck: extents outside the data area are unmapped", "[fsck]") {
   const Superblock sb = p.img.superblock();
   const Ino big = ino_of(*p.img.mem, "big"), sparse = ino_of(*p.img.mem, "dir/sub/sparse");
   rewrite_state(*p.img.mem, [&](InodeTable& t) {
-    t.get(big)->map->set(2, 3, sb.total_blocks + 100, 0);  // beyond the device
-    t.get(sparse)->map->set(1000, 1, sb.journal_start + 5, 0);   // inside the journal
+    t.get(big)->map()->set(2, 3, sb.total_blocks + 100, 0);  // beyond the device
+    t.get(sparse)->map()->set(1000, 1, sb.journal_start + 5, 0);   // inside the journal
   });
   FsckReport r = p.img.check();
   CHECK(r.exit_code == kFsckProblemsLeft);
@@ -824,8 +824,8 @@ TEST_CASE("fsck: records the decoder refuses make the checkpoint unrecoverable",
   const Ino big = ino_of(*p.img.mem, "big"), fifo = ino_of(*p.img.mem, "fifo");
   SECTION("unknown extent flags") {
     rewrite_state(*p.img.mem, [&](InodeTable& t) {
-      auto e = *t.get(big)->map->find(0);
-      t.get(big)->map->set(0, 1, e.pblk, 0x80);
+      auto e = *t.get(big)->map()->find(0);
+      t.get(big)->map()->set(0, 1, e.pblk, 0x80);
     });
   }
   SECTION("inode without a file type") {
@@ -846,7 +846,7 @@ TEST_CASE("fsck: unreachable inodes are relinked into /lost+found", "[fsck]") {
   Populated p;
   const Ino big = ino_of(*p.img.mem, "big"), dir = ino_of(*p.img.mem, "dir");
   SECTION("a file") {
-    rewrite_state(*p.img.mem, [&](InodeTable& t) { t.get(kRootIno)->dir->remove("big"); });
+    rewrite_state(*p.img.mem, [&](InodeTable& t) { t.get(kRootIno)->dir()->remove("big"); });
     FsckReport r = p.img.check();
     CHECK(r.exit_code == kFsckProblemsLeft);
     CHECK(mentions(r.problems, fmt::format("inode {} (regular file, nlink 1, {} bytes) is not reachable", big,
@@ -859,7 +859,7 @@ TEST_CASE("fsck: unreachable inodes are relinked into /lost+found", "[fsck]") {
   }
   SECTION("a directory tree") {
     rewrite_state(*p.img.mem, [&](InodeTable& t) {
-      t.get(kRootIno)->dir->remove("dir");
+      t.get(kRootIno)->dir()->remove("dir");
       t.get(kRootIno)->nlink = 2;  // as if dir had been removed properly
     });
     FsckReport r = p.img.check();
@@ -875,9 +875,9 @@ TEST_CASE("fsck: unreachable inodes are relinked into /lost+found", "[fsck]") {
   SECTION("a cycle of detached directories") {
     const Ino sub = ino_of(*p.img.mem, "dir/sub");
     rewrite_state(*p.img.mem, [&](InodeTable& t) {
-      t.get(kRootIno)->dir->remove("dir");
+      t.get(kRootIno)->dir()->remove("dir");
       t.get(kRootIno)->nlink = 2;
-      t.get(sub)->dir->add("loop", dir, DT_DIR);  // dir -> sub -> dir
+      t.get(sub)->dir()->add("loop", dir, DT_DIR);  // dir -> sub -> dir
     });
     FsckReport r = p.img.check();
     CHECK(r.exit_code == kFsckProblemsLeft);
@@ -897,7 +897,7 @@ TEST_CASE("fsck: unreachable inodes are relinked into /lost+found", "[fsck]") {
       f = make_file(*fs, kRootIno, "f", {{0, content}});
       REQUIRE(fs->shutdown() == 0);
     }
-    rewrite_state(*img.mem, [&](InodeTable& t) { t.get(kRootIno)->dir->remove("f"); });
+    rewrite_state(*img.mem, [&](InodeTable& t) { t.get(kRootIno)->dir()->remove("f"); });
     FsckReport y = repair_and_recheck(img);
     CHECK(mentions(y.repaired, fmt::format("created /lost+found (inode {})", f + 1)));
     auto fs = img.mount();
@@ -910,7 +910,7 @@ TEST_CASE("fsck: unreachable inodes are relinked into /lost+found", "[fsck]") {
       REQUIRE(fs->mkdir(kRootIno, "lost+found", 0700, kRoot, &a) == 0);
       REQUIRE(fs->shutdown() == 0);
     }
-    rewrite_state(*p.img.mem, [&](InodeTable& t) { t.get(kRootIno)->dir->remove("big"); });
+    rewrite_state(*p.img.mem, [&](InodeTable& t) { t.get(kRootIno)->dir()->remove("big"); });
     FsckReport y = repair_and_recheck(p.img);
     CHECK_FALSE(mentions(y.repaired, "created"));
     auto fs = p.img.mount();
@@ -922,7 +922,7 @@ TEST_CASE("fsck: a directory with two names keeps the one closest to the root", 
   Populated p;
   const Ino dir = ino_of(*p.img.mem, "dir"), deeper = ino_of(*p.img.mem, "dir/sub/deeper");
   rewrite_state(*p.img.mem, [&](InodeTable& t) {
-    t.get(deeper)->dir->add("again", dir, DT_DIR);  // a cycle: dir/sub/deeper/again is dir
+    t.get(deeper)->dir()->add("again", dir, DT_DIR);  // a cycle: dir/sub/deeper/again is dir
     ++t.get(deeper)->nlink;
   });
   FsckReport r = p.img.check();
@@ -940,7 +940,7 @@ TEST_CASE("fsck: orphans are noted and freed by a repair", "[fsck]") {
   Populated p;
   const Ino big = ino_of(*p.img.mem, "big");
   rewrite_state(*p.img.mem, [&](InodeTable& t) {
-    t.get(kRootIno)->dir->remove("big");
+    t.get(kRootIno)->dir()->remove("big");
     t.get(big)->nlink = 0;  // unlinked while open, then a crash
   });
   FsckReport r = p.img.check();
@@ -961,7 +961,7 @@ TEST_CASE("fsck: orphans are noted and freed by a repair", "[fsck]") {
 TEST_CASE("fsck: a symlink without a target is removed", "[fsck]") {
   Populated p;
   const Ino sym = ino_of(*p.img.mem, "sym");
-  rewrite_state(*p.img.mem, [&](InodeTable& t) { t.get(sym)->target->clear(); });
+  rewrite_state(*p.img.mem, [&](InodeTable& t) { t.get(sym)->target()->clear(); });
   FsckReport r = p.img.check();
   CHECK(r.exit_code == kFsckProblemsLeft);
   CHECK(mentions(r.problems, fmt::format("inode {}: symlink target of 0 bytes", sym)));
@@ -1319,13 +1319,13 @@ TEST_CASE("fsck: a region whose root is wrong is dropped", "[fsck][regions]") {
   SECTION("root removed (an orphan)") {
     rewrite_meta(*ri.img.mem, [&](MetaState& m) {
       const Ino parent = ino_of(*ri.img.mem, "docker/overlay2");
-      m.inodes.get(parent)->dir->remove("aaa");
+      m.inodes.get(parent)->dir()->remove("aaa");
       --m.inodes.get(parent)->nlink;
       // An empty orphan directory: its contents go too.
-      m.inodes.get(root)->dir->remove("diff");
+      m.inodes.get(root)->dir()->remove("diff");
       m.inodes.get(root)->nlink = 0;
       const Ino diff = ino_of(*ri.img.mem, "docker/overlay2/aaa/diff");
-      m.inodes.get(kRootIno)->dir->add("diff-saved", diff, DT_DIR);
+      m.inodes.get(kRootIno)->dir()->add("diff-saved", diff, DT_DIR);
       ++m.inodes.get(kRootIno)->nlink;
     });
     expect = {fmt::format("region {}: its root, directory {}, has been removed (an orphan)", id, root),

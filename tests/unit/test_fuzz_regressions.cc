@@ -91,11 +91,11 @@ TEST_CASE("fuzz regression: an extent record mapping 2^50 blocks is refused, not
   CHECK(apply_all(st, inode) == 1);
   CHECK(apply_all(st, extent) == 0);
   REQUIRE(st.inodes.get(5) != nullptr);
-  CHECK(st.inodes.get(5)->map->extent_count() == 0);
+  CHECK(st.inodes.get(5)->map()->extent_count() == 0);
   // The longest mapping the device allows still applies (as one extent).
   ExtentSetRec whole{5, 0, sb.total_blocks, 1, 0};
   CHECK(apply_record(st, whole));
-  CHECK(st.inodes.get(5)->map->extent_count() == 1);
+  CHECK(st.inodes.get(5)->map()->extent_count() == 1);
 }
 
 }  // namespace dhfs
