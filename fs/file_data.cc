@@ -156,8 +156,11 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
     ssize_t rc = write_small_inside(ino, off + done, data.subspan(done, n), blocks_changed);
     if (rc == -EAGAIN) rc = write_large_in_stripes(ino, off + done, data.subspan(done, n), blocks_changed);
     if (rc == -EAGAIN) {
+      if (n > kSmallWriteBytes) large_exclusive_.fetch_add(1, std::memory_order_relaxed);
       std::unique_lock io(io_lock(ino));
       rc = write_piece_locked(ino, off + done, data.subspan(done, n), blocks_changed);
+    } else if (rc >= 0 && n > kSmallWriteBytes) {
+      large_in_stripes_.fetch_add(1, std::memory_order_relaxed);
     }
     if (rc < 0) {
       content_changing(ino);  // the hashed stream no longer matches the file
@@ -217,11 +220,17 @@ ssize_t FileSystem::write_large_in_stripes(Ino ino, std::uint64_t at, std::span<
     if (at % kChunkBytes || (end % kChunkBytes && end < size_before)) return -EAGAIN;
     // Stops hashing at the first stored window: the exclusive path hashes
     // the piece again (an overlay copy-up would otherwise hash it twice).
+    // An entry whose file is gone (deleted, or its number reused) is not a
+    // stored chunk: it is forgotten here rather than sending the write down
+    // the exclusive path (rewriting a deleted file's bytes hit this).
     bool stored = false;
     ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
       if (stored) return;
       const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
-      stored = chunks_.find(key).has_value();
+      if (const std::optional<ChunkHome> home = chunks_.find(key)) {
+        stored = chunk_home_alive(*home);
+        if (!stored) chunks_.forget(key);
+      }
       windows.emplace_back(key, w / kBlockSize);
     });
     if (stored) return -EAGAIN;
@@ -233,6 +242,12 @@ ssize_t FileSystem::write_large_in_stripes(Ino ino, std::uint64_t at, std::span<
   if (blocks_changed && changed) *blocks_changed = true;
   for (const auto& [key, lblk] : windows) chunks_.remember(key, {ino, generation, lblk});
   return rc;
+}
+
+bool FileSystem::chunk_home_alive(const ChunkHome& home) {
+  std::shared_lock m(meta_mu_);
+  const Inode* in = inodes_.get(home.ino);
+  return in && in->is_reg() && in->generation == home.generation;
 }
 
 // One piece of a write, under the inode's I/O lock. Chunks (see

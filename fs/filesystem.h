@@ -142,6 +142,14 @@ struct FsStats {
   std::uint64_t regions = 0;
 };
 
+// How large writes (over 64 KiB) were done since the filesystem was opened:
+// side by side in stripes, or one at a time under the inode's exclusive
+// I/O lock (stored chunks to share, partial windows, a tail to zero).
+struct WritePathCounts {
+  std::uint64_t in_stripes = 0;
+  std::uint64_t exclusive = 0;
+};
+
 // What dedup did with one file (dhfsctl dedup).
 struct DedupOutcome {
   std::uint64_t size = 0;
@@ -230,6 +238,9 @@ class FileSystem {
   int removexattr(Ino ino, std::string_view name);
 
   FsStats stats();
+  WritePathCounts write_path_counts() const {
+    return {large_in_stripes_.load(std::memory_order_relaxed), large_exclusive_.load(std::memory_order_relaxed)};
+  }
 
   // ---- dedup (fs/dedup.cc); closing a changed file does this by itself.
   // Hashes `ino` (reading it if its hash is not known) and, if another file
@@ -332,6 +343,8 @@ class FileSystem {
   // (see ChunkIndex) shares the stored blocks instead. Caller holds the
   // inode's I/O lock. True if the write was done that way.
   bool share_stored_chunk(Ino ino, std::uint64_t off, std::span<const std::byte> data, const ChunkHome& home);
+  // True if the file a chunk index entry names still exists (same generation).
+  bool chunk_home_alive(const ChunkHome& home);
   // Shares whole blocks of `in` with `out` (clone); see copy_file_range.
   ssize_t clone_blocks(Ino in_ino, std::uint64_t lblk_in, Ino out_ino, std::uint64_t lblk_out, std::uint64_t nblk,
                        std::uint64_t out_size_after);
@@ -403,6 +416,7 @@ class FileSystem {
   std::mutex unshared_mu_;
   std::vector<std::pair<Extent, std::uint64_t>> unshared_;
   ChunkIndex chunks_;
+  std::atomic<std::uint64_t> large_in_stripes_{0}, large_exclusive_{0};  // see WritePathCounts
   DedupIndex dedup_index_;
   // Source of Inode::data_version values: unique across all inodes, so a
   // version also tells a reused inode number apart.

@@ -521,6 +521,47 @@ TEST_CASE("sharing: whole-chunk writes of stored bytes share them", "[sharing]")
 
 // ---------------------------------------------- persistence of the counts
 
+TEST_CASE("sharing: bytes of a deleted file are written side by side, not down the exclusive path", "[sharing]") {
+  // The chunk index still names the deleted file's windows; such entries
+  // must not count as stored chunks (which send large writes down the
+  // exclusive path, one at a time per file).
+  Rig rig;
+  FileSystem& fs = *rig.fs;
+  const std::string data = pattern(4 * kMiB, 23);
+  const Ino a = create_empty(fs, kRootIno, "a");
+  const WritePathCounts c0 = fs.write_path_counts();
+  write_chunked(fs, a, 0, data);
+  const WritePathCounts c1 = fs.write_path_counts();
+  CHECK(c1.in_stripes == c0.in_stripes + 4);
+  CHECK(c1.exclusive == c0.exclusive);
+
+  SECTION("while the file lives, its bytes are shared (the exclusive path)") {
+    const Ino b = create_empty(fs, kRootIno, "b");
+    write_chunked(fs, b, 0, data);
+    const WritePathCounts c2 = fs.write_path_counts();
+    CHECK(c2.exclusive == c1.exclusive + 4);
+    CHECK(c2.in_stripes == c1.in_stripes);
+    CHECK(synced(fs).shared_blocks == data.size() / kB);
+    CHECK_CONTENT(fs, b, data);
+  }
+  SECTION("once it is deleted, they are plain new data") {
+    REQUIRE(fs.unlink(kRootIno, "a") == 0);
+    REQUIRE(fs.syncfs() == 0);
+    const Ino b = create_empty(fs, kRootIno, "b");
+    write_chunked(fs, b, 0, data);
+    const WritePathCounts c2 = fs.write_path_counts();
+    CHECK(c2.in_stripes == c1.in_stripes + 4);
+    CHECK(c2.exclusive == c1.exclusive);
+    CHECK(synced(fs).shared_blocks == 0);
+    CHECK_CONTENT(fs, b, data);
+    // And b's windows are remembered in their place: a third copy shares them.
+    const Ino c = create_empty(fs, kRootIno, "c");
+    write_chunked(fs, c, 0, data);
+    CHECK(synced(fs).shared_blocks == data.size() / kB);
+    CHECK_CONTENT(fs, c, data);
+  }
+}
+
 TEST_CASE("sharing: reference counts survive a crash (journal replay) and keep copy-on-write", "[sharing]") {
   std::shared_ptr<MemDevice> medium;
   auto fs = test::make_fs(&medium, 128 * kMiB);
