@@ -567,11 +567,17 @@ struct Checker::Impl {
       queue.pop_front();
       Inode* dir = table.get(d);
       if (!dir || !dir->dir()) continue;
-      std::vector<DirEntry> entries;
-      dir->dir()->for_each([&](const DirEntry& e) { entries.push_back(e); });
+      // Copies: the repairs below change the directory, which moves names.
+      struct Entry {
+        std::string name;
+        Ino ino;
+        std::uint8_t dtype;
+      };
+      std::vector<Entry> entries;
+      dir->dir()->for_each([&](const DirEntry& e) { entries.push_back({std::string(e.name), e.ino, e.dtype}); });
       std::vector<std::string> drop;
-      std::vector<DirEntry> retype;
-      for (const DirEntry& e : entries) {
+      std::vector<Entry> retype;
+      for (const Entry& e : entries) {
         // Messages only: built when there is something to say.
         auto where = [&] { return fmt::format("{}: entry {}", describe(d), quote(e.name)); };
         if (!valid_name(e.name)) {

@@ -10,14 +10,15 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include "fs/directory.h"
 
 using namespace dhfs;
 
 namespace {
-[[noreturn]] void fail(const char* what, const std::string& name) {
-  std::fprintf(stderr, "directory: %s (%s)\n", what, name.c_str());
+[[noreturn]] void fail(const char* what, std::string_view name) {
+  std::fprintf(stderr, "directory: %s (%.*s)\n", what, static_cast<int>(name.size()), name.data());
   std::abort();
 }
 }  // namespace
@@ -78,7 +79,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             return false;
           }
           if (e.name.empty()) fail("listed a tombstone", e.name);
-          if (!listed.insert(e.name).second && stable.count(e.name)) fail("listed twice", e.name);
+          if (!listed.insert(std::string(e.name)).second && stable.count(std::string(e.name))) fail("listed twice", e.name);
           if (next <= cookie) fail("cookie went backwards", e.name);
           cookie = next;
           return true;

@@ -21,7 +21,7 @@ struct Listed {
 std::vector<Listed> list_all(const Directory& d, std::uint64_t from = 0) {
   std::vector<Listed> out;
   d.list(from, [&](const DirEntry& e, std::uint64_t next) {
-    out.push_back({e.name, e.ino, next});
+    out.push_back({std::string(e.name), e.ino, next});
     return true;
   });
   return out;
@@ -36,7 +36,7 @@ std::vector<std::string> list_paged(const Directory& d, std::size_t page) {
     std::size_t taken = 0;
     d.list(cookie, [&](const DirEntry& e, std::uint64_t next) {
       if (taken == page) return false;
-      out.push_back(e.name);
+      out.push_back(std::string(e.name));
       cookie = next;
       ++taken;
       return true;
@@ -121,7 +121,7 @@ TEST_CASE("directory: lists in creation order with resumable cookies", "[directo
   CHECK(list_all(d, 1000).empty());
   // for_each sees the same entries.
   std::vector<std::string> seen;
-  d.for_each([&](const DirEntry& e) { seen.push_back(e.name); });
+  d.for_each([&](const DirEntry& e) { seen.push_back(std::string(e.name)); });
   CHECK(seen.size() == 10);
   CHECK(list_paged(d, 3).size() == 10);
 }
@@ -174,7 +174,7 @@ TEST_CASE("directory: removal during an open listing keeps cookies stable", "[di
   std::uint64_t cookie = 0;
   d.list(0, [&](const DirEntry& e, std::uint64_t next) {
     if (got.size() == 100) return false;
-    got.push_back(e.name);
+    got.push_back(std::string(e.name));
     cookie = next;
     return true;
   });
@@ -190,7 +190,7 @@ TEST_CASE("directory: removal during an open listing keeps cookies stable", "[di
   // then the new entries; nothing listed twice, nothing skipped.
   std::vector<std::string> rest;
   d.list(cookie, [&](const DirEntry& e, std::uint64_t) {
-    rest.push_back(e.name);
+    rest.push_back(std::string(e.name));
     return true;
   });
   std::vector<std::string> expect;
@@ -291,7 +291,7 @@ TEST_CASE("directory: matches a std::map model under random operations", "[direc
           // Finish the listing: every entry live since it began was listed
           // exactly once.
           d.list(cookie, [&](const DirEntry& e, std::uint64_t next) {
-            REQUIRE(listed.insert(e.name).second);
+            REQUIRE(listed.insert(std::string(e.name)).second);
             cookie = next;
             return true;
           });
@@ -303,8 +303,8 @@ TEST_CASE("directory: matches a std::map model under random operations", "[direc
           std::size_t taken = 0;
           d.list(cookie, [&](const DirEntry& e, std::uint64_t next) {
             if (taken == 20) return false;
-            REQUIRE(model.count(e.name) == 1);
-            REQUIRE(listed.insert(e.name).second);
+            REQUIRE(model.count(std::string(e.name)) == 1);
+            REQUIRE(listed.insert(std::string(e.name)).second);
             cookie = next;
             ++taken;
             return true;
@@ -320,6 +320,53 @@ TEST_CASE("directory: matches a std::map model under random operations", "[direc
   std::map<std::string, std::pair<Ino, std::uint8_t>> seen;
   for (const auto& e : list_all(d)) seen[e.name] = {e.ino, d.lookup(e.name)->dtype};
   CHECK(seen == model);
+}
+
+}  // namespace dhfs
+
+namespace dhfs {
+
+TEST_CASE("directory: names move when removals leave dead space, cookies and lookups stay", "[directory]") {
+  // Names live back to back in one string; removing many long names
+  // squeezes the string, also while a listing is open (entries keep their
+  // index, so cookies do not change).
+  auto long_name = [](std::size_t i) { return std::string(200, static_cast<char>('a' + i % 26)) + std::to_string(i); };
+  Directory d;
+  constexpr std::size_t kN = 400;
+  for (std::size_t i = 0; i < kN; ++i) REQUIRE(d.add(long_name(i), i + 2, 8));
+  d.open_listing();
+  std::vector<std::string> got;
+  std::uint64_t cookie = 0;
+  d.list(0, [&](const DirEntry& e, std::uint64_t next) {
+    if (got.size() == 50) return false;
+    got.emplace_back(e.name);
+    cookie = next;
+    return true;
+  });
+  for (std::size_t i = 0; i < kN; ++i)
+    if (i % 4 != 0) REQUIRE(d.remove(long_name(i)));  // 60 KiB of dead names: squeezed
+  d.list(cookie, [&](const DirEntry& e, std::uint64_t) {
+    got.emplace_back(e.name);
+    return true;
+  });
+  std::vector<std::string> want;
+  for (std::size_t i = 0; i < kN; ++i)
+    if (i < 50 || i % 4 == 0) want.push_back(long_name(i));
+  CHECK(got == want);
+  d.close_listing();
+  for (std::size_t i = 0; i < kN; ++i) {
+    auto e = d.lookup(long_name(i));
+    REQUIRE(e.has_value() == (i % 4 == 0));
+    if (e) {
+      CHECK(e->name == long_name(i));
+      CHECK(e->ino == i + 2);
+    }
+  }
+  // A 255-byte name, the longest a directory takes.
+  const std::string longest(255, 'z');
+  REQUIRE(d.add(longest, 7, 4));
+  CHECK(d.lookup(longest)->name == longest);
+  CHECK(d.size() == kN / 4 + 1);
 }
 
 }  // namespace dhfs
