@@ -564,9 +564,15 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   std::vector<Extent> to_free;
   drop_refs(replaced, txn, to_free);
   record_region_changes(txn);
+  const std::uint64_t size_was = in->size;
   if (extend) in->size = std::max(in->size, end);
   mark_changed(*in, now_ns(), true);
   txn.inode(*in);
+  // An overwrite in place (no block mapped, converted or freed, the size
+  // unchanged) commits only new times: they may become durable before the
+  // bytes (as ext4's data=ordered allows), so a database's write + fsync
+  // costs one device flush, not two.
+  txn.data_first = !(txn.only_inode_records() && to_free.empty() && in->size == size_was);
   commit(txn, to_free);
   if (blocks_changed) *blocks_changed = !fresh.empty();
   return static_cast<ssize_t>(data.size());

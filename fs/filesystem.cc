@@ -34,7 +34,7 @@ constexpr std::uint32_t kMaxLinks = 65000;
 }  // namespace
 
 std::uint64_t FileSystem::commit(Txn& txn, const std::vector<Extent>& to_free) {
-  std::uint64_t seq = journal_->append(txn.bytes());
+  std::uint64_t seq = journal_->append(txn.bytes(), txn.data_first);
   for (const Extent& e : to_free) alloc_->free_after(e, seq);
   {
     std::lock_guard lk(unshared_mu_);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 #include <fmt/format.h>
 
 #include "fs/format.h"
@@ -180,8 +181,9 @@ std::uint64_t Journal::used_bytes() const {
   return used_locked();
 }
 
-std::uint64_t Journal::append(std::span<const std::uint8_t> records) {
+std::uint64_t Journal::append(std::span<const std::uint8_t> records, bool data_first) {
   std::lock_guard lk(mu_);
+  if (data_first) pending_data_first_ = true;
   pending_.insert(pending_.end(), records.begin(), records.end());
   pending_ends_.push_back(pending_.size());
   std::uint64_t seq = next_seq_++;
@@ -275,6 +277,7 @@ void Journal::run() {
     std::vector<std::size_t> ends;
     batch.swap(pending_);
     ends.swap(pending_ends_);
+    const bool data_first = std::exchange(pending_data_first_, false);
     const std::uint64_t last_seq = next_seq_ - 1;
     const std::uint64_t first_seq = next_seq_ - ends.size();
     const std::uint64_t ticket = sync_requested_;
@@ -292,8 +295,12 @@ void Journal::run() {
     }
     lk.unlock();
 
+    // Data written so far goes first (data=ordered), unless no transaction
+    // of the batch depends on it: then the flush after the batch makes
+    // both durable.
     int rc = 0;
-    if (data_dirty_.exchange(false, std::memory_order_acq_rel) || !batch.empty()) rc = dev_.flush();
+    const bool data_dirty = data_dirty_.exchange(false, std::memory_order_acq_rel);
+    if (batch.empty() ? data_dirty : data_first) rc = dev_.flush();
     std::uint64_t at = lsn;
     for (const BatchPlan& b : plan) {
       if (rc != 0) break;

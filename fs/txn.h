@@ -17,8 +17,13 @@ class TxnBuilder {
   TxnBuilder(const TxnBuilder&) = delete;
   TxnBuilder& operator=(const TxnBuilder&) = delete;
 
-  void add(const Record& r) { writer_.add(r); }
-  void inode(const Inode& in) { add(in.to_record()); }
+  void add(const Record& r) {
+    writer_.add(r);
+    only_inodes_ = false;
+  }
+  void inode(const Inode& in) {
+    writer_.add(in.to_record());
+  }
   void dirent(Ino parent, std::string_view name, Ino child, std::uint8_t dtype) {
     add(DirentSetRec{parent, child, dtype, name});
   }
@@ -29,11 +34,20 @@ class TxnBuilder {
   void free_inode(Ino ino) { add(InodeFreeRec{ino}); }
 
   bool empty() const { return writer_.count() == 0; }
+  // True if every record is an inode's attributes (no block map, entry,
+  // reference count or region change).
+  bool only_inode_records() const { return only_inodes_; }
+
+  // Whether data written before this transaction must be durable before
+  // it is (data=ordered): true unless the caller knows the transaction
+  // cannot expose data that is not on the device yet (see write_locked).
+  bool data_first = true;
   std::span<const std::uint8_t> bytes() const { return bytes_; }
 
  private:
   std::vector<std::uint8_t> bytes_;
   RecordWriter writer_;
+  bool only_inodes_ = true;
 };
 
 }  // namespace dhfs

@@ -855,3 +855,53 @@ TEST_CASE("powercut: a commit written as several batches", "[powercut][crash]") 
 
 }  // namespace
 }  // namespace dhfs
+
+namespace dhfs {
+namespace {
+std::size_t flushes_since(const RecordingDevice& dev, std::size_t from) {
+  const std::vector<test::LoggedIo> log = dev.log();
+  return static_cast<std::size_t>(
+      std::count_if(log.begin() + static_cast<std::ptrdiff_t>(from), log.end(), [](const test::LoggedIo& e) { return e.flush; }));
+}
+}  // namespace
+
+// data=ordered where it matters, and no more: a transaction that maps,
+// converts or frees blocks or grows a file waits for a flush of the data
+// written before it; an overwrite in place (new times only) does not, so
+// its fsync costs one device flush. (The crash test above checks that
+// every crash image still holds what fsync made durable.)
+TEST_CASE("powercut: fsync after an overwrite in place flushes once, after an append twice", "[powercut]") {
+  auto medium = test::format_medium(64ULL << 20);
+  auto owned = std::make_unique<RecordingDevice>(medium);
+  RecordingDevice* dev = owned.get();
+  FsOptions o = quiet_options();
+  o.dedup = false;  // no content hash to withdraw (that is a commit of its own)
+  std::string error;
+  auto fs = FileSystem::open(std::move(owned), o, error);
+  REQUIRE(fs);
+  const std::string first = pattern(64 << 10, 1);
+  const Ino ino = test::write_file(*fs, kRootIno, "db", first);
+  REQUIRE(fs->syncfs() == 0);
+  const std::string page = pattern(4096, 2);
+  auto write = [&](std::uint64_t off) {
+    REQUIRE(fs->write(ino, off, {reinterpret_cast<const std::byte*>(page.data()), page.size()}) ==
+            static_cast<ssize_t>(page.size()));
+  };
+
+  std::size_t at = dev->position();
+  write(8192);
+  REQUIRE(fs->fsync(ino, false) == 0);
+  CHECK(flushes_since(*dev, at) == 1);
+
+  at = dev->position();
+  write(first.size());  // appends: the size grows, a block is mapped
+  REQUIRE(fs->fsync(ino, false) == 0);
+  CHECK(flushes_since(*dev, at) == 2);
+
+  std::string want = first;
+  want.replace(8192, page.size(), page);
+  want += page;
+  CHECK(test::read_file(*fs, ino) == want);
+}
+
+}  // namespace dhfs
