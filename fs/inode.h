@@ -88,7 +88,6 @@ struct Inode {
   Payload kind_ = Payload::kNone;
 
  public:
-
   bool is_dir() const { return S_ISDIR(mode); }
   bool is_reg() const { return S_ISREG(mode); }
   bool is_symlink() const { return S_ISLNK(mode); }
@@ -103,7 +102,7 @@ struct Inode {
 
   // Directories: the directory holding it (for ".."); 0 for other types.
   Ino parent() const { return dir() ? dir()->parent() : 0; }
-  void set_parent(Ino p) const {
+  void set_parent(Ino p) {
     if (Directory* d = dir()) d->set_parent(p);
   }
 
