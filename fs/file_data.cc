@@ -244,10 +244,14 @@ ssize_t FileSystem::write_large_in_stripes(Ino ino, std::uint64_t at, std::span<
   return rc;
 }
 
+Inode* FileSystem::chunk_home_inode(const ChunkHome& home) const {
+  Inode* in = inodes_.get(home.ino);
+  return in && in->is_reg() && in->generation == home.generation ? in : nullptr;
+}
+
 bool FileSystem::chunk_home_alive(const ChunkHome& home) {
   std::shared_lock m(meta_mu_);
-  const Inode* in = inodes_.get(home.ino);
-  return in && in->is_reg() && in->generation == home.generation;
+  return chunk_home_inode(home) != nullptr;
 }
 
 // One piece of a write, under the inode's I/O lock. Chunks (see
@@ -597,10 +601,9 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
   std::optional<RangeLocks::Guard> src_stripes;
   if (held.owns_lock()) src_stripes.emplace(range_locks_, home.ino, home.lblk, home.lblk + nblk - 1);
   auto source_segments = [&]() -> std::optional<std::vector<Segment>> {
-    Inode* src = inodes_.get(home.ino);
+    Inode* src = chunk_home_inode(home);
     Inode* dst = inodes_.get(ino);
-    if (!src || !dst || !src->is_reg() || src->generation != home.generation || !may_share_with(*dst, *src))
-      return std::nullopt;
+    if (!src || !dst || !may_share_with(*dst, *src)) return std::nullopt;
     auto segs = src->map()->segments(home.lblk, nblk);
     for (const Segment& s : segs)
       if (s.hole() || (s.flags & kExtentUnwritten)) return std::nullopt;

@@ -343,7 +343,10 @@ class FileSystem {
   // (see ChunkIndex) shares the stored blocks instead. Caller holds the
   // inode's I/O lock. True if the write was done that way.
   bool share_stored_chunk(Ino ino, std::uint64_t off, std::span<const std::byte> data, const ChunkHome& home);
-  // True if the file a chunk index entry names still exists (same generation).
+  // The file a chunk index entry names, if it still exists (same
+  // generation, still a regular file); caller holds meta_mu_.
+  Inode* chunk_home_inode(const ChunkHome& home) const;
+  // The same, taking meta_mu_ shared itself.
   bool chunk_home_alive(const ChunkHome& home);
   // Shares whole blocks of `in` with `out` (clone); see copy_file_range.
   ssize_t clone_blocks(Ino in_ino, std::uint64_t lblk_in, Ino out_ino, std::uint64_t lblk_out, std::uint64_t nblk,

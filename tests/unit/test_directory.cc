@@ -1,6 +1,7 @@
 // Tests of fs/directory.h: the in-memory entries of one directory.
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
@@ -27,21 +28,29 @@ std::vector<Listed> list_all(const Directory& d, std::uint64_t from = 0) {
   return out;
 }
 
+// Takes up to `page` names from `cookie` on and moves `cookie` past the
+// last one taken (what a readdir call does).
+std::vector<std::string> take_page(const Directory& d, std::uint64_t& cookie,
+                                   std::size_t page = std::numeric_limits<std::size_t>::max()) {
+  std::vector<std::string> out;
+  d.list(cookie, [&](const DirEntry& e, std::uint64_t next) {
+    if (out.size() == page) return false;
+    out.emplace_back(e.name);
+    cookie = next;
+    return true;
+  });
+  return out;
+}
+
 // Lists in pages of `page` entries, resuming from the cookie after the last
 // entry taken.
 std::vector<std::string> list_paged(const Directory& d, std::size_t page) {
   std::vector<std::string> out;
   std::uint64_t cookie = 0;
   while (true) {
-    std::size_t taken = 0;
-    d.list(cookie, [&](const DirEntry& e, std::uint64_t next) {
-      if (taken == page) return false;
-      out.push_back(std::string(e.name));
-      cookie = next;
-      ++taken;
-      return true;
-    });
-    if (taken < page) break;
+    const std::vector<std::string> got = take_page(d, cookie, page);
+    out.insert(out.end(), got.begin(), got.end());
+    if (got.size() < page) break;
   }
   return out;
 }
@@ -170,14 +179,8 @@ TEST_CASE("directory: removal during an open listing keeps cookies stable", "[di
   d.open_listing();
 
   // Read the first page.
-  std::vector<std::string> got;
   std::uint64_t cookie = 0;
-  d.list(0, [&](const DirEntry& e, std::uint64_t next) {
-    if (got.size() == 100) return false;
-    got.push_back(std::string(e.name));
-    cookie = next;
-    return true;
-  });
+  const std::vector<std::string> got = take_page(d, cookie, 100);
   REQUIRE(got.size() == 100);
 
   // Remove most entries, both already listed and not yet listed, and add
@@ -188,11 +191,8 @@ TEST_CASE("directory: removal during an open listing keeps cookies stable", "[di
 
   // Continue from the cookie: exactly the survivors after the first page,
   // then the new entries; nothing listed twice, nothing skipped.
-  std::vector<std::string> rest;
-  d.list(cookie, [&](const DirEntry& e, std::uint64_t) {
-    rest.push_back(std::string(e.name));
-    return true;
-  });
+  std::uint64_t resumed = cookie;  // (the sections below resume from `cookie` again)
+  const std::vector<std::string> rest = take_page(d, resumed);
   std::vector<std::string> expect;
   for (std::size_t i = 100; i < kN; i += 10) expect.push_back(name_of(i));
   for (std::size_t i = kN; i < kN + 50; ++i) expect.push_back(name_of(i));
@@ -322,10 +322,6 @@ TEST_CASE("directory: matches a std::map model under random operations", "[direc
   CHECK(seen == model);
 }
 
-}  // namespace dhfs
-
-namespace dhfs {
-
 TEST_CASE("directory: names move when removals leave dead space, cookies and lookups stay", "[directory]") {
   // Names live back to back in one string; removing many long names
   // squeezes the string, also while a listing is open (entries keep their
@@ -335,20 +331,12 @@ TEST_CASE("directory: names move when removals leave dead space, cookies and loo
   constexpr std::size_t kN = 400;
   for (std::size_t i = 0; i < kN; ++i) REQUIRE(d.add(long_name(i), i + 2, 8));
   d.open_listing();
-  std::vector<std::string> got;
   std::uint64_t cookie = 0;
-  d.list(0, [&](const DirEntry& e, std::uint64_t next) {
-    if (got.size() == 50) return false;
-    got.emplace_back(e.name);
-    cookie = next;
-    return true;
-  });
+  std::vector<std::string> got = take_page(d, cookie, 50);
   for (std::size_t i = 0; i < kN; ++i)
     if (i % 4 != 0) REQUIRE(d.remove(long_name(i)));  // 60 KiB of dead names: squeezed
-  d.list(cookie, [&](const DirEntry& e, std::uint64_t) {
-    got.emplace_back(e.name);
-    return true;
-  });
+  const std::vector<std::string> rest = take_page(d, cookie);
+  got.insert(got.end(), rest.begin(), rest.end());
   std::vector<std::string> want;
   for (std::size_t i = 0; i < kN; ++i)
     if (i < 50 || i % 4 == 0) want.push_back(long_name(i));
