@@ -3,13 +3,16 @@
 #include <algorithm>
 #include <limits>
 
+#include "fs/records.h"
+
 namespace dhfs {
 
 namespace {
 constexpr std::uint64_t kMaxRun = std::numeric_limits<std::uint32_t>::max();
 
 bool joinable(const FileExtent& a, const FileExtent& b) {
-  return a.lend() == b.lblk && a.pblk + a.len == b.pblk && a.flags == b.flags &&
+  // (A packed extent is one block by definition: never joined.)
+  return a.lend() == b.lblk && a.pblk + a.len == b.pblk && a.flags == b.flags && !is_packed(a.flags) &&
          std::uint64_t{a.len} + b.len <= kMaxRun;
 }
 }  // namespace

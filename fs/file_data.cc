@@ -36,6 +36,14 @@ void add_io(std::vector<DeviceIo>& ios, DeviceIo::Op op, BlockNo pblk, std::byte
 
 bool readable(const Segment& s) { return !s.hole() && !(s.flags & kExtentUnwritten); }
 
+// A packed file's block as read from the device -> the file's block 0: its
+// bytes moved to the start (what follows them belongs to other files and
+// lies past the end of this one).
+void unpack_in_place(std::byte* block, std::uint32_t flags) {
+  const std::uint32_t at = packed_offset(flags);
+  if (at) std::memmove(block, block + at, kBlockSize - at);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------- read
@@ -97,6 +105,8 @@ int FileSystem::read_locked(Ino ino, std::uint64_t off, std::size_t size, Aligne
       std::memset(at, 0, s.len * kBlockSize);
   }
   if (int rc = dev_->submit(ios); rc < 0) return rc;
+  for (const Segment& s : segs)
+    if (is_packed(s.flags)) unpack_in_place(scratch.data() + (s.lblk - first) * kBlockSize, s.flags);
   *out = {scratch.data() + (off - first * kBlockSize), len};
   if (loaded) {
     loaded->off = first * kBlockSize;
@@ -135,15 +145,23 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
   if (data.empty()) return 0;
   if (off >= kMaxFileBytes || data.size() > kMaxFileBytes - off) return -EFBIG;
   if (int rc = content_changing(ino, &off, data); rc) return rc;
-  if (off == 0 && opts_.dedup && data.size() <= opts_.dedup_small_bytes && is_empty_file(ino)) {
-    // A whole small file that is stored already never reaches the device.
-    // (Rewrites at offset 0 of a file with data skip this: no exclusive
-    // lock on every database page-0 write.)
+  const bool dedup_small = opts_.dedup && data.size() <= opts_.dedup_small_bytes;
+  const bool pack = data.size() <= opts_.pack_small_bytes;
+  if (off == 0 && (dedup_small || pack) && is_empty_file(ino)) {
+    // A whole small file that is stored already never reaches the device;
+    // a very small one that is not goes into a pack block. (Rewrites at
+    // offset 0 of a file with data skip this: no exclusive lock on every
+    // database page-0 write.)
     if (int rc = begin_change(Journal::Change::kGrows); rc) return rc;
     std::unique_lock io(io_lock(ino));
-    if (write_duplicate_small(ino, data)) {
+    if (dedup_small && write_duplicate_small(ino, data)) {
       if (blocks_changed) *blocks_changed = true;
       return static_cast<ssize_t>(data.size());
+    }
+    if (pack) {
+      const ssize_t rc = write_packed(ino, data, blocks_changed);
+      if (rc < 0 && rc != -EAGAIN) content_changing(ino);  // the hashed stream no longer matches the file
+      if (rc != -EAGAIN) return rc;
     }
   }
   std::size_t done = 0;
@@ -169,6 +187,61 @@ ssize_t FileSystem::write(Ino ino, std::uint64_t off, std::span<const std::byte>
     done += n;
   }
   return static_cast<ssize_t>(done);
+}
+
+ssize_t FileSystem::write_packed(Ino ino, std::span<const std::byte> data, bool* blocks_changed) {
+  std::lock_guard turn(pack_mu_);
+  AlignedBuffer image(kBlockSize);
+  BlockNo pblk;
+  std::uint32_t at;
+  {
+    std::unique_lock m(meta_mu_);
+    Inode* in = inodes_.get(ino);
+    if (!in || !in->is_reg() || in->size != 0 || !in->map()->empty() || data.size() >= kBlockSize) return -EAGAIN;
+    PackBlocks::Block* b = packs_.current(in->region);
+    if (!b || !PackBlocks::fits(*b, data.size())) {
+      // A new block, after the region's last one so that its small files
+      // stay together.
+      std::vector<Extent> got;
+      if (!alloc_->allocate_all({1, 1, b ? b->pblk + 1 : 0, false, in->region}, got)) return -EAGAIN;
+      // A closed block that no file references any more was freed by a
+      // transaction already appended: free it once that is durable.
+      for (BlockNo unused : packs_.open(in->region, got.front().start))
+        alloc_->free_after({unused, 1}, journal_->last_appended_seq());
+      b = packs_.current(in->region);
+    }
+    pblk = b->pblk;
+    at = PackBlocks::append(*b, data.data(), data.size());
+    std::memcpy(image.data(), b->bytes.data(), kBlockSize);
+  }
+  // The whole block again: the bytes of the files already in it are the
+  // same, so a torn write cannot change them.
+  std::vector<DeviceIo> ios;
+  add_io(ios, DeviceIo::Op::Write, pblk, image.data(), 1);
+  ios.front().cached = true;  // as small writes: written back by the flush before the commit
+  if (int rc = dev_->submit(ios); rc < 0) return rc;
+  journal_->note_data_written();
+
+  std::unique_lock m(meta_mu_);
+  Inode* in = inodes_.get(ino);
+  if (!in) return -ENOENT;
+  // Only pack writes close blocks, one at a time: the block is still open.
+  PackBlocks::Block* b = packs_.find(pblk);
+  Txn txn;
+  const std::uint32_t flags = packed_flags(at);
+  in->map()->set(0, 1, pblk, flags);
+  txn.extent(ino, 0, 1, pblk, flags);
+  if (b->referenced)
+    add_refs({pblk, 1}, txn);
+  else
+    b->referenced = true;  // its first file (or the first since all the others went)
+  record_region_changes(txn);
+  in->size = data.size();
+  mark_changed(*in, now_ns(), true);
+  txn.inode(*in);
+  commit(txn);
+  if (blocks_changed) *blocks_changed = true;
+  return static_cast<ssize_t>(data.size());
 }
 
 // Small writes inside the file (random overwrites, a database's pages) run
@@ -379,6 +452,7 @@ BlockNo FileSystem::placement_hint(const Inode& in, std::uint64_t lblk) const {
   if (it != ex.end() && it->lblk < lblk) ++it;
   for (int looked = 0; it != ex.begin() && looked < 32; ++looked) {
     --it;
+    if (is_packed(it->flags)) continue;  // other files' block
     std::uint64_t last = std::min(it->lend(), lblk) - 1;
     BlockNo p = it->pblk + (last - it->lblk);
     if (refs_.refs(p) == 1) return p + (lblk - last);
@@ -394,6 +468,7 @@ struct WritePiece {
   std::uint64_t len;
   BlockNo pblk;  // current mapping (0 for holes)
   BlockNo hint;  // for pieces that need new blocks
+  std::uint32_t packed_flags = 0;  // a packed file's block: its extent flags
 };
 }  // namespace
 
@@ -420,6 +495,10 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
           out.push_back({WritePiece::kAllocate, s.lblk, s.len, 0, 0});
         } else if (s.flags & kExtentUnwritten) {
           out.push_back({WritePiece::kUnwritten, s.lblk, s.len, s.pblk, 0});
+        } else if (is_packed(s.flags)) {
+          // Other small files' bytes share the block: the file's own are
+          // copied out to a block of its own, whatever the count.
+          out.push_back({WritePiece::kCopyOnWrite, s.lblk, s.len, s.pblk, 0, s.flags});
         } else {
           // Shared blocks are never written: their new contents go elsewhere.
           // Nor are blocks still shared on the device (for_unshared_runs).
@@ -483,11 +562,13 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   // end of file read as zeros whatever the disk holds.
   std::vector<DeviceIo> loads;
   std::vector<std::uint64_t> loaded;
+  std::vector<std::pair<std::byte*, std::uint32_t>> packed_loads;  // to move to the block start
   auto load_blocks = [&](std::uint64_t from, std::uint64_t to) {  // [from, to)
     for (const WritePiece& p : pieces) {
       const std::uint64_t a = std::max(from, p.lblk), b = std::min(to, p.lblk + p.len);
       if (a >= b || p.pblk == 0 || p.kind == WritePiece::kUnwritten) continue;
       add_io(loads, DeviceIo::Op::Read, p.pblk + (a - p.lblk), buf.data() + (a - first) * kBlockSize, b - a);
+      if (p.packed_flags) packed_loads.emplace_back(buf.data() + (a - first) * kBlockSize, p.packed_flags);
     }
     for (std::uint64_t l = from; l < to; ++l) loaded.push_back(l);
   };
@@ -498,6 +579,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   // (Blocks not loaded, holes and unwritten extents, stay as the buffer
   // starts: zeros.)
   if (int rc = dev_->submit(loads); rc < 0) return rc;
+  for (const auto& [at, flags] : packed_loads) unpack_in_place(at, flags);
   for (std::uint64_t l : loaded) {
     const std::uint64_t block_start = l * kBlockSize;
     if (old_size < block_start + kBlockSize) {
@@ -605,8 +687,13 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
     Inode* dst = inodes_.get(ino);
     if (!src || !dst || !may_share_with(*dst, *src)) return std::nullopt;
     auto segs = src->map()->segments(home.lblk, nblk);
-    for (const Segment& s : segs)
+    for (const Segment& s : segs) {
       if (s.hole() || (s.flags & kExtentUnwritten)) return std::nullopt;
+      // A packed source is shared only as the whole of a file written from
+      // empty (a packed extent maps block 0 of a file that ends in it).
+      if (is_packed(s.flags) && (off != 0 || data.size() != src->size || dst->size > data.size()))
+        return std::nullopt;
+    }
     return segs;
   };
   std::vector<Segment> segs;
@@ -623,7 +710,10 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
   AlignedBuffer buf(nblk * kBlockSize);
   std::vector<DeviceIo> ios;
   for (const Segment& s : segs) add_io(ios, DeviceIo::Op::Read, s.pblk, buf.data() + (s.lblk - home.lblk) * kBlockSize, s.len);
-  if (dev_->submit(ios) < 0 || std::memcmp(buf.data(), data.data(), data.size()) != 0) {
+  const int read_rc = dev_->submit(ios);
+  for (const Segment& s : segs)
+    if (is_packed(s.flags)) unpack_in_place(buf.data() + (s.lblk - home.lblk) * kBlockSize, s.flags);
+  if (read_rc < 0 || std::memcmp(buf.data(), data.data(), data.size()) != 0) {
     // Some window of the run is stale in the index: forget the run's windows.
     for (std::size_t o = 0; o < data.size(); o += kChunkBytes)
       chunks_.forget(ChunkIndex::key_of(data.subspan(o, std::min<std::size_t>(kChunkBytes, data.size() - o))));
@@ -636,7 +726,9 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
   Inode* in = inodes_.get(ino);
   if (!in || !again || again->size() != segs.size() ||
       !std::equal(segs.begin(), segs.end(), again->begin(),
-                  [](const Segment& a, const Segment& b) { return a.lblk == b.lblk && a.pblk == b.pblk && a.len == b.len; }))
+                  [](const Segment& a, const Segment& b) {
+                    return a.lblk == b.lblk && a.pblk == b.pblk && a.len == b.len && a.flags == b.flags;
+                  }))
     return false;
   Txn txn;
   std::vector<Segment> displaced;
@@ -644,8 +736,9 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
   txn.extent(ino, lblk, nblk, 0, 0);
   for (const Segment& s : segs) {
     const std::uint64_t l = lblk + (s.lblk - home.lblk);
-    in->map()->set(l, s.len, s.pblk, 0);
-    txn.extent(ino, l, s.len, s.pblk, 0);
+    const std::uint32_t flags = is_packed(s.flags) ? s.flags : 0;
+    in->map()->set(l, s.len, s.pblk, flags);
+    txn.extent(ino, l, s.len, s.pblk, flags);
     add_refs({s.pblk, s.len}, txn);
   }
   std::vector<Extent> to_free;

@@ -72,8 +72,10 @@ void FileSystem::unshare_durable(std::uint64_t seq) {
 
 void FileSystem::drop_refs(const std::vector<Segment>& gone, Txn& txn, std::vector<Extent>& to_free) {
   std::vector<RefcountChange> changes;
+  const std::size_t freed_before = to_free.size();
   for (const Segment& g : gone)
     if (!g.hole()) refs_.drop_ref({g.pblk, g.len}, to_free, &changes);
+  packs_.keep_open(to_free, freed_before);  // an open pack block waits for its next file
   // A block going from one reference to none needs no record: the block
   // map change that dropped it says so.
   for (const RefcountChange& c : changes)
@@ -107,7 +109,10 @@ Attr FileSystem::attr_of(const Inode& in) const {
   a.gid = in.gid;
   a.rdev = in.rdev;
   a.size = in.is_symlink() && in.target() ? in.target()->size() : in.size;
-  a.blocks = in.allocated_blocks() * (kBlockSize / 512);
+  // A packed file holds only its own bytes of the block it shares.
+  const ExtentMap* map = in.map();
+  const bool packed = map && map->extent_count() == 1 && is_packed(map->begin()->flags);
+  a.blocks = packed ? (in.size + 511) / 512 : in.allocated_blocks() * (kBlockSize / 512);
   a.atime_ns = in.atime_ns;
   a.mtime_ns = in.mtime_ns;
   a.ctime_ns = in.ctime_ns;

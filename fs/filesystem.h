@@ -46,6 +46,7 @@
 #include "fs/loader.h"
 #include "fs/region_policy.h"
 #include "fs/options.h"
+#include "fs/pack_blocks.h"
 #include "fs/txn.h"
 
 namespace dhfs {
@@ -378,6 +379,11 @@ class FileSystem {
                     std::uint64_t holder_version, DedupOutcome* out);
   int record_content_hash(Ino ino, std::uint64_t version, const DedupKey& key);
   bool write_duplicate_small(Ino ino, std::span<const std::byte> data);
+  // A whole small file written from empty in one piece goes into the open
+  // pack block of its region (see PackBlocks); the caller holds the inode's
+  // exclusive I/O lock. -EAGAIN: the file does not qualify (or no block was
+  // free); the caller writes it the usual way.
+  ssize_t write_packed(Ino ino, std::span<const std::byte> data, bool* blocks_changed);
   bool is_empty_file(Ino ino);
   int read_piece(Ino ino, std::uint64_t off, AlignedBuffer& buf, std::span<const std::byte>* out);
   // Whether content-based sharing may give `writer` blocks of `holder`.
@@ -418,6 +424,10 @@ class FileSystem {
   // change's sequence number (0: not yet committed). See for_unshared_runs.
   std::mutex unshared_mu_;
   std::vector<std::pair<Extent, std::uint64_t>> unshared_;
+  // Small files' shared blocks (meta_mu_ exclusive); pack_mu_ makes pack
+  // writes take turns, as each rewrites its whole block.
+  PackBlocks packs_;
+  std::mutex pack_mu_;
   ChunkIndex chunks_;
   std::atomic<std::uint64_t> large_in_stripes_{0}, large_exclusive_{0};  // see WritePathCounts
   DedupIndex dedup_index_;

@@ -16,6 +16,7 @@
 #include <map>
 #include <optional>
 #include <span>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -805,6 +806,37 @@ struct Checker::Impl {
     return out;
   }
 
+  // Bytes of a packed block that one file holds (several files hold bytes
+  // from the same offset once dedup shares them; a truncate shortens one).
+  struct PackedRange {
+    std::uint64_t from = 0, to = 0;
+    Ino ino = 0;
+  };
+
+  // Bytes are appended to a pack block, never rewritten: files packed into
+  // it one after the other hold disjoint ranges, and only files sharing one
+  // file's bytes (dedup, then perhaps a truncate) start at the same offset.
+  // Bytes starting elsewhere inside another file's range are a block that
+  // was handed out twice: the later file of such a pair loses its block.
+  void check_packed_blocks(std::map<BlockNo, std::vector<PackedRange>>& blocks) {
+    for (auto& [pblk, ranges] : blocks) {
+      std::sort(ranges.begin(), ranges.end(),
+                [](const PackedRange& a, const PackedRange& b) { return std::tie(a.from, a.to) < std::tie(b.from, b.to); });
+      const PackedRange* held = nullptr;  // the range that reaches furthest so far
+      for (const PackedRange& r : ranges) {
+        if (held && r.from < held->to && r.from != held->from) {
+          problem(fmt::format("{}: its packed bytes {}..{} of device block {} overlap those of {}", describe(r.ino),
+                              r.from, r.to, pblk, describe(held->ino)));
+          repaired(fmt::format("inode {}: unmapped file block 0 (data lost)", r.ino));
+          table.get(r.ino)->map()->set(0, 1, 0, 0);
+          metadata_dirty = true;
+          continue;
+        }
+        if (!held || r.to > held->to) held = &r;
+      }
+    }
+  }
+
   // Every reference count must equal the number of block maps referencing
   // the block. The block maps are the truth: repair rebuilds the counts.
   void check_refcounts() {
@@ -849,6 +881,7 @@ struct Checker::Impl {
     }
     for (const auto& [s, c] : claims) checkpoint_pieces.push_back({s, c.end - s});
 
+    std::map<BlockNo, std::vector<PackedRange>> packed_ranges;
     table.for_each([&](const Inode& cin) {
       if (!cin.map()) return;
       Inode& in = *table.get(cin.ino);
@@ -871,6 +904,18 @@ struct Checker::Impl {
           repaired(fmt::format("inode {}: cleared unknown flags of file blocks {}", in.ino, range(e.lblk, e.len)));
           reflag.push_back(e);
         }
+        if (is_packed(e.flags)) {
+          const std::uint64_t at = packed_offset(e.flags);
+          if (!valid_extent_flags(e.lblk, e.len, e.pblk, e.flags) || at + in.size > kBlockSize) {
+            problem(fmt::format("{}: a packed extent must be file block 0, one block long, and its {} bytes at offset {} "
+                                "must lie inside the block",
+                                what(), in.size, at));
+            repaired(fmt::format("inode {}: unmapped file blocks {} (data lost)", in.ino, range(e.lblk, e.len)));
+            unmap.push_back({e.lblk, e.len});
+            continue;
+          }
+          packed_ranges[e.pblk].push_back({at, at + in.size, in.ino});
+        }
         // Files may share blocks with each other (clones, copy-ups, dedup:
         // the reference counts are checked below), never with the
         // checkpoint stream.
@@ -886,6 +931,7 @@ struct Checker::Impl {
       for (const auto& [l, n] : unmap) in.map()->set(l, n, 0, 0);
       if (!unmap.empty() || !reflag.empty()) metadata_dirty = true;
     });
+    check_packed_blocks(packed_ranges);
     check_refcounts();
   }
 

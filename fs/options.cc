@@ -112,6 +112,13 @@ bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std
         return false;
       }
       fs.dedup_small_bytes = *bytes;
+    } else if (key == "pack_small") {
+      auto bytes = parse_size(val);
+      if (!bytes || *bytes >= kBlockSize) {
+        error = fmt::format("option '{}': small files are packed up to at most 4095 bytes (0: off)", opt);
+        return false;
+      }
+      fs.pack_small_bytes = *bytes;
     } else if (key == "checkpoint_interval") {
       std::uint64_t s;
       if (!parse_uint(val, s) || s == 0) {

@@ -40,6 +40,9 @@ struct FsOptions {
   // Files up to this size that duplicate a stored file are shared without
   // writing their data (the first write of the whole file is compared).
   std::uint64_t dedup_small_bytes = 64 << 10;
+  // Whole files up to this size written from empty in one piece are packed
+  // several to a block (see PackBlocks); 0: every file gets blocks of its own.
+  std::uint64_t pack_small_bytes = 3 << 10;
   // A file written from empty, but not in order, is read back to be hashed
   // at close up to this size; larger ones wait for an offline `dhfsctl dedup`.
   std::uint64_t dedup_rehash_bytes = 64ULL << 20;

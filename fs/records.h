@@ -49,7 +49,26 @@ enum class RecordType : std::uint8_t {
 
 // Extent flags.
 inline constexpr std::uint32_t kExtentUnwritten = 1;  // allocated by fallocate, reads as zeros
-inline constexpr std::uint32_t kKnownExtentFlags = kExtentUnwritten;
+// A packed extent: a small file's bytes lie inside one block shared with
+// other small files (fs/pack_blocks.h), starting packed_offset(flags) bytes
+// into it. It maps file block 0 only, with len 1, and offset + size of the
+// file stays within the block.
+inline constexpr std::uint32_t kExtentPacked = 2;
+inline constexpr std::uint32_t kPackedOffsetShift = 16;
+inline constexpr std::uint32_t kPackedOffsetMask = 0xFFFu << kPackedOffsetShift;
+inline constexpr std::uint32_t kKnownExtentFlags = kExtentUnwritten | kExtentPacked | kPackedOffsetMask;
+
+inline std::uint32_t packed_flags(std::uint32_t offset) { return kExtentPacked | (offset << kPackedOffsetShift); }
+inline std::uint32_t packed_offset(std::uint32_t flags) { return (flags & kPackedOffsetMask) >> kPackedOffsetShift; }
+inline bool is_packed(std::uint32_t flags) { return flags & kExtentPacked; }
+// Flags a decoded extent may carry: known bits only, an offset only on a
+// packed extent, a packed extent mapped (pblk != 0), one block long, at file
+// block 0 and not unwritten.
+inline bool valid_extent_flags(std::uint64_t lblk, std::uint64_t len, std::uint64_t pblk, std::uint32_t flags) {
+  if (flags & ~kKnownExtentFlags) return false;
+  if (!is_packed(flags)) return (flags & kPackedOffsetMask) == 0;
+  return pblk != 0 && lblk == 0 && len == 1 && !(flags & kExtentUnwritten);
+}
 
 struct InodeRec {
   Ino ino = 0;

@@ -145,7 +145,9 @@ TEST_CASE("dedup: dhfsctl dedup merges copies stored with dedup=off", "[dedup][d
     const std::string data = generated(100 + i, 0, size);
     write_durable(fs.path("img/a/f" + std::to_string(i)), data);
     write_durable(fs.path("img/b/f" + std::to_string(i)), data);
-    copy_blocks += (size + 4095) / 4096;
+    // (f0, one byte, is packed: its copy shares its pack block, and merging
+    // the two frees no block.)
+    if (size > 3072) copy_blocks += (size + 4095) / 4096;
   }
   write_durable(fs.path("img/unique"), generated(99, 0, 5000));
   fs.remount("");  // dedup on

@@ -332,7 +332,10 @@ void rewrite_state(MemDevice& mem, const std::function<void(InodeTable&)>& damag
   std::string error;
   REQUIRE(load_state(mem, st, error));
   damage(st.inodes);
-  write_state(mem, records_of(st.inodes), extra_root_extents);
+  std::vector<Record> records = records_of(st.inodes);
+  // The reference counts stay as they were (small files share pack blocks).
+  st.meta.refs.for_each([&](Extent e, std::uint32_t count) { records.push_back(RefcountSetRec{e.start, e.len, count}); });
+  write_state(mem, records, extra_root_extents);
 }
 
 // Inode number of a path, from the on-disk state.
@@ -418,7 +421,9 @@ TEST_CASE("fsck: a populated filesystem is clean", "[fsck]") {
   CHECK(r.regular_files == 4);
   CHECK(r.extents >= 5);
   CHECK(r.orphans == 0);
-  const std::uint64_t data_blocks = 1 + 75 + (2 + 2 + 1) + 16;  // small, big, sparse, prealloc
+  // small and prealloc's one byte packed into one block, big, sparse, and
+  // prealloc's unwritten blocks 1..15
+  const std::uint64_t data_blocks = 1 + 75 + (2 + 2 + 1) + 15;
   CHECK(r.file_blocks == data_blocks);
   CHECK(r.blocks_used == r.file_blocks + r.checkpoint_blocks);
   CHECK(r.free_blocks == r.data_blocks - r.blocks_used);
@@ -817,6 +822,35 @@ TEST_CASE("fsck: extents outside the data area are unmapped", "[fsck]") {
   CHECK(same(big_now->substr(0, 2 * 4096), p.pop.big.substr(0, 2 * 4096)));
   CHECK(same(big_now->substr(2 * 4096, 3 * 4096), std::string(3 * 4096, '\0')));
   CHECK(same(big_now->substr(5 * 4096), p.pop.big.substr(5 * 4096)));
+}
+
+TEST_CASE("fsck: packed bytes that leave their block or overlap another file's are unmapped", "[fsck]") {
+  // dir/small (12 bytes) and prealloc (1 byte, after it) share a pack block.
+  Populated p;
+  const Ino small = ino_of(*p.img.mem, "dir/small"), pre = ino_of(*p.img.mem, "prealloc");
+  std::string expect;
+  SECTION("past the end of the block") {
+    rewrite_state(*p.img.mem, [&](InodeTable& t) { t.get(pre)->size = 4095; });  // at offset 12
+    expect = fmt::format("inode {} (/prealloc): file blocks 0 -> device blocks", pre);
+  }
+  SECTION("over another file's bytes") {
+    rewrite_state(*p.img.mem, [&](InodeTable& t) { t.get(small)->size = 100; });
+    expect = fmt::format("inode {} (/prealloc): its packed bytes 12..13 of device block", pre);
+  }
+  FsckReport r = p.img.check();
+  CHECK(r.exit_code == kFsckProblemsLeft);
+  INFO(joined(r.problems));
+  CHECK(r.problems.size() == 2);
+  CHECK(mentions(r.problems, "reference count 2, but 1 block maps"));  // one map fewer now
+  CHECK(mentions(r.problems, expect));
+  repair_and_recheck(p.img);
+  auto fs = p.img.mount();
+  auto now = read_all(*fs, "prealloc");
+  REQUIRE(now);
+  CHECK(now->find_first_not_of('\0') == std::string::npos);  // its block is gone: zeros
+  auto small_now = read_all(*fs, "dir/small");
+  REQUIRE(small_now);
+  CHECK(same(small_now->substr(0, p.pop.small.size()), p.pop.small));
 }
 
 TEST_CASE("fsck: records the decoder refuses make the checkpoint unrecoverable", "[fsck]") {
