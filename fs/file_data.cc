@@ -377,7 +377,14 @@ ssize_t FileSystem::write_piece_locked(Ino ino, std::uint64_t at, std::span<cons
   ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
     if (err || !opts_.dedup) return;
     const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
-    if (auto home = chunks_.find(key)) {
+    std::optional<ChunkHome> home = chunks_.find(key);
+    if (home && !chunk_home_alive(*home)) {
+      // Its file is gone: not stored. Forgotten, so that this file's
+      // window is remembered in its place (as on the stripes path).
+      chunks_.forget(key);
+      home.reset();
+    }
+    if (home) {
       if (run && run->to == w && home->ino == run->home.ino && home->generation == run->home.generation &&
           home->lblk == run->home.lblk + (w - run->from) / kBlockSize) {
         run->to = w + len;

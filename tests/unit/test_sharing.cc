@@ -553,12 +553,35 @@ TEST_CASE("sharing: bytes of a deleted file are written side by side, not down t
     CHECK(c2.in_stripes == c1.in_stripes + 4);
     CHECK(c2.exclusive == c1.exclusive);
     CHECK(synced(fs).shared_blocks == 0);
-    CHECK_CONTENT(fs, b, data);
-    // And b's windows are remembered in their place: a third copy shares them.
+    // And b's windows are remembered in their place: a third copy shares
+    // them. (b is read only afterwards: a read remembers windows too.)
     const Ino c = create_empty(fs, kRootIno, "c");
     write_chunked(fs, c, 0, data);
     CHECK(synced(fs).shared_blocks == data.size() / kB);
     CHECK_CONTENT(fs, c, data);
+    CHECK_CONTENT(fs, b, data);
+  }
+  SECTION("written down the exclusive path, they are remembered in their place too") {
+    REQUIRE(fs.unlink(kRootIno, "a") == 0);
+    REQUIRE(fs.syncfs() == 0);
+    // A first block, then the rest in one write that starts off a window
+    // boundary: the exclusive path (write_piece_locked) meets the deleted
+    // file's windows.
+    const Ino b = create_empty(fs, kRootIno, "b");
+    write_bytes(fs, b, 0, data.substr(0, kB));
+    const WritePathCounts c2 = fs.write_path_counts();
+    write_bytes(fs, b, kB, data.substr(kB, kMiB));
+    write_chunked(fs, b, kB + kMiB, data.substr(kB + kMiB));
+    CHECK(fs.write_path_counts().exclusive > c2.exclusive);
+    CHECK(synced(fs).shared_blocks == 0);
+    // (b is read only afterwards: a read remembers the windows it loads.
+    // Had the exclusive path left the deleted file's entries in place, c
+    // would share only b's first window, which was completed whole.)
+    const Ino c = create_empty(fs, kRootIno, "c");
+    write_chunked(fs, c, 0, data);
+    CHECK(synced(fs).shared_blocks == data.size() / kB);
+    CHECK_CONTENT(fs, c, data);
+    CHECK_CONTENT(fs, b, data);
   }
 }
 
