@@ -51,6 +51,8 @@ int serve_control(FileSystem& fs, std::uint64_t ino, unsigned cmd, std::span<con
       c.shared_blocks = s.shared_blocks;
       c.saved_blocks = s.saved_blocks;
       c.regions = s.regions;
+      c.packed_files = s.packed_files;
+      c.packed_bytes = s.packed_bytes;
       std::memcpy(c.uuid, fs.superblock().uuid.data(), 16);
       put(out, c);
       return 0;

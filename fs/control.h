@@ -26,7 +26,9 @@ struct ControlStats {
   std::uint64_t shared_blocks;     // referenced by more than one block map
   std::uint64_t saved_blocks;      // what sharing saves: sum of (references - 1)
   std::uint64_t regions;
-  std::uint64_t reserved[13];
+  std::uint64_t packed_files;      // small files in pack blocks
+  std::uint64_t packed_bytes;      // their sizes
+  std::uint64_t reserved[11];
 };
 
 struct ControlRegion {

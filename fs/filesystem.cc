@@ -110,9 +110,9 @@ Attr FileSystem::attr_of(const Inode& in) const {
   a.rdev = in.rdev;
   a.size = in.is_symlink() && in.target() ? in.target()->size() : in.size;
   // A packed file holds only its own bytes of the block it shares.
-  const ExtentMap* map = in.map();
-  const bool packed = map && map->extent_count() == 1 && is_packed(map->begin()->flags);
-  a.blocks = packed ? (in.size + 511) / 512 : in.allocated_blocks() * (kBlockSize / 512);
+  a.blocks = in.allocated_blocks() * (kBlockSize / 512);
+  if (in.packed())
+    a.blocks = a.blocks - kBlockSize / 512 + std::min<std::uint64_t>(kBlockSize / 512, (in.size + 511) / 512);
   a.atime_ns = in.atime_ns;
   a.mtime_ns = in.mtime_ns;
   a.ctime_ns = in.ctime_ns;
@@ -737,6 +737,10 @@ FsStats FileSystem::stats() {
   inodes_.for_each([&](const Inode& in) {
     if (in.is_reg()) s.logical_bytes += in.size;
     s.allocated_blocks += in.allocated_blocks();
+    if (in.packed()) {
+      ++s.packed_files;
+      s.packed_bytes += in.size;
+    }
   });
   return s;
 }

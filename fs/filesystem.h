@@ -141,6 +141,8 @@ struct FsStats {
   std::uint64_t shared_blocks = 0;     // blocks referenced by more than one block map
   std::uint64_t saved_blocks = 0;      // blocks sharing saves: sum of (references - 1)
   std::uint64_t regions = 0;
+  std::uint64_t packed_files = 0;  // small files whose bytes lie in pack blocks
+  std::uint64_t packed_bytes = 0;  // their sizes
 };
 
 // How large writes (over 64 KiB) were done since the filesystem was opened:

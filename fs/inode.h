@@ -107,6 +107,8 @@ struct Inode {
   }
 
   std::uint64_t allocated_blocks() const { return map() ? map()->mapped_blocks() : 0; }
+  // A small file whose bytes lie in a pack block (see PackBlocks).
+  bool packed() const { return map() && !map()->empty() && is_packed(map()->begin()->flags); }
 
   // Creates the payload matching the file type (after `mode` is set); an
   // old payload goes.

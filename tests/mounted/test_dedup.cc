@@ -134,6 +134,48 @@ TEST_CASE("dedup: small copies take no space; with dedup=off each takes its own"
   for (int i : {0, 57, 99}) CHECK(read_range(fs.path("copy" + std::to_string(i)), 0, 20000) == generated(7, 0, 10000));
 }
 
+// What an untar does: small files created and written whole reach the
+// daemon (through the kernel's writeback) as one write at offset 0, and are
+// packed several to a block.
+TEST_CASE("packing: small files written through the mount share pack blocks", "[dedup][packing][dhfs]") {
+  DHFS_ONLY_STRICT();
+  MountedFs fs;
+  mkdirs(fs, "small");
+  ctl_sync(fs);
+  const Df d0 = df(fs);
+  constexpr int kFiles = 200;
+  constexpr std::size_t kSize = 1000;
+  for (int i = 0; i < kFiles; ++i) write_durable(fs.path("small/f" + std::to_string(i)), generated(500 + i, 0, kSize));
+  ctl_sync(fs);
+  const Df d1 = df(fs);
+  const std::string j = ctl_json({"df", fs.root()});
+  INFO(j);
+  CHECK(json_u64(j, "packed_files") == kFiles);
+  CHECK(json_u64(j, "packed_bytes") == kFiles * kSize);
+  // Four files a block: 50 blocks, where files of their own took 200.
+  CHECK(d1.physical - d0.physical == kFiles / 4 * 4096);
+  struct stat st{};
+  REQUIRE(::stat(fs.path("small/f7").c_str(), &st) == 0);
+  CHECK(st.st_blocks == 2);  // its own 1000 bytes
+  fs.remount();
+  for (int i : {0, 3, 4, 199}) CHECK(read_range(fs.path("small/f" + std::to_string(i)), 0, 2 * kSize) == generated(500 + i, 0, kSize));
+  // A packed file changed through the mount gets a block of its own; its
+  // neighbours keep their bytes.
+  {
+    Fd fd = open_fd(fs.path("small/f5"), O_WRONLY | O_APPEND, 0);
+    pwrite_all(fd, "tail", kSize);
+    SYS(::fsync(fd));
+    fd.close_checked();
+  }
+  CHECK(read_range(fs.path("small/f5"), 0, 2 * kSize) == generated(505, 0, kSize) + "tail");
+  CHECK(read_range(fs.path("small/f4"), 0, 2 * kSize) == generated(504, 0, kSize));
+  CHECK(read_range(fs.path("small/f6"), 0, 2 * kSize) == generated(506, 0, kSize));
+  // Removing them all returns every block.
+  for (int i = 0; i < kFiles; ++i) REQUIRE(::unlink(fs.path("small/f" + std::to_string(i)).c_str()) == 0);
+  ctl_sync(fs);
+  CHECK(df(fs).physical == d0.physical);
+}
+
 TEST_CASE("dedup: dhfsctl dedup merges copies stored with dedup=off", "[dedup][dhfs]") {
   DHFS_ONLY_STRICT();
   MountedFs fs(FsOptions{"dedup=off"});
