@@ -820,8 +820,9 @@ struct Checker::Impl {
   // was handed out twice: the later file of such a pair loses its block.
   void check_packed_blocks(std::map<BlockNo, std::vector<PackedRange>>& blocks) {
     for (auto& [pblk, ranges] : blocks) {
-      std::sort(ranges.begin(), ranges.end(),
-                [](const PackedRange& a, const PackedRange& b) { return std::tie(a.from, a.to) < std::tie(b.from, b.to); });
+      std::sort(ranges.begin(), ranges.end(), [](const PackedRange& a, const PackedRange& b) {
+        return std::tie(a.from, a.to) < std::tie(b.from, b.to);
+      });
       const PackedRange* held = nullptr;  // the range that reaches furthest so far
       for (const PackedRange& r : ranges) {
         if (held && r.from < held->to && r.from != held->from) {
@@ -907,8 +908,8 @@ struct Checker::Impl {
         if (is_packed(e.flags)) {
           const std::uint64_t at = packed_offset(e.flags);
           if (!valid_extent_flags(e.lblk, e.len, e.pblk, e.flags) || at + in.size > kBlockSize) {
-            problem(fmt::format("{}: a packed extent must be file block 0, one block long, and its {} bytes at offset {} "
-                                "must lie inside the block",
+            problem(fmt::format("{}: a packed extent must be file block 0, one block long, and its {} bytes at "
+                                "offset {} must lie inside the block",
                                 what(), in.size, at));
             repaired(fmt::format("inode {}: unmapped file blocks {} (data lost)", in.ino, range(e.lblk, e.len)));
             unmap.push_back({e.lblk, e.len});

@@ -37,7 +37,6 @@ std::uint32_t PackBlocks::append(Block& b, const std::byte* data, std::size_t n)
 }
 
 void PackBlocks::keep_open(std::vector<Extent>& to_free, std::size_t from) {
-  if (open_.empty()) return;
   for (auto& [region, b] : open_) {
     for (std::size_t i = from; i < to_free.size(); ++i) {
       const Extent e = to_free[i];
@@ -46,9 +45,7 @@ void PackBlocks::keep_open(std::vector<Extent>& to_free, std::size_t from) {
       // [start, pblk) stays in place, (pblk, end) goes to the end.
       to_free[i] = {e.start, b->pblk - e.start};
       if (b->pblk + 1 < e.end()) to_free.push_back({b->pblk + 1, e.end() - b->pblk - 1});
-      if (to_free[i].empty()) {
-        to_free.erase(to_free.begin() + static_cast<std::ptrdiff_t>(i));
-      }
+      if (to_free[i].empty()) to_free.erase(to_free.begin() + static_cast<std::ptrdiff_t>(i));
       break;
     }
   }

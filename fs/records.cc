@@ -161,7 +161,8 @@ bool decode_body(RecordType type, ByteReader& r, Record& out, std::string& why) 
       e.pblk = r.get<std::uint64_t>();
       e.flags = r.get<std::uint32_t>();
       if (e.ino == 0 || e.ino > kMaxIno || e.len == 0 || e.lblk + e.len < e.lblk ||
-          (e.pblk != 0 && (e.pblk > kMaxBlock || e.len > kMaxBlock)) || !valid_extent_flags(e.lblk, e.len, e.pblk, e.flags)) {
+          (e.pblk != 0 && (e.pblk > kMaxBlock || e.len > kMaxBlock)) ||
+          !valid_extent_flags(e.lblk, e.len, e.pblk, e.flags)) {
         why = "invalid extent";
         return false;
       }

@@ -158,7 +158,8 @@ TEST_CASE("packing: small files written through the mount share pack blocks", "[
   REQUIRE(::stat(fs.path("small/f7").c_str(), &st) == 0);
   CHECK(st.st_blocks == 2);  // its own 1000 bytes
   fs.remount();
-  for (int i : {0, 3, 4, 199}) CHECK(read_range(fs.path("small/f" + std::to_string(i)), 0, 2 * kSize) == generated(500 + i, 0, kSize));
+  for (int i : {0, 3, 4, 199})
+    CHECK(read_range(fs.path("small/f" + std::to_string(i)), 0, 2 * kSize) == generated(500 + i, 0, kSize));
   // A packed file changed through the mount gets a block of its own; its
   // neighbours keep their bytes.
   {

@@ -334,7 +334,8 @@ void rewrite_state(MemDevice& mem, const std::function<void(InodeTable&)>& damag
   damage(st.inodes);
   std::vector<Record> records = records_of(st.inodes);
   // The reference counts stay as they were (small files share pack blocks).
-  st.meta.refs.for_each([&](Extent e, std::uint32_t count) { records.push_back(RefcountSetRec{e.start, e.len, count}); });
+  st.meta.refs.for_each(
+      [&](Extent e, std::uint32_t count) { records.push_back(RefcountSetRec{e.start, e.len, count}); });
   write_state(mem, records, extra_root_extents);
 }
 
