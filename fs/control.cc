@@ -53,6 +53,8 @@ int serve_control(FileSystem& fs, std::uint64_t ino, unsigned cmd, std::span<con
       c.regions = s.regions;
       c.packed_files = s.packed_files;
       c.packed_bytes = s.packed_bytes;
+      c.pack_blocks = s.pack_blocks;
+      c.pack_unused_bytes = s.pack_unused_bytes;
       std::memcpy(c.uuid, fs.superblock().uuid.data(), 16);
       put(out, c);
       return 0;

@@ -28,7 +28,9 @@ struct ControlStats {
   std::uint64_t regions;
   std::uint64_t packed_files;      // small files in pack blocks
   std::uint64_t packed_bytes;      // their sizes
-  std::uint64_t reserved[11];
+  std::uint64_t pack_blocks;       // blocks holding them
+  std::uint64_t pack_unused_bytes; // bytes of those blocks no file holds
+  std::uint64_t reserved[9];
 };
 
 struct ControlRegion {

@@ -8,8 +8,11 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <map>
+#include <utility>
 
 namespace dhfs {
 
@@ -734,14 +737,29 @@ FsStats FileSystem::stats() {
   s.shared_blocks = refs_.shared_blocks();
   s.saved_blocks = refs_.saved_blocks();
   s.regions = regions_.size();
+  // Bytes held in each pack block, per offset: files that share bytes
+  // (dedup) start at the same offset, and ranges at different offsets never
+  // overlap (see fsck), so the longest range at each offset counts.
+  std::map<std::pair<BlockNo, std::uint32_t>, std::uint64_t> held;
   inodes_.for_each([&](const Inode& in) {
     if (in.is_reg()) s.logical_bytes += in.size;
     s.allocated_blocks += in.allocated_blocks();
     if (in.packed()) {
       ++s.packed_files;
       s.packed_bytes += in.size;
+      const FileExtent& e = *in.map()->begin();
+      std::uint64_t& len = held[{e.pblk, packed_offset(e.flags)}];
+      len = std::max(len, in.size);
     }
   });
+  std::uint64_t held_bytes = 0;
+  BlockNo last = 0;
+  for (const auto& [where, len] : held) {
+    if (where.first != last) ++s.pack_blocks;
+    last = where.first;
+    held_bytes += len;
+  }
+  s.pack_unused_bytes = s.pack_blocks * kBlockSize - std::min(held_bytes, s.pack_blocks * kBlockSize);
   return s;
 }
 

@@ -143,6 +143,10 @@ struct FsStats {
   std::uint64_t regions = 0;
   std::uint64_t packed_files = 0;  // small files whose bytes lie in pack blocks
   std::uint64_t packed_bytes = 0;  // their sizes
+  std::uint64_t pack_blocks = 0;   // blocks holding them
+  // Bytes of those blocks that no file holds: removed files' (bytes in a
+  // pack block are never reused while it lives) and open blocks' free ends.
+  std::uint64_t pack_unused_bytes = 0;
 };
 
 // How large writes (over 64 KiB) were done since the filesystem was opened:

@@ -86,9 +86,9 @@ int cmd_df(const std::string& path, bool json) {
         "{{\"uuid\":\"{}\",\"block_size\":{},\"size_bytes\":{},\"used_bytes\":{},\"free_bytes\":{},"
         "\"available_bytes\":{},\"inodes\":{},\"logical_bytes\":{},\"referenced_bytes\":{},\"physical_bytes\":{},"
         "\"shared_bytes\":{},\"saved_bytes\":{},\"dedup_ratio\":{:.3f},\"metadata_bytes\":{},\"regions\":{},"
-        "\"packed_files\":{},\"packed_bytes\":{}}}\n",
+        "\"packed_files\":{},\"packed_bytes\":{},\"pack_blocks\":{},\"pack_unused_bytes\":{}}}\n",
         uuid_to_string(u), bs, total, total - free, free, avail, s.inodes, s.logical_bytes, referenced, physical,
-        shared, saved, ratio, meta, s.regions, s.packed_files, s.packed_bytes);
+        shared, saved, ratio, meta, s.regions, s.packed_files, s.packed_bytes, s.pack_blocks, s.pack_unused_bytes);
     return 0;
   }
   fmt::print("filesystem     {}\n", uuid_to_string(u));
@@ -100,8 +100,10 @@ int cmd_df(const std::string& path, bool json) {
   fmt::print("physical data  {}   (device blocks holding file data)\n", cli::human_bytes(physical));
   fmt::print("shared data    {}   (blocks referenced by several files; sharing saves {})\n",
              cli::human_bytes(shared), cli::human_bytes(saved));
-  fmt::print("packed files   {} holding {}   (small files sharing pack blocks, counted in shared data)\n",
-             s.packed_files, cli::human_bytes(s.packed_bytes));
+  fmt::print("packed files   {} holding {} in {} blocks   (small files sharing blocks, counted in shared data;\n"
+             "               {} of those blocks unused: removed files' bytes, open blocks' free ends)\n",
+             s.packed_files, cli::human_bytes(s.packed_bytes), s.pack_blocks,
+             cli::human_bytes(s.pack_unused_bytes));
   fmt::print("dedup ratio    {:.2f}   (logical / physical)\n", ratio);
   fmt::print("metadata       {}   (journal and checkpoint)\n", cli::human_bytes(meta));
   fmt::print("regions        {}\n", s.regions);

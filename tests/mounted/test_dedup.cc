@@ -152,6 +152,8 @@ TEST_CASE("packing: small files written through the mount share pack blocks", "[
   INFO(j);
   CHECK(json_u64(j, "packed_files") == kFiles);
   CHECK(json_u64(j, "packed_bytes") == kFiles * kSize);
+  CHECK(json_u64(j, "pack_blocks") == kFiles / 4);
+  CHECK(json_u64(j, "pack_unused_bytes") == kFiles / 4 * 4096 - kFiles * kSize);
   // Four files a block: 50 blocks, where files of their own took 200.
   CHECK(d1.physical - d0.physical == kFiles / 4 * 4096);
   struct stat st{};
@@ -171,6 +173,10 @@ TEST_CASE("packing: small files written through the mount share pack blocks", "[
   CHECK(read_range(fs.path("small/f5"), 0, 2 * kSize) == generated(505, 0, kSize) + "tail");
   CHECK(read_range(fs.path("small/f4"), 0, 2 * kSize) == generated(504, 0, kSize));
   CHECK(read_range(fs.path("small/f6"), 0, 2 * kSize) == generated(506, 0, kSize));
+  // f5's old bytes stay in its pack block, held by no file now.
+  const std::string after = ctl_json({"df", fs.root()});
+  CHECK(json_u64(after, "packed_files") == kFiles - 1);
+  CHECK(json_u64(after, "pack_unused_bytes") == kFiles / 4 * 4096 - (kFiles - 1) * kSize);
   // Removing them all returns every block.
   for (int i = 0; i < kFiles; ++i) REQUIRE(::unlink(fs.path("small/f" + std::to_string(i)).c_str()) == 0);
   ctl_sync(fs);

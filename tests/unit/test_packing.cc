@@ -54,6 +54,11 @@ TEST_CASE("packing: small files share a block and read back, also after a reopen
   // straddles two), 6: {1..1251}, {1501, 1751}, {2001}, {2251}, {2501}, {2751}.
   CHECK(bytes == 16512);
   CHECK(physical_blocks(*rig.fs) == 6);
+  const FsStats s = synced(*rig.fs);
+  CHECK(s.packed_files == 12);
+  CHECK(s.packed_bytes == bytes);
+  CHECK(s.pack_blocks == 6);
+  CHECK(s.pack_unused_bytes == 6 * kB - bytes);
   for (const auto& [ino, data] : files) {
     CHECK_CONTENT(*rig.fs, ino, data);
     // st_blocks counts the file's own bytes, in 512-byte units.
@@ -159,9 +164,14 @@ TEST_CASE("packing: the block goes with its last file, and an open one takes the
   const Ino a = small_file(*rig.fs, "a", pattern(100, 1));
   small_file(*rig.fs, "b", pattern(200, 2));
   CHECK(physical_blocks(*rig.fs) == 1);
+  CHECK(synced(*rig.fs).pack_unused_bytes == kB - 300);
   REQUIRE(rig.fs->unlink(kRootIno, "a") == 0);
+  // a's 100 bytes are not reused while the block lives.
+  CHECK(synced(*rig.fs).pack_unused_bytes == kB - 200);
+  CHECK(synced(*rig.fs).packed_files == 1);
   REQUIRE(rig.fs->unlink(kRootIno, "b") == 0);
   CHECK(physical_blocks(*rig.fs) == 0);
+  CHECK(synced(*rig.fs).pack_blocks == 0);
   (void)a;
   // The block stayed open (allocated, no file in it): the next file goes
   // into it after the bytes of the two gone ones.
