@@ -11,8 +11,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
-#include <map>
-#include <utility>
+#include <tuple>
+#include <vector>
 
 namespace dhfs {
 
@@ -737,27 +737,34 @@ FsStats FileSystem::stats() {
   s.shared_blocks = refs_.shared_blocks();
   s.saved_blocks = refs_.saved_blocks();
   s.regions = regions_.size();
-  // Bytes held in each pack block, per offset: files that share bytes
-  // (dedup) start at the same offset, and ranges at different offsets never
-  // overlap (see fsck), so the longest range at each offset counts.
-  std::map<std::pair<BlockNo, std::uint32_t>, std::uint64_t> held;
+  struct Packed {
+    BlockNo pblk;
+    std::uint32_t offset;
+    std::uint64_t size;
+  };
+  std::vector<Packed> packed;  // sorted and summed once the lock is released
   inodes_.for_each([&](const Inode& in) {
     if (in.is_reg()) s.logical_bytes += in.size;
     s.allocated_blocks += in.allocated_blocks();
     if (in.packed()) {
-      ++s.packed_files;
-      s.packed_bytes += in.size;
       const FileExtent& e = *in.map()->begin();
-      std::uint64_t& len = held[{e.pblk, packed_offset(e.flags)}];
-      len = std::max(len, in.size);
+      packed.push_back({e.pblk, packed_offset(e.flags), in.size});
     }
   });
+  m.unlock();
+  // Bytes held in each pack block: files that share bytes (dedup) start at
+  // the same offset, and ranges at different offsets never overlap (see
+  // fsck), so the longest range at each offset counts.
+  std::sort(packed.begin(), packed.end(), [](const Packed& a, const Packed& b) {
+    return std::tie(a.pblk, a.offset, b.size) < std::tie(b.pblk, b.offset, a.size);  // longest first
+  });
   std::uint64_t held_bytes = 0;
-  BlockNo last = 0;
-  for (const auto& [where, len] : held) {
-    if (where.first != last) ++s.pack_blocks;
-    last = where.first;
-    held_bytes += len;
+  for (std::size_t i = 0; i < packed.size(); ++i) {
+    const Packed& p = packed[i];
+    ++s.packed_files;
+    s.packed_bytes += p.size;
+    if (i == 0 || p.pblk != packed[i - 1].pblk) ++s.pack_blocks;
+    if (i == 0 || p.pblk != packed[i - 1].pblk || p.offset != packed[i - 1].offset) held_bytes += p.size;
   }
   s.pack_unused_bytes = s.pack_blocks * kBlockSize - std::min(held_bytes, s.pack_blocks * kBlockSize);
   return s;

@@ -222,6 +222,11 @@ TEST_CASE("packing: a duplicate of a packed file shares its bytes; a change copi
   rig.reopen();
   CHECK_CONTENT(*rig.fs, c, data.substr(0, 300));
   CHECK_CONTENT(*rig.fs, a, data);
+  // The block holds a's 777 bytes (c's 300 are their start) and other's 500.
+  const FsStats s = synced(*rig.fs);
+  CHECK(s.packed_files == 3);
+  CHECK(s.pack_blocks == 1);
+  CHECK(s.pack_unused_bytes == kB - 777 - 500);
 }
 
 TEST_CASE("packing: pack_small=0 gives every small file a block of its own", "[packing]") {
