@@ -300,10 +300,7 @@ ssize_t FileSystem::write_large_in_stripes(Ino ino, std::uint64_t at, std::span<
     ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
       if (stored) return;
       const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
-      if (const std::optional<ChunkHome> home = chunks_.find(key)) {
-        stored = chunk_home_alive(*home);
-        if (!stored) chunks_.forget(key);
-      }
+      stored = stored_chunk(key).has_value();
       windows.emplace_back(key, w / kBlockSize);
     });
     if (stored) return -EAGAIN;
@@ -322,9 +319,15 @@ Inode* FileSystem::chunk_home_inode(const ChunkHome& home) const {
   return in && in->is_reg() && in->generation == home.generation ? in : nullptr;
 }
 
-bool FileSystem::chunk_home_alive(const ChunkHome& home) {
-  std::shared_lock m(meta_mu_);
-  return chunk_home_inode(home) != nullptr;
+std::optional<ChunkHome> FileSystem::stored_chunk(const ChunkKey& key) {
+  std::optional<ChunkHome> home = chunks_.find(key);
+  if (!home) return std::nullopt;
+  {
+    std::shared_lock m(meta_mu_);
+    if (chunk_home_inode(*home)) return home;
+  }
+  chunks_.forget(key);
+  return std::nullopt;
 }
 
 // One piece of a write, under the inode's I/O lock. Chunks (see
@@ -377,14 +380,7 @@ ssize_t FileSystem::write_piece_locked(Ino ino, std::uint64_t at, std::span<cons
   ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
     if (err || !opts_.dedup) return;
     const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
-    std::optional<ChunkHome> home = chunks_.find(key);
-    if (home && !chunk_home_alive(*home)) {
-      // Its file is gone: not stored. Forgotten, so that this file's
-      // window is remembered in its place (as on the stripes path).
-      chunks_.forget(key);
-      home.reset();
-    }
-    if (home) {
+    if (const std::optional<ChunkHome> home = stored_chunk(key)) {
       if (run && run->to == w && home->ino == run->home.ino && home->generation == run->home.generation &&
           home->lblk == run->home.lblk + (w - run->from) / kBlockSize) {
         run->to = w + len;
@@ -428,7 +424,7 @@ void FileSystem::complete_window(Ino ino, std::uint64_t w, std::uint64_t generat
   std::span<const std::byte> bytes;
   if (read_locked(ino, w, len, scratch, &bytes) != 0 || bytes.size() != len) return;
   const ChunkKey key = ChunkIndex::key_of(bytes);
-  if (auto home = chunks_.find(key)) {
+  if (auto home = stored_chunk(key)) {
     // share_stored_chunk reads the source into its own buffer; `bytes`
     // stays valid.
     if (share_stored_chunk(ino, w, bytes, *home)) {

@@ -353,8 +353,11 @@ class FileSystem {
   // The file a chunk index entry names, if it still exists (same
   // generation, still a regular file); caller holds meta_mu_.
   Inode* chunk_home_inode(const ChunkHome& home) const;
-  // The same, taking meta_mu_ shared itself.
-  bool chunk_home_alive(const ChunkHome& home);
+  // Where the chunk index says bytes with `key` are stored, if that file
+  // still exists (takes meta_mu_ shared). An entry naming a file that is
+  // gone is forgotten, so that the caller's window is remembered in its
+  // place.
+  std::optional<ChunkHome> stored_chunk(const ChunkKey& key);
   // Shares whole blocks of `in` with `out` (clone); see copy_file_range.
   ssize_t clone_blocks(Ino in_ino, std::uint64_t lblk_in, Ino out_ino, std::uint64_t lblk_out, std::uint64_t nblk,
                        std::uint64_t out_size_after);

@@ -21,9 +21,7 @@ class TxnBuilder {
     writer_.add(r);
     only_inodes_ = false;
   }
-  void inode(const Inode& in) {
-    writer_.add(in.to_record());
-  }
+  void inode(const Inode& in) { writer_.add(in.to_record()); }  // (keeps only_inode_records())
   void dirent(Ino parent, std::string_view name, Ino child, std::uint8_t dtype) {
     add(DirentSetRec{parent, child, dtype, name});
   }

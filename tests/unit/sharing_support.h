@@ -102,6 +102,12 @@ inline FsStats synced(FileSystem& fs) {
   return fs.stats();
 }
 
+// Blocks the device holds for file data, once everything is durable.
+inline std::uint64_t physical_blocks(FileSystem& fs) {
+  const FsStats s = synced(fs);
+  return s.allocated_blocks - s.saved_blocks;
+}
+
 // Model helpers.
 inline void model_write(std::string& c, std::uint64_t off, std::string_view data) {
   if (c.size() < off + data.size()) c.resize(off + data.size(), '\0');

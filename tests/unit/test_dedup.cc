@@ -47,12 +47,6 @@ Ino make_file(FileSystem& fs, Ino parent, std::string_view name, std::string_vie
   return a.ino;
 }
 
-// Blocks the device holds for file data, once everything is durable.
-std::uint64_t physical_blocks(FileSystem& fs) {
-  const FsStats s = synced(fs);
-  return s.allocated_blocks - s.saved_blocks;
-}
-
 std::uint64_t blocks_of(std::uint64_t bytes) { return (bytes + kB - 1) / kB; }
 
 FsOptions dedup_opts(bool on = true) {

@@ -29,12 +29,6 @@ using namespace sharing_test;
 using test::kRoot;
 using test::pattern;
 
-// Blocks the device holds for file data, once everything is durable.
-std::uint64_t physical_blocks(FileSystem& fs) {
-  const FsStats s = synced(fs);
-  return s.allocated_blocks - s.saved_blocks;
-}
-
 // Creates `name` holding `content`, written in one piece, then closed.
 Ino small_file(FileSystem& fs, std::string_view name, std::string_view content) {
   return test::write_file(fs, kRootIno, name, content);

@@ -534,6 +534,19 @@ TEST_CASE("sharing: bytes of a deleted file are written side by side, not down t
   const WritePathCounts c1 = fs.write_path_counts();
   CHECK(c1.in_stripes == c0.in_stripes + 4);
   CHECK(c1.exclusive == c0.exclusive);
+  auto unlink_a = [&] {
+    REQUIRE(fs.unlink(kRootIno, "a") == 0);
+    REQUIRE(fs.syncfs() == 0);
+  };
+  // A third copy shares all of b's blocks if b's windows were remembered.
+  // (b is read only afterwards: a read remembers the windows it loads.)
+  auto third_copy_shares_b = [&](Ino b) {
+    const Ino c = create_empty(fs, kRootIno, "c");
+    write_chunked(fs, c, 0, data);
+    CHECK(synced(fs).shared_blocks == data.size() / kB);
+    CHECK_CONTENT(fs, c, data);
+    CHECK_CONTENT(fs, b, data);
+  };
 
   SECTION("while the file lives, its bytes are shared (the exclusive path)") {
     const Ino b = create_empty(fs, kRootIno, "b");
@@ -545,25 +558,18 @@ TEST_CASE("sharing: bytes of a deleted file are written side by side, not down t
     CHECK_CONTENT(fs, b, data);
   }
   SECTION("once it is deleted, they are plain new data") {
-    REQUIRE(fs.unlink(kRootIno, "a") == 0);
-    REQUIRE(fs.syncfs() == 0);
+    unlink_a();
     const Ino b = create_empty(fs, kRootIno, "b");
     write_chunked(fs, b, 0, data);
     const WritePathCounts c2 = fs.write_path_counts();
     CHECK(c2.in_stripes == c1.in_stripes + 4);
     CHECK(c2.exclusive == c1.exclusive);
     CHECK(synced(fs).shared_blocks == 0);
-    // And b's windows are remembered in their place: a third copy shares
-    // them. (b is read only afterwards: a read remembers windows too.)
-    const Ino c = create_empty(fs, kRootIno, "c");
-    write_chunked(fs, c, 0, data);
-    CHECK(synced(fs).shared_blocks == data.size() / kB);
-    CHECK_CONTENT(fs, c, data);
-    CHECK_CONTENT(fs, b, data);
+    // And b's windows are remembered in their place.
+    third_copy_shares_b(b);
   }
   SECTION("written down the exclusive path, they are remembered in their place too") {
-    REQUIRE(fs.unlink(kRootIno, "a") == 0);
-    REQUIRE(fs.syncfs() == 0);
+    unlink_a();
     // A first block, then the rest in one write that starts off a window
     // boundary: the exclusive path (write_piece_locked) meets the deleted
     // file's windows.
@@ -574,14 +580,9 @@ TEST_CASE("sharing: bytes of a deleted file are written side by side, not down t
     write_chunked(fs, b, kB + kMiB, data.substr(kB + kMiB));
     CHECK(fs.write_path_counts().exclusive > c2.exclusive);
     CHECK(synced(fs).shared_blocks == 0);
-    // (b is read only afterwards: a read remembers the windows it loads.
-    // Had the exclusive path left the deleted file's entries in place, c
+    // (Had the exclusive path left the deleted file's entries in place, c
     // would share only b's first window, which was completed whole.)
-    const Ino c = create_empty(fs, kRootIno, "c");
-    write_chunked(fs, c, 0, data);
-    CHECK(synced(fs).shared_blocks == data.size() / kB);
-    CHECK_CONTENT(fs, c, data);
-    CHECK_CONTENT(fs, b, data);
+    third_copy_shares_b(b);
   }
 }
 
