@@ -4,6 +4,7 @@
 #include <linux/capability.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysinfo.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -12,7 +13,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +23,7 @@
 
 #include "fs/control.h"
 #include "fs/fuse_bdi.h"
+#include "fs/fuse_ring.h"
 #include "fs/kernel_channel.h"
 #include "fs/uring.h"
 
@@ -578,7 +582,30 @@ ssize_t channel_read(int fd, void* buf, size_t len, void* userdata) {
 
 ssize_t channel_writev(int fd, struct iovec* iov, int count, void* userdata) {
   static_cast<ServerContext*>(userdata)->channel.on_reply(iov, count);
+  if (FuseRing::take_reply(iov, count)) {
+    std::size_t n = 0;
+    for (int i = 0; i < count; ++i) n += iov[i].iov_len;
+    return static_cast<ssize_t>(n);
+  }
   return ::writev(fd, iov, count);
+}
+
+// How many queues the kernel gives a FUSE ring: one per possible CPU
+// (/sys/devices/system/cpu/possible, a list such as "0-3" or "0,2-5").
+unsigned possible_cpus() {
+  std::ifstream in("/sys/devices/system/cpu/possible");
+  std::string list;
+  unsigned count = 0;
+  if (in >> list) {
+    std::istringstream ranges(list);
+    for (std::string range; std::getline(ranges, range, ',');) {
+      unsigned lo = 0, hi = 0;
+      const int n = std::sscanf(range.c_str(), "%u-%u", &lo, &hi);
+      if (n == 1) ++count;
+      else if (n == 2 && hi >= lo) count += hi - lo + 1;
+    }
+  }
+  return count > 0 ? count : static_cast<unsigned>(get_nprocs_conf());
 }
 
 class LoopConfig {
@@ -614,6 +641,10 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
     fmt::print(stderr, "dhfs: cannot install signal handlers\n");
     return 1;
   }
+  // Before the mount: the kernel decides at INIT whether to offer it.
+  if (fs.options().fuse_uring && !FuseRing::allow_in_kernel())
+    fmt::print(stderr, "dhfs: this kernel does not offer FUSE over io_uring (it needs Linux 6.14+, and root to "
+                       "turn it on); serving over /dev/fuse\n");
   if (!session.mount(opts.mountpoint)) {
     fmt::print(stderr, "dhfs: cannot mount on {}\n", opts.mountpoint);
     return 1;
@@ -641,9 +672,20 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
   // applied the FUSE_INIT reply; a statfs of the mount returns only after
   // that (the kernel holds every request until then), so a helper asks for
   // one while the loop serves.
+  FuseRing ring(session.get(), ctx.channel);
   std::jthread bdi_settings([&] {
     struct statvfs sv {};
     if (::statvfs(opts.mountpoint.c_str(), &sv) != 0) return;
+    if (fs.options().fuse_uring && ctx.channel.kernel_offers_uring()) {
+      // As many threads as the /dev/fuse loop may have, spread over the
+      // queues; at least two per queue so that a request blocked on the
+      // device does not hold up the next from the same CPU.
+      const unsigned queues = possible_cpus();
+      const int rc = ring.start(queues, std::max(2u, opts.max_threads / queues), ctx.channel.ring_payload_size());
+      if (rc < 0)
+        fmt::print(stderr, "dhfs: the kernel refused FUSE over io_uring ({}); requests stay on /dev/fuse\n",
+                   std::strerror(-rc));
+    }
     set_readahead_kb(device_id, kFuseReadaheadKb);
     if (!fs.options().strict_dirty_limit && !lift_dirty_limit(device_id))
       fmt::print(stderr, "dhfs: cannot lift the kernel's dirty-page limit for FUSE on {}; it stays\n", opts.mountpoint);

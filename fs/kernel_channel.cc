@@ -1,7 +1,11 @@
 #include "fs/kernel_channel.h"
 
-#include <linux/fuse.h>
+#include "fs/ring_entry.h"
 
+#include <linux/fuse.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 
@@ -52,6 +56,10 @@ void KernelChannel::on_request(std::span<const std::byte> raw) {
     std::uint32_t flags = 0;
     const bool offered = field_at(body, offsetof(fuse_init_in, flags), &flags) && (flags & FUSE_HANDLE_KILLPRIV_V2);
     kernel_offers_v2_.store(offered, std::memory_order_relaxed);
+    std::uint32_t flags2 = 0;
+    const bool uring = (flags & FUSE_INIT_EXT) && field_at(body, offsetof(fuse_init_in, flags2), &flags2) &&
+                       ((std::uint64_t{flags2} << 32) & fuse_uring::kInitOverIoUring);
+    kernel_offers_uring_.store(uring, std::memory_order_relaxed);
     init_unique_.store(in.unique, std::memory_order_release);
     return;
   }
@@ -68,15 +76,26 @@ void KernelChannel::on_reply(const iovec* iov, int count) {
   // A refused INIT (an error reply) or a reply shorter than the flags field
   // (a protocol too old for the capability) stays as libfuse made it.
   constexpr std::size_t kFlagsAt = offsetof(fuse_init_out, flags);
-  if (out.error != 0 || !kernel_offers_v2_.load(std::memory_order_relaxed) ||
-      iov[1].iov_len < kFlagsAt + sizeof(std::uint32_t))
-    return;
-  auto* at = static_cast<std::byte*>(iov[1].iov_base) + kFlagsAt;
+  const std::span<const std::byte> body{static_cast<const std::byte*>(iov[1].iov_base), iov[1].iov_len};
   std::uint32_t flags = 0;
-  std::memcpy(&flags, at, sizeof flags);
+  if (out.error != 0 || !field_at(body, kFlagsAt, &flags)) return;
+  record_ring_payload_size(body, flags);
+  if (!kernel_offers_v2_.load(std::memory_order_relaxed)) return;
+  auto* at = static_cast<std::byte*>(iov[1].iov_base) + kFlagsAt;
   flags |= FUSE_HANDLE_KILLPRIV_V2;
   std::memcpy(at, &flags, sizeof flags);
   killpriv_v2_.store(true, std::memory_order_relaxed);
+}
+
+void KernelChannel::record_ring_payload_size(std::span<const std::byte> init_out, std::uint32_t flags) {
+  std::uint32_t max_write = 0;
+  std::uint16_t max_pages = 0;
+  if (!field_at(init_out, offsetof(fuse_init_out, max_write), &max_write)) return;
+  if (!(flags & FUSE_MAX_PAGES) || !field_at(init_out, offsetof(fuse_init_out, max_pages), &max_pages)) max_pages = 0;
+  constexpr std::size_t kMinReadBuffer = 8192;  // the kernel's FUSE_MIN_READ_BUFFER
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  ring_payload_size_.store(std::max({kMinReadBuffer, std::size_t{max_write}, max_pages * page}),
+                           std::memory_order_relaxed);
 }
 
 const RequestExtras& KernelChannel::current_request() { return t_current; }

@@ -50,13 +50,25 @@ class KernelChannel {
   // True once the INIT reply went out with FUSE_HANDLE_KILLPRIV_V2.
   bool killpriv_v2() const { return killpriv_v2_.load(std::memory_order_relaxed); }
 
+  // True if the kernel offered FUSE over io_uring in its INIT request (it
+  // does while /sys/module/fuse/parameters/enable_uring is Y).
+  bool kernel_offers_uring() const { return kernel_offers_uring_.load(std::memory_order_relaxed); }
+
+  // The payload buffer a FUSE over io_uring entry needs on this connection:
+  // the kernel's max(8 KiB, max_write, max_pages pages), from the INIT reply.
+  std::size_t ring_payload_size() const { return ring_payload_size_.load(std::memory_order_relaxed); }
+
   // The extras of the request the calling thread read last.
   static const RequestExtras& current_request();
 
  private:
+  void record_ring_payload_size(std::span<const std::byte> init_out, std::uint32_t flags);
+
   std::atomic<std::uint64_t> init_unique_{0};  // 0: no INIT seen (never a valid unique)
   std::atomic<bool> kernel_offers_v2_{false};
   std::atomic<bool> killpriv_v2_{false};
+  std::atomic<bool> kernel_offers_uring_{false};
+  std::atomic<std::size_t> ring_payload_size_{0};
 };
 
 }  // namespace dhfs

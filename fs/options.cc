@@ -103,6 +103,12 @@ bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std
         return false;
       }
       fs.dedup_region_scope = val == "region";
+    } else if (key == "fuse_uring") {
+      if (val != "on" && val != "off") {
+        error = fmt::format("option '{}': fuse_uring is 'on' or 'off'", opt);
+        return false;
+      }
+      fs.fuse_uring = val == "on";
     } else if (opt == "strict_dirty_limit") {
       fs.strict_dirty_limit = true;
     } else if (key == "dedup_small") {

@@ -7,8 +7,11 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 
+#include <algorithm>
+#include <fstream>
 #include <sstream>
 
+#include "dhfsctl_support.h"
 #include "fixture.h"
 
 using namespace dhfs_test;
@@ -178,6 +181,76 @@ TEST_CASE("mount: the dirty-page limit is a kernel filesystem's, or FUSE's with 
   for (int i = 0; i < 500 && read_file(bdi + "max_ratio") != want_ratio; ++i) sleep_ms(10);
   CHECK(read_file(bdi + "strict_limit") == want_strict);
   CHECK(read_file(bdi + "max_ratio") == want_ratio);
+}
+
+}  // namespace dhfs_test
+
+namespace dhfs_test {
+namespace {
+
+// Names of the daemon's threads that serve FUSE over io_uring.
+std::vector<std::string> ring_threads(pid_t pid) {
+  std::vector<std::string> found;
+  for (const auto& task : list_names(fmt::format("/proc/{}/task", pid))) {
+    // libfuse's own threads come and go: one may be gone by now.
+    std::ifstream in(fmt::format("/proc/{}/task/{}/comm", pid, task));
+    std::string comm;
+    if (std::getline(in, comm) && comm.starts_with("dhfs-ring-q")) found.push_back(comm);
+  }
+  return found;
+}
+
+}  // namespace
+
+// With fuse_uring=on and FUSE over io_uring in the kernel (Linux 6.14+) the
+// daemon serves requests from threads that each own a ring entry
+// ("dhfs-ring-qN", N the CPU queue); by default every request goes over
+// /dev/fuse. Data and names written either way come back whole, with
+// requests as large as the entries.
+TEST_CASE("mount: requests go over io_uring with fuse_uring=on, over /dev/fuse by default", "[mount][dhfs]") {
+  DHFS_ONLY_STRICT();
+  if (!exists("/sys/module/fuse/parameters/enable_uring")) {
+    WARN("skipped: this kernel has no FUSE over io_uring (Linux < 6.14)");
+    return;
+  }
+  const bool uring = GENERATE(true, false);
+  FsOptions options;
+  if (uring) options.mount_opts = "fuse_uring=on";
+  MountedFs fs(options);
+  INFO("fuse_uring " << uring);
+
+  // The threads start once the kernel applied the INIT reply.
+  std::vector<std::string> threads;
+  for (int i = 0; i < 500 && (threads = ring_threads(fs.daemon_pid())).empty() && uring; ++i) sleep_ms(10);
+  if (uring) {
+    REQUIRE_FALSE(threads.empty());
+    CHECK(read_file("/sys/module/fuse/parameters/enable_uring") == "Y\n");
+    // Every CPU queue has threads, so the kernel switched the connection
+    // over (it does once every queue has an entry).
+    const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    for (long q = 0; q < cpus; ++q)
+      CHECK(std::count(threads.begin(), threads.end(), fmt::format("dhfs-ring-q{}", q)) >= 2);
+  }
+
+  // 3 MiB in one write and back in one read: requests of the entry's full
+  // payload (1 MiB) and more than one of them in flight.
+  std::string data(3 << 20, '\0');
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>('a' + (i * 7 + i / 4096) % 26);
+  write_file(fs.path("big"), data);
+  for (int i = 0; i < 200; ++i) write_file(fs.path(fmt::format("small-{}", i)), fmt::format("file {}\n", i));
+  SYS(::mkdir(fs.path("d").c_str(), 0755));
+  SYS(::rename(fs.path("small-7").c_str(), fs.path("d/seven").c_str()));
+  SYS(::setxattr(fs.path("big").c_str(), "user.k", "v", 1, 0));
+  drop_caches();
+  CHECK(read_file(fs.path("big")) == data);
+  CHECK(read_file(fs.path("d/seven")) == "file 7\n");
+  CHECK(list_names(fs.root()).size() == 201);  // big, d, 199 small files
+  char v[8] = {};
+  CHECK(::getxattr(fs.path("big").c_str(), "user.k", v, sizeof v) == 1);
+  fs.remount();
+  CHECK(read_file(fs.path("big")) == data);
+  CHECK(read_file(fs.path("small-199")) == "file 199\n");
+  CHECK(ring_threads(fs.daemon_pid()).empty() != uring);
 }
 
 }  // namespace dhfs_test

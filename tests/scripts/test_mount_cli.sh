@@ -75,6 +75,7 @@ run dhfs "$tmp/zeros" "$mnt" -f; expect_fail "mount of zeros" "not a dhfs filesy
 run dhfs "$tmp/nonexistent" "$mnt" -f; expect_fail "mount of a missing file" "No such file"
 run dhfs "$img" "$tmp/nonexistent" -f; expect_fail "mount on a missing directory" "No such file"
 run dhfs "$img" "$mnt" -f -o bogus_option; expect_fail "unknown option" "unknown mount option 'bogus_option'"
+run dhfs "$img" "$mnt" -f -o fuse_uring=maybe; expect_fail "bad fuse_uring" "fuse_uring is 'on' or 'off'"
 cp "$img" "$tmp/trunc.img"; truncate -s 128M "$tmp/trunc.img"
 run dhfs "$tmp/trunc.img" "$mnt" -f; expect_fail "mount of a truncated image" "truncated"
 cp "$img" "$tmp/sb.img"; printf 'XXXXXXXX' | dd of="$tmp/sb.img" bs=1 seek=100 conv=notrunc status=none

@@ -1,16 +1,20 @@
 // Tests of KernelChannel (fs/kernel_channel.h): the FUSE_INIT reply gains
-// FUSE_HANDLE_KILLPRIV_V2 only where the kernel offered it, and the kill
-// flags of WRITE, OPEN and SETATTR requests reach the handling thread.
+// FUSE_HANDLE_KILLPRIV_V2 only where the kernel offered it, the offer of
+// FUSE over io_uring and the entry size it needs are read from INIT, and the
+// kill flags of WRITE, OPEN and SETATTR requests reach the handling thread.
 #include <fcntl.h>
+#include <unistd.h>
 #include <linux/fuse.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <thread>
 #include <vector>
 
 #include "fs/kernel_channel.h"
+#include "fs/ring_entry.h"
 
 namespace dhfs {
 namespace {
@@ -91,6 +95,49 @@ TEST_CASE("kernel channel: FUSE_INIT stays as libfuse made it otherwise", "[fuse
     ch.on_request(raw);
     CHECK(init_reply_flags(ch, 2) == (FUSE_ASYNC_READ | FUSE_WRITEBACK_CACHE));
   }
+}
+
+TEST_CASE("kernel channel: whether the kernel offers FUSE over io_uring, and the entry size it needs", "[fuse]") {
+  KernelChannel ch;
+  CHECK_FALSE(ch.kernel_offers_uring());
+  CHECK(ch.ring_payload_size() == 0);
+  fuse_init_in in = init_in(FUSE_INIT_EXT);
+  SECTION("offered: bit 41, in flags2") {
+    in.flags2 = static_cast<std::uint32_t>(fuse_uring::kInitOverIoUring >> 32);
+    ch.on_request(request(FUSE_INIT, 2, in));
+    CHECK(ch.kernel_offers_uring());
+  }
+  SECTION("flags2 without FUSE_INIT_EXT means nothing") {
+    in.flags = 0;
+    in.flags2 = static_cast<std::uint32_t>(fuse_uring::kInitOverIoUring >> 32);
+    ch.on_request(request(FUSE_INIT, 2, in));
+    CHECK_FALSE(ch.kernel_offers_uring());
+  }
+  SECTION("not offered") {
+    in.flags2 = 1;  // another flag of the second word
+    ch.on_request(request(FUSE_INIT, 2, in));
+    CHECK_FALSE(ch.kernel_offers_uring());
+  }
+
+  // The payload buffer: the largest of 8 KiB, max_write and max_pages pages.
+  fuse_out_header h{};
+  h.unique = 2;
+  fuse_init_out out{};
+  out.flags = FUSE_MAX_PAGES;
+  out.max_write = 128 << 10;
+  out.max_pages = 256;
+  iovec iov[2] = {{&h, sizeof h}, {&out, sizeof out}};
+  ch.on_reply(iov, 2);
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  CHECK(ch.ring_payload_size() == std::max<std::size_t>(128 << 10, 256 * page));
+
+  KernelChannel other;
+  other.on_request(request(FUSE_INIT, 5, in));
+  h.unique = 5;
+  out.flags = 0;  // max_pages is not valid without FUSE_MAX_PAGES
+  out.max_write = 4096;
+  other.on_reply(iov, 2);
+  CHECK(other.ring_payload_size() == 8192);
 }
 
 TEST_CASE("kernel channel: kill flags of the request the thread read last", "[fuse]") {

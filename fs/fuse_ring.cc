@@ -1,0 +1,212 @@
+#include "fs/fuse_ring.h"
+
+#include <fuse_lowlevel.h>
+#include <liburing.h>
+#include <poll.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <fmt/format.h>
+
+#include "fs/ring_entry.h"
+
+namespace dhfs {
+
+namespace {
+
+// The entry the calling thread is serving, for take_reply().
+thread_local RingEntry* t_serving = nullptr;
+
+constexpr std::uint64_t kEntryTag = 1;
+constexpr std::uint64_t kStopTag = 2;
+
+// Owns an io_uring with 128-byte SQEs (a FUSE command does not fit in 64).
+class CmdRing {
+ public:
+  // Deferred task running: the kernel completes a FUSE command with task
+  // work, which then runs when this thread waits in io_uring_enter, not by
+  // interrupting it. Older kernels lack it; the ring then works without.
+  int init() {
+    io_uring_params p{};
+    p.flags = IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    int rc = io_uring_queue_init_params(4, &ring_, &p);
+    if (rc < 0) {
+      p = {};
+      p.flags = IORING_SETUP_SQE128;
+      rc = io_uring_queue_init_params(4, &ring_, &p);
+    }
+    ok_ = rc == 0;
+    return rc;
+  }
+  ~CmdRing() {
+    if (ok_) io_uring_queue_exit(&ring_);
+  }
+  CmdRing() = default;
+  CmdRing(const CmdRing&) = delete;
+  CmdRing& operator=(const CmdRing&) = delete;
+
+  // Queues a FUSE command for `entry` of queue `qid` on /dev/fuse `fd`.
+  // False only if the submission queue is full, which two commands at most
+  // in flight never make it.
+  bool push_cmd(int fd, std::uint32_t op, unsigned qid, RingEntry& entry) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (!sqe) return false;
+    std::memset(sqe, 0, 2 * sizeof *sqe);
+    sqe->opcode = IORING_OP_URING_CMD;
+    sqe->fd = fd;
+    sqe->cmd_op = op;
+    sqe->addr = reinterpret_cast<std::uintptr_t>(entry.buffers());
+    sqe->len = RingEntry::kBufferCount;
+    sqe->user_data = kEntryTag;
+    fuse_uring::CmdReq req{};
+    req.commit_id = op == fuse_uring::kCmdCommitAndFetch ? entry.commit_id() : 0;
+    req.qid = static_cast<std::uint16_t>(qid);
+    std::memcpy(sqe->cmd, &req, sizeof req);
+    return true;
+  }
+
+  bool push_poll(int fd) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (!sqe) return false;
+    io_uring_prep_poll_add(sqe, fd, POLLIN);
+    sqe->user_data = kStopTag;
+    return true;
+  }
+
+  // Submits what is queued and, if `wait`, waits for a completion.
+  int submit(bool wait) {
+    for (;;) {
+      const int rc = wait ? io_uring_submit_and_wait(&ring_, 1) : io_uring_submit(&ring_);
+      if (rc != -EINTR) return rc < 0 ? rc : 0;
+    }
+  }
+
+  // Takes the next completion if there is one: its tag and result.
+  bool next(std::uint64_t* tag, int* res) {
+    io_uring_cqe* cqe = nullptr;
+    if (io_uring_peek_cqe(&ring_, &cqe) != 0 || !cqe) return false;
+    *tag = cqe->user_data;
+    *res = cqe->res;
+    io_uring_cqe_seen(&ring_, cqe);
+    return true;
+  }
+
+ private:
+  io_uring ring_{};
+  bool ok_ = false;
+};
+
+// "dhfs-ring-qN": what ps -L and the tests see of the ring's threads.
+void name_thread(unsigned qid) {
+  const std::string name = fmt::format("dhfs-ring-q{}", qid);
+  (void)pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+}
+
+constexpr const char* kEnableParameter = "/sys/module/fuse/parameters/enable_uring";
+
+}  // namespace
+
+// What the threads report back to start(): each one's registration result.
+struct FuseRing::Startup {
+  std::mutex mu;
+  std::condition_variable cv;
+  unsigned reported = 0;
+  int first_error = 0;
+
+  void report(int rc) {
+    std::lock_guard lock(mu);
+    ++reported;
+    if (rc < 0 && first_error == 0) first_error = rc;
+    cv.notify_all();
+  }
+};
+
+bool FuseRing::allow_in_kernel() {
+  char now = 0;
+  {
+    UniqueFd fd(::open(kEnableParameter, O_RDONLY | O_CLOEXEC));
+    if (!fd || ::read(fd.get(), &now, 1) != 1) return false;  // a kernel without the feature
+  }
+  if (now == 'Y' || now == '1') return true;
+  UniqueFd fd(::open(kEnableParameter, O_WRONLY | O_CLOEXEC));
+  return fd && ::write(fd.get(), "Y", 1) == 1;
+}
+
+int FuseRing::start(unsigned queues, unsigned threads_per_queue, std::size_t payload_size) {
+  stop_fd_.reset(::eventfd(0, EFD_CLOEXEC));
+  if (!stop_fd_) return -errno;
+  Startup startup;
+  const unsigned total = queues * threads_per_queue;
+  for (unsigned i = 0; i < total; ++i)
+    threads_.emplace_back([this, qid = i % queues, payload_size, &startup] { serve(qid, payload_size, startup); });
+  std::unique_lock lock(startup.mu);
+  startup.cv.wait(lock, [&] { return startup.reported == total; });
+  const int rc = startup.first_error;
+  lock.unlock();
+  if (rc < 0) stop();
+  return rc;
+}
+
+void FuseRing::stop() {
+  if (threads_.empty()) return;
+  const std::uint64_t one = 1;
+  if (::write(stop_fd_.get(), &one, sizeof one) != sizeof one)
+    fmt::print(stderr, "dhfs: cannot signal the FUSE ring threads to stop: {}\n", std::strerror(errno));
+  threads_.clear();  // joins
+  stop_fd_.reset();
+}
+
+bool FuseRing::take_reply(const iovec* iov, int count) { return t_serving && t_serving->take_reply(iov, count); }
+
+void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
+  name_thread(qid);
+  CmdRing ring;
+  if (int rc = ring.init(); rc < 0) return startup.report(rc);
+  RingEntry entry(payload_size);
+  const int fd = fuse_session_fd(se_);
+  if (!ring.push_poll(stop_fd_.get()) || !ring.push_cmd(fd, fuse_uring::kCmdRegister, qid, entry))
+    return startup.report(-EBUSY);
+  // The kernel refuses a registration at once (the CQE is there when the
+  // submit returns); an accepted one completes when a request arrives.
+  int rc = ring.submit(false);
+  std::uint64_t tag = 0;
+  int res = 0;
+  bool have = rc == 0 && ring.next(&tag, &res);
+  if (rc == 0 && have && tag == kEntryTag && res < 0) rc = res;
+  startup.report(rc);
+  if (rc < 0) return;
+  for (;;) {
+    if (!have) {
+      if (ring.submit(true) < 0) return;
+      if (!ring.next(&tag, &res)) continue;
+    }
+    have = false;
+    if (tag == kStopTag) return;
+    // -ENOTCONN: unmounted or aborted; -ECANCELED: the ring is going away.
+    if (res < 0) return;
+    const std::span<std::byte> raw = entry.request();
+    if (raw.empty()) {
+      entry.reply_error(EIO);
+    } else {
+      channel_.on_request(raw);
+      const fuse_buf buf{.size = raw.size(), .flags = static_cast<fuse_buf_flags>(0), .mem = raw.data(), .fd = -1,
+                         .pos = 0};
+      t_serving = &entry;
+      fuse_session_process_buf(se_, &buf);
+      t_serving = nullptr;
+      // Every request that comes over the ring has a reply (FORGET, the one
+      // without, comes over /dev/fuse); commit one anyway so that the entry
+      // is not lost.
+      if (!entry.take_replied()) entry.reply_error(EIO);
+    }
+    if (!ring.push_cmd(fd, fuse_uring::kCmdCommitAndFetch, qid, entry)) return;  // submitted with the next wait
+  }
+}
+
+}  // namespace dhfs
