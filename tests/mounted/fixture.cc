@@ -345,6 +345,9 @@ std::string MountedFs::daemon_log() const {
 
 void MountedFs::mount_daemon() {
   std::string opts = "allow_other";
+  // Options for every mount of the run (e.g. fuse_uring=on, to run the suite
+  // over another transport); a test's own options come after and win.
+  if (const char* extra = std::getenv("DHFS_TEST_MOUNT_OPTS"); extra && *extra) opts += std::string(",") + extra;
   if (!options_.mount_opts.empty()) opts += "," + options_.mount_opts;
   std::vector<std::string> args = {bin("dhfs"), image_, root_, "-f", "-o", opts};
   {

@@ -204,10 +204,11 @@ std::vector<std::string> ring_threads(pid_t pid) {
 
 // With fuse_uring=on and FUSE over io_uring in the kernel (Linux 6.14+) the
 // daemon serves requests from threads that each own a ring entry
-// ("dhfs-ring-qN", N the CPU queue); by default every request goes over
-// /dev/fuse. Data and names written either way come back whole, with
+// ("dhfs-ring-qN", N the CPU queue); with fuse_uring=off (the default)
+// every request goes over /dev/fuse. Data and names written either way come back whole, with
 // requests as large as the entries.
-TEST_CASE("mount: requests go over io_uring with fuse_uring=on, over /dev/fuse by default", "[mount][dhfs]") {
+TEST_CASE("mount: requests go over io_uring with fuse_uring=on, over /dev/fuse with fuse_uring=off",
+          "[mount][dhfs]") {
   DHFS_ONLY_STRICT();
   if (!exists("/sys/module/fuse/parameters/enable_uring")) {
     WARN("skipped: this kernel has no FUSE over io_uring (Linux < 6.14)");
@@ -215,7 +216,7 @@ TEST_CASE("mount: requests go over io_uring with fuse_uring=on, over /dev/fuse b
   }
   const bool uring = GENERATE(true, false);
   FsOptions options;
-  if (uring) options.mount_opts = "fuse_uring=on";
+  options.mount_opts = uring ? "fuse_uring=on" : "fuse_uring=off";
   MountedFs fs(options);
   INFO("fuse_uring " << uring);
 
