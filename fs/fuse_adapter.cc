@@ -683,8 +683,8 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
       const unsigned queues = possible_cpus();
       const int rc = ring.start(queues, std::max(2u, opts.max_threads / queues), ctx.channel.ring_payload_size());
       if (rc < 0)
-        fmt::print(stderr, "dhfs: the kernel refused FUSE over io_uring ({}); requests stay on /dev/fuse\n",
-                   std::strerror(-rc));
+        fmt::print(stderr, "dhfs: the kernel refused a FUSE over io_uring entry ({}); where a CPU queue has "
+                           "none, requests stay on /dev/fuse\n", std::strerror(-rc));
     }
     set_readahead_kb(device_id, kFuseReadaheadKb);
     if (!fs.options().strict_dirty_limit && !lift_dirty_limit(device_id))

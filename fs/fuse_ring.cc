@@ -147,10 +147,10 @@ int FuseRing::start(unsigned queues, unsigned threads_per_queue, std::size_t pay
     threads_.emplace_back([this, qid = i % queues, payload_size, &startup] { serve(qid, payload_size, startup); });
   std::unique_lock lock(startup.mu);
   startup.cv.wait(lock, [&] { return startup.reported == total; });
-  const int rc = startup.first_error;
-  lock.unlock();
-  if (rc < 0) stop();
-  return rc;
+  // The threads whose entries were taken keep serving even if others
+  // failed: once every queue has an entry the kernel sends all requests to
+  // the ring for good, and stopping them would strand those requests.
+  return startup.first_error;
 }
 
 void FuseRing::stop() {

@@ -42,8 +42,9 @@ class FuseRing {
   static bool allow_in_kernel();
 
   // Registers the entries and starts their threads. Call once the kernel has
-  // applied the INIT reply. Returns 0, or a negative errno after stopping
-  // every thread it started (the session then stays on /dev/fuse alone).
+  // applied the INIT reply. Returns 0, or the first negative errno of a
+  // registration the kernel refused; the threads whose entries it took keep
+  // serving (while a queue has none, every request stays on /dev/fuse).
   int start(unsigned queues, unsigned threads_per_queue, std::size_t payload_size);
 
   // Stops the threads (their entries are cancelled with their rings).
