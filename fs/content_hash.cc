@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <atomic>
 
 namespace dhfs {
@@ -22,56 +23,111 @@ ContentHash hash_of(std::span<const std::byte> data) {
   return {h.low64, h.high64};
 }
 
-struct HashStream::State {
+namespace {
+
+ContentHash hash_of_chunk_hashes(std::span<const ContentHash> chunks) {
+  if (g_colliding.load(std::memory_order_relaxed)) return {};
+  std::vector<std::byte> list(chunks.size() * 16);
+  for (std::size_t i = 0; i < chunks.size(); ++i) {
+    for (int b = 0; b < 8; ++b) {
+      list[i * 16 + b] = static_cast<std::byte>(chunks[i].lo >> (8 * b));
+      list[i * 16 + 8 + b] = static_cast<std::byte>(chunks[i].hi >> (8 * b));
+    }
+  }
+  return hash_of(list);
+}
+
+}  // namespace
+
+ContentHash file_hash_of(std::span<const std::byte> data) {
+  std::vector<ContentHash> chunks;
+  for (std::size_t off = 0; off < data.size(); off += HashStream::kChunkBytes)
+    chunks.push_back(hash_of(data.subspan(off, std::min(HashStream::kChunkBytes, data.size() - off))));
+  return hash_of_chunk_hashes(chunks);
+}
+
+// One chunk being filled: its XXH3 state over the bytes before `upto`, and
+// pieces beyond that wait for the gap.
+struct HashStream::Chunk {
   XXH3_state_t* st = XXH3_createState();
-  State() {
+  std::size_t upto = 0;
+  std::map<std::size_t, std::vector<std::byte>> waiting;  // by offset in the chunk, all beyond upto
+  Chunk() {
     if (st) XXH3_128bits_reset(st);
   }
-  ~State() { XXH3_freeState(st); }
-  State(const State&) = delete;
-  State& operator=(const State&) = delete;
+  ~Chunk() { XXH3_freeState(st); }
+  Chunk(const Chunk&) = delete;
+  Chunk& operator=(const Chunk&) = delete;
 };
 
-HashStream::HashStream() : state_(std::make_unique<State>()) {
-  if (!state_->st) broken_ = true;  // (out of memory: no dedup for this file)
-}
+HashStream::HashStream() = default;
 HashStream::~HashStream() { g_waiting_total -= waiting_bytes_; }
 
 void HashStream::fail() {
   broken_ = true;
-  waiting_.clear();
+  open_.clear();
+  hashes_.clear();
+  complete_.clear();
   g_waiting_total -= waiting_bytes_;
   waiting_bytes_ = 0;
 }
 
 void HashStream::feed(std::uint64_t off, std::span<const std::byte> data) {
   std::lock_guard lk(mu_);
-  if (broken_ || data.empty()) return;
-  if (off < upto_) return fail();  // rewrites hashed bytes
-  if (off > upto_) {
+  while (!broken_ && !data.empty()) {
+    const std::uint64_t index = off / kChunkBytes;
+    const auto at = static_cast<std::size_t>(off % kChunkBytes);
+    const std::size_t n = std::min(data.size(), kChunkBytes - at);
+    feed_chunk(index, at, data.first(n));
+    off += n;
+    data = data.subspan(n);
+  }
+}
+
+void HashStream::feed_chunk(std::uint64_t index, std::size_t at, std::span<const std::byte> data) {
+  if (index >= kMaxChunks) return fail();
+  if (index < complete_.size() && complete_[index]) return fail();  // rewrites a hashed chunk
+  std::unique_ptr<Chunk>& slot = open_[index];
+  if (!slot) {
+    if (open_.size() > kMaxOpenChunks) return fail();  // scattered writes, not a file streaming in
+    slot = std::make_unique<Chunk>();
+  }
+  Chunk& c = *slot;
+  if (!c.st) return fail();  // (out of memory: no dedup for this file)
+  if (at < c.upto) return fail();  // rewrites hashed bytes
+  if (at > c.upto) {
     // Ahead of the hashed bytes: waits, unless it overlaps a waiting write.
-    auto next = waiting_.lower_bound(off);
-    if (next != waiting_.end() && next->first < off + data.size()) return fail();
-    if (next != waiting_.begin() && std::prev(next)->first + std::prev(next)->second.size() > off) return fail();
+    auto next = c.waiting.lower_bound(at);
+    if (next != c.waiting.end() && next->first < at + data.size()) return fail();
+    if (next != c.waiting.begin() && std::prev(next)->first + std::prev(next)->second.size() > at) return fail();
     if (waiting_bytes_ + data.size() > kMaxWaitingBytes) return fail();
     if (g_waiting_total.fetch_add(data.size()) + data.size() > kMaxWaitingTotal) {
       g_waiting_total -= data.size();
       return fail();
     }
-    waiting_.emplace(off, std::vector<std::byte>(data.begin(), data.end()));
+    c.waiting.emplace(at, std::vector<std::byte>(data.begin(), data.end()));
     waiting_bytes_ += data.size();
     return;
   }
-  XXH3_128bits_update(state_->st, data.data(), data.size());
-  upto_ += data.size();
+  XXH3_128bits_update(c.st, data.data(), data.size());
+  c.upto += data.size();
   // Writes that waited for this one.
-  for (auto it = waiting_.begin(); it != waiting_.end() && it->first <= upto_; it = waiting_.erase(it)) {
-    if (it->first < upto_) return fail();
-    XXH3_128bits_update(state_->st, it->second.data(), it->second.size());
-    upto_ += it->second.size();
+  for (auto it = c.waiting.begin(); it != c.waiting.end() && it->first <= c.upto; it = c.waiting.erase(it)) {
+    if (it->first < c.upto) return fail();
+    XXH3_128bits_update(c.st, it->second.data(), it->second.size());
+    c.upto += it->second.size();
     waiting_bytes_ -= it->second.size();
     g_waiting_total -= it->second.size();
   }
+  if (c.upto < kChunkBytes) return;
+  const XXH128_hash_t h = XXH3_128bits_digest(c.st);
+  if (hashes_.size() <= index) {
+    hashes_.resize(index + 1);
+    complete_.resize(index + 1);
+  }
+  hashes_[index] = {h.low64, h.high64};
+  complete_[index] = true;
+  open_.erase(index);
 }
 
 void HashStream::break_off() {
@@ -81,10 +137,24 @@ void HashStream::break_off() {
 
 std::optional<ContentHash> HashStream::digest(std::uint64_t size) {
   std::lock_guard lk(mu_);
-  if (broken_ || upto_ != size || !waiting_.empty()) return std::nullopt;
+  if (broken_ || waiting_bytes_ != 0) return std::nullopt;
+  const std::uint64_t full = size / kChunkBytes;  // chunks that must be complete
+  const auto tail = static_cast<std::size_t>(size % kChunkBytes);
+  if (complete_.size() > full) return std::nullopt;  // a complete chunk at or past the end: bytes past size
+  for (std::uint64_t i = 0; i < full; ++i)
+    if (i >= complete_.size() || !complete_[i]) return std::nullopt;
+  std::vector<ContentHash> chunks(hashes_.begin(), hashes_.begin() + static_cast<std::ptrdiff_t>(full));
+  if (tail != 0) {
+    // The short last chunk: open, filled exactly to the end of the file.
+    auto last = open_.find(full);
+    if (last == open_.end() || open_.size() != 1 || last->second->upto != tail) return std::nullopt;
+    const XXH128_hash_t h = XXH3_128bits_digest(last->second->st);
+    chunks.push_back({h.low64, h.high64});
+  } else if (!open_.empty()) {
+    return std::nullopt;  // bytes past size
+  }
   if (g_colliding.load(std::memory_order_relaxed)) return ContentHash{};
-  XXH128_hash_t h = XXH3_128bits_digest(state_->st);
-  return ContentHash{h.low64, h.high64};
+  return hash_of_chunk_hashes(chunks);
 }
 
 }  // namespace dhfs

@@ -31,12 +31,21 @@ ContentHash hash_of(std::span<const std::byte> data);
 // as if XXH3 collided on everything. Only tests call this.
 void set_colliding_hashes_for_tests(bool on);
 
-// The streaming hash of one file being written from offset 0 onwards.
-// Thread-safe. The kernel's writeback does not always send a file's pages
-// in order: writes ahead of the hashed bytes wait in a bounded buffer until
-// the gap before them is filled. A write into bytes already hashed or
-// buffered, too much waiting, or any other change of the contents breaks
-// the stream for good (the file is then hashed by reading it back).
+// The content hash of a whole file: the XXH3-128 hash of the XXH3-128
+// hashes (16 bytes each: low, then high 64 bits, little-endian) of its
+// 1 MiB chunks, in order, the last chunk short. Hashing chunks apart lets a
+// stream take a file's writes in any order of chunks (see HashStream).
+ContentHash file_hash_of(std::span<const std::byte> data);
+
+// The streaming file hash (file_hash_of) of one file being written.
+// Thread-safe. The kernel's write-back does not send a file's pages in
+// order: with FUSE over io_uring each CPU has its own queue, and one queue
+// can fall hundreds of MiB behind another. Each 1 MiB chunk is hashed as its
+// bytes arrive, so chunks may come in any order; within a chunk, bytes ahead
+// of the hashed ones wait in a bounded buffer until the gap before them is
+// filled. A write into bytes already hashed or buffered, too much waiting,
+// or any other change of the contents breaks the stream for good (the file
+// is then hashed by reading it back).
 class HashStream {
  public:
   HashStream();
@@ -51,16 +60,24 @@ class HashStream {
   // The hash of the file if its contents are exactly the `size` bytes fed.
   std::optional<ContentHash> digest(std::uint64_t size);
 
+  static constexpr std::size_t kChunkBytes = 1 << 20;
   static constexpr std::size_t kMaxWaitingBytes = 32 << 20;
+  // Streams stop at 1 TiB (the list of chunk hashes grows with the offset)
+  // and at this many chunks partly hashed at once (an XXH3 state each).
+  static constexpr std::uint64_t kMaxChunks = 1 << 20;
+  static constexpr std::size_t kMaxOpenChunks = 1024;
 
  private:
+  struct Chunk;
   void fail();
-  struct State;
+  // `data` lies inside chunk `index`, starting `at` bytes into it.
+  void feed_chunk(std::uint64_t index, std::size_t at, std::span<const std::byte> data);
+
   std::mutex mu_;
-  std::unique_ptr<State> state_;
-  std::uint64_t upto_ = 0;
   bool broken_ = false;
-  std::map<std::uint64_t, std::vector<std::byte>> waiting_;  // by offset, all beyond upto_
+  std::map<std::uint64_t, std::unique_ptr<Chunk>> open_;  // chunks partly hashed, by index
+  std::vector<ContentHash> hashes_;                       // by index, where complete_
+  std::vector<bool> complete_;
   std::size_t waiting_bytes_ = 0;
 };
 

@@ -91,7 +91,7 @@ int FileSystem::withdraw_content_hash(Ino ino) {
       in->hash_valid = false;
       in->hash_withdrawing = true;
       Txn txn;
-      txn.add(ContentHashRec{ino, 0, 0, 0, 0});
+      txn.add(ContentHashRec{ino, kContentHashWithdrawn, 0, 0, 0});
       commit(txn);
     }
   }
@@ -268,7 +268,7 @@ int FileSystem::adopt_extents(Ino ino, std::uint64_t version, const DedupKey& ke
   for (const Extent& e : to_free) out->freed_blocks += e.len;
   in->hash_valid = true;
   in->content_hash = key.hash;
-  txn.add(ContentHashRec{ino, 1, key.size, key.hash.lo, key.hash.hi});
+  txn.add(ContentHashRec{ino, kContentHashChunked, key.size, key.hash.lo, key.hash.hi});
   dedup_index_.add(key, {ino, in->generation});
   commit(txn, to_free);
   out->duplicate = true;
@@ -284,7 +284,7 @@ int FileSystem::record_content_hash(Ino ino, std::uint64_t version, const DedupK
   in->content_hash = key.hash;
   dedup_index_.add(key, {ino, in->generation});
   Txn txn;
-  txn.add(ContentHashRec{ino, 1, key.size, key.hash.lo, key.hash.hi});
+  txn.add(ContentHashRec{ino, kContentHashChunked, key.size, key.hash.lo, key.hash.hi});
   commit(txn);
   return 0;
 }
@@ -298,7 +298,7 @@ bool FileSystem::write_duplicate_small(Ino ino, std::span<const std::byte> data)
     std::shared_lock m(meta_mu_);
     Inode* in = inodes_.get(ino);
     if (!in || !in->is_reg() || in->size != 0) return false;
-    const DedupKey key{hash_of(data), data.size(), opts_.dedup_region_scope ? in->region : 0};
+    const DedupKey key{file_hash_of(data), data.size(), opts_.dedup_region_scope ? in->region : 0};
     const auto* holders = dedup_index_.find(key);
     if (!holders) return false;
     auto it = std::find_if(holders->begin(), holders->end(), [&](const DedupHolder& d) {

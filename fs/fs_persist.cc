@@ -27,7 +27,7 @@ void emit_inode(const Inode& in, RecordWriter& w) {
     for (const FileExtent& e : *in.map()) w.add(ExtentSetRec{in.ino, e.lblk, e.len, e.pblk, e.flags});
   if (in.xattrs)
     for (const auto& [name, value] : *in.xattrs) w.add(XattrSetRec{in.ino, name, value});
-  if (in.hash_valid) w.add(ContentHashRec{in.ino, 1, in.size, in.content_hash.lo, in.content_hash.hi});
+  if (in.hash_valid) w.add(ContentHashRec{in.ino, kContentHashChunked, in.size, in.content_hash.lo, in.content_hash.hi});
   if (in.dir()) in.dir()->for_each([&](const DirEntry& d) { w.add(DirentSetRec{in.ino, d.ino, d.dtype, d.name}); });
 }
 

@@ -156,9 +156,10 @@ bool apply_record(MetaState& st, const Record& rec) {
           [&](const ContentHashRec& r) {
             Inode* in = table.get(r.ino);
             if (!in || !in->is_reg()) return false;
-            // A hash of other contents than the file's (its size says so)
-            // is dropped; dedup finds the file again once it is rehashed.
-            in->hash_valid = r.valid && r.size == in->size;
+            // A hash of other contents than the file's (its size says so),
+            // or of the retired whole-file kind, is dropped; dedup finds
+            // the file again once it is rehashed.
+            in->hash_valid = r.valid == kContentHashChunked && r.size == in->size;
             in->content_hash = {r.lo, r.hi};
             return true;
           },

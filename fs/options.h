@@ -53,10 +53,8 @@ struct FsOptions {
   bool strict_dirty_limit = false;
   // The FUSE adapter serves requests over io_uring where the kernel has
   // FUSE over io_uring (6.14+), turning on its enable_uring parameter if it
-  // may. Off by default: the kernel then queues requests per CPU, and the
-  // write-back of one large file reaches the daemon out of order by more
-  // than a HashStream waits for, so inline dedup of large files is lost.
-  bool fuse_uring = false;
+  // may; false: over /dev/fuse only.
+  bool fuse_uring = true;
 };
 
 // Splits a comma-separated -o list. Options dhfs understands are applied to

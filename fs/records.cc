@@ -248,7 +248,7 @@ bool decode_body(RecordType type, ByteReader& r, Record& out, std::string& why) 
       h.size = r.get<std::uint64_t>();
       h.lo = r.get<std::uint64_t>();
       h.hi = r.get<std::uint64_t>();
-      if (h.ino == 0 || h.ino > kMaxIno || h.valid > 1) {
+      if (h.ino == 0 || h.ino > kMaxIno || h.valid > kContentHashChunked) {
         why = "invalid content hash";
         return false;
       }

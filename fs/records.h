@@ -149,6 +149,11 @@ struct ConfigSetRec {
 // The XXH3-128 hash of a regular file's whole contents, as the file had
 // `size` bytes; `valid` 0 withdraws it (the file changed since). Dedup finds
 // files with identical contents through these (see fs/dedup_index.h).
+// ContentHashRec::valid: what the hash is.
+inline constexpr std::uint8_t kContentHashWithdrawn = 0;
+inline constexpr std::uint8_t kContentHashWholeXxh3 = 1;  // retired: XXH3-128 of the whole contents; dropped on load
+inline constexpr std::uint8_t kContentHashChunked = 2;    // file_hash_of (fs/content_hash.h)
+
 struct ContentHashRec {
   Ino ino = 0;
   std::uint8_t valid = 0;
