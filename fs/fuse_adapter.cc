@@ -4,18 +4,17 @@
 #include <linux/capability.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/sysinfo.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <cstdio>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,11 +34,16 @@ namespace {
 // attributes for as long as it likes.
 constexpr double kTimeout = 86400.0;
 
+// How long a /dev/fuse reader waits before each read once the ring serves
+// requests (see channel_read).
+constexpr std::chrono::milliseconds kForgetBatchPause{1};
+
 // What every request handler reaches through the session's userdata.
 struct ServerContext {
   FileSystem* fs = nullptr;
   fuse_session* se = nullptr;  // for notifications to the kernel
   KernelChannel channel;       // sees every request and reply on /dev/fuse
+  std::atomic<bool> ring_active{false};  // every CPU queue has ring entries
 };
 
 ServerContext& context_of(fuse_req_t req) { return *static_cast<ServerContext*>(fuse_req_userdata(req)); }
@@ -573,6 +577,13 @@ class FuseSession {
 // The /dev/fuse reads and writes of the session, done here so that the
 // KernelChannel sees every request and reply (see kernel_channel.h).
 ssize_t channel_read(int fd, void* buf, size_t len, void* userdata) {
+  // Once the ring serves requests, /dev/fuse carries only FORGET (and the
+  // rare INTERRUPT). Read as they come, every deleted or evicted inode
+  // would wake a thread; read after a pause, the forgets queued meanwhile
+  // come as one BATCH_FORGET (find -delete of 5000 files here: 0.21-0.24 s
+  // against 0.34-0.41 s, three runs each).
+  if (static_cast<ServerContext*>(userdata)->ring_active.load(std::memory_order_relaxed))
+    std::this_thread::sleep_for(kForgetBatchPause);
   ssize_t n = ::read(fd, buf, len);
   if (n > 0)
     static_cast<ServerContext*>(userdata)->channel.on_request(
@@ -588,24 +599,6 @@ ssize_t channel_writev(int fd, struct iovec* iov, int count, void* userdata) {
     return static_cast<ssize_t>(n);
   }
   return ::writev(fd, iov, count);
-}
-
-// How many queues the kernel gives a FUSE ring: one per possible CPU
-// (/sys/devices/system/cpu/possible, a list such as "0-3" or "0,2-5").
-unsigned possible_cpus() {
-  std::ifstream in("/sys/devices/system/cpu/possible");
-  std::string list;
-  unsigned count = 0;
-  if (in >> list) {
-    std::istringstream ranges(list);
-    for (std::string range; std::getline(ranges, range, ',');) {
-      unsigned lo = 0, hi = 0;
-      const int n = std::sscanf(range.c_str(), "%u-%u", &lo, &hi);
-      if (n == 1) ++count;
-      else if (n == 2 && hi >= lo) count += hi - lo + 1;
-    }
-  }
-  return count > 0 ? count : static_cast<unsigned>(get_nprocs_conf());
 }
 
 class LoopConfig {
@@ -641,10 +634,10 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
     fmt::print(stderr, "dhfs: cannot install signal handlers\n");
     return 1;
   }
-  // Before the mount: the kernel decides at INIT whether to offer it.
-  if (fs.options().fuse_uring && !FuseRing::allow_in_kernel())
-    fmt::print(stderr, "dhfs: this kernel does not offer FUSE over io_uring (it needs Linux 6.14+, and root to "
-                       "turn it on); serving over /dev/fuse\n");
+  // Before the mount: the kernel decides at INIT whether to offer it. A
+  // kernel without it (before 6.14), or a daemon that may not turn it on,
+  // serves over /dev/fuse, as dhfs always did.
+  if (fs.options().fuse_uring) (void)FuseRing::allow_in_kernel();
   if (!session.mount(opts.mountpoint)) {
     fmt::print(stderr, "dhfs: cannot mount on {}\n", opts.mountpoint);
     return 1;
@@ -668,20 +661,17 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
   fuse_loop_cfg_set_clone_fd(cfg.get(), 1);
   fuse_loop_cfg_set_idle_threads(cfg.get(), 8);
   fuse_loop_cfg_set_max_threads(cfg.get(), opts.max_threads);
-  // Read-ahead and the dirty limit can be set only after the kernel has
-  // applied the FUSE_INIT reply; a statfs of the mount returns only after
-  // that (the kernel holds every request until then), so a helper asks for
-  // one while the loop serves.
+  // The ring's entries, read-ahead and the dirty limit can be set up only
+  // after the kernel has applied the FUSE_INIT reply; a statfs of the mount
+  // returns only after that (the kernel holds every request until then), so
+  // a helper asks for one while the loop serves.
   FuseRing ring(session.get(), ctx.channel);
-  std::jthread bdi_settings([&] {
+  std::jthread after_init([&] {
     struct statvfs sv {};
     if (::statvfs(opts.mountpoint.c_str(), &sv) != 0) return;
     if (fs.options().fuse_uring && ctx.channel.kernel_offers_uring()) {
-      // As many threads as the /dev/fuse loop may have, spread over the
-      // queues; at least two per queue so that a request blocked on the
-      // device does not hold up the next from the same CPU.
-      const unsigned queues = possible_cpus();
-      const int rc = ring.start(queues, std::max(2u, opts.max_threads / queues), ctx.channel.ring_payload_size());
+      const int rc = ring.start(opts.max_threads, ctx.channel.ring_payload_size());
+      if (rc == 0) ctx.ring_active = true;
       if (rc < 0)
         fmt::print(stderr, "dhfs: the kernel refused a FUSE over io_uring entry ({}); where a CPU queue has "
                            "none, requests stay on /dev/fuse\n", std::strerror(-rc));

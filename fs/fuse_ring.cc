@@ -6,8 +6,13 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/sysinfo.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -110,6 +115,24 @@ void name_thread(unsigned qid) {
 
 constexpr const char* kEnableParameter = "/sys/module/fuse/parameters/enable_uring";
 
+// How many queues the kernel gives a FUSE ring: one per possible CPU
+// (/sys/devices/system/cpu/possible, a list such as "0-3" or "0,2-5").
+unsigned possible_cpus() {
+  std::ifstream in("/sys/devices/system/cpu/possible");
+  std::string list;
+  unsigned count = 0;
+  if (in >> list) {
+    std::istringstream ranges(list);
+    for (std::string range; std::getline(ranges, range, ',');) {
+      unsigned lo = 0, hi = 0;
+      const int n = std::sscanf(range.c_str(), "%u-%u", &lo, &hi);
+      if (n == 1) ++count;
+      else if (n == 2 && hi >= lo) count += hi - lo + 1;
+    }
+  }
+  return count > 0 ? count : static_cast<unsigned>(get_nprocs_conf());
+}
+
 }  // namespace
 
 // What the threads report back to start(): each one's registration result.
@@ -138,11 +161,12 @@ bool FuseRing::allow_in_kernel() {
   return fd && ::write(fd.get(), "Y", 1) == 1;
 }
 
-int FuseRing::start(unsigned queues, unsigned threads_per_queue, std::size_t payload_size) {
+int FuseRing::start(unsigned max_threads, std::size_t payload_size) {
   stop_fd_.reset(::eventfd(0, EFD_CLOEXEC));
   if (!stop_fd_) return -errno;
   Startup startup;
-  const unsigned total = queues * threads_per_queue;
+  const unsigned queues = possible_cpus();
+  const unsigned total = queues * std::max(2u, max_threads / queues);
   for (unsigned i = 0; i < total; ++i)
     threads_.emplace_back([this, qid = i % queues, payload_size, &startup] { serve(qid, payload_size, startup); });
   std::unique_lock lock(startup.mu);

@@ -1,7 +1,7 @@
 // FuseRing: serves a mounted session's requests over FUSE over io_uring
 // (see ring_entry.h for the protocol and why it is cheaper than /dev/fuse).
 //
-// Each CPU queue of the kernel gets `threads_per_queue` threads; each thread
+// Each CPU queue of the kernel gets the same number of threads; each thread
 // owns one io_uring and registers one RingEntry. The kernel hands a request
 // only to a free entry, so, as with threads reading /dev/fuse, a request
 // never waits behind a busy thread while another is idle, and a thread
@@ -41,11 +41,13 @@ class FuseRing {
   // the parameter cannot be changed.
   static bool allow_in_kernel();
 
-  // Registers the entries and starts their threads. Call once the kernel has
-  // applied the INIT reply. Returns 0, or the first negative errno of a
+  // Registers the entries and starts their threads: about `max_threads`
+  // spread over the kernel's queues (one per possible CPU), at least two per
+  // queue so that a request blocked on the device does not hold up the next
+  // from the same CPU. Call once the kernel has applied the INIT reply. Returns 0, or the first negative errno of a
   // registration the kernel refused; the threads whose entries it took keep
   // serving (while a queue has none, every request stays on /dev/fuse).
-  int start(unsigned queues, unsigned threads_per_queue, std::size_t payload_size);
+  int start(unsigned max_threads, std::size_t payload_size);
 
   // Stops the threads (their entries are cancelled with their rings).
   void stop();
