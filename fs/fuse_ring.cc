@@ -1,21 +1,21 @@
 #include "fs/fuse_ring.h"
 
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <liburing.h>
 #include <poll.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/sysinfo.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <fmt/format.h>
 
@@ -174,6 +174,7 @@ int FuseRing::start(unsigned max_threads, std::size_t payload_size) {
   // The threads whose entries were taken keep serving even if others
   // failed: once every queue has an entry the kernel sends all requests to
   // the ring for good, and stopping them would strand those requests.
+  serving_.store(startup.first_error == 0, std::memory_order_relaxed);
   return startup.first_error;
 }
 
@@ -184,6 +185,7 @@ void FuseRing::stop() {
     fmt::print(stderr, "dhfs: cannot signal the FUSE ring threads to stop: {}\n", std::strerror(errno));
   threads_.clear();  // joins
   stop_fd_.reset();
+  serving_.store(false, std::memory_order_relaxed);
 }
 
 bool FuseRing::take_reply(const iovec* iov, int count) { return t_serving && t_serving->take_reply(iov, count); }

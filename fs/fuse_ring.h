@@ -17,6 +17,7 @@
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstddef>
 #include <thread>
 #include <vector>
@@ -52,8 +53,9 @@ class FuseRing {
   // Stops the threads (their entries are cancelled with their rings).
   void stop();
 
-  // How many threads serve the ring (0 when it is not in use).
-  std::size_t threads() const { return threads_.size(); }
+  // True once every entry start() registered was taken, so every CPU queue
+  // has entries and the kernel sends its requests to the ring.
+  bool serving() const { return serving_.load(std::memory_order_relaxed); }
 
   // Give every reply libfuse sends to this first: true if it answered the
   // request the calling thread is serving from the ring, and is now stored
@@ -67,6 +69,7 @@ class FuseRing {
   fuse_session* se_;
   KernelChannel& channel_;
   UniqueFd stop_fd_;  // an eventfd: readable once the threads must stop
+  std::atomic<bool> serving_{false};
   std::vector<std::jthread> threads_;
 };
 
