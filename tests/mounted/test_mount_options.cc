@@ -200,11 +200,28 @@ std::vector<std::string> ring_threads(pid_t pid) {
   return found;
 }
 
+// Waits until every online CPU's queue has at least two ring threads (what
+// start() spawns where max_threads is 16 and CPUs are few), or 5 s pass. The
+// threads start one by one after the INIT reply, so seeing the first one says
+// nothing about the others yet.
+std::vector<std::string> wait_for_ring_threads(pid_t pid) {
+  const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  std::vector<std::string> threads;
+  for (int i = 0; i < 500; ++i, sleep_ms(10)) {
+    threads = ring_threads(pid);
+    bool all = true;
+    for (long q = 0; q < cpus && all; ++q)
+      all = std::count(threads.begin(), threads.end(), fmt::format("dhfs-ring-q{}", q)) >= 2;
+    if (all) break;
+  }
+  return threads;
+}
+
 }  // namespace
 
 // With fuse_uring=on and FUSE over io_uring in the kernel (Linux 6.14+) the
 // daemon serves requests from threads that each own a ring entry
-// ("dhfs-ring-qN", N the CPU queue); with fuse_uring=off (the default)
+// ("dhfs-ring-qN", N the CPU queue; the default); with fuse_uring=off
 // every request goes over /dev/fuse. Data and names written either way come back whole, with
 // requests as large as the entries.
 TEST_CASE("mount: requests go over io_uring with fuse_uring=on, over /dev/fuse with fuse_uring=off",
@@ -221,9 +238,8 @@ TEST_CASE("mount: requests go over io_uring with fuse_uring=on, over /dev/fuse w
   INFO("fuse_uring " << uring);
 
   // The threads start once the kernel applied the INIT reply.
-  std::vector<std::string> threads;
-  for (int i = 0; i < 500 && (threads = ring_threads(fs.daemon_pid())).empty() && uring; ++i) sleep_ms(10);
   if (uring) {
+    const std::vector<std::string> threads = wait_for_ring_threads(fs.daemon_pid());
     REQUIRE_FALSE(threads.empty());
     CHECK(read_file("/sys/module/fuse/parameters/enable_uring") == "Y\n");
     // Every CPU queue has threads, so the kernel switched the connection
@@ -251,7 +267,7 @@ TEST_CASE("mount: requests go over io_uring with fuse_uring=on, over /dev/fuse w
   fs.remount();
   CHECK(read_file(fs.path("big")) == data);
   CHECK(read_file(fs.path("small-199")) == "file 199\n");
-  CHECK(ring_threads(fs.daemon_pid()).empty() != uring);
+  CHECK((uring ? wait_for_ring_threads(fs.daemon_pid()) : ring_threads(fs.daemon_pid())).empty() != uring);
 }
 
 }  // namespace dhfs_test
