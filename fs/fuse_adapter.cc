@@ -331,9 +331,9 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
   }
   fuse_reply_write(req, static_cast<size_t>(n));
   // Writeback does not make the kernel forget cached attributes, so st_blocks
-  // would stay stale. Only after the reply: the kernel may be waiting for
-  // this write to finish before it lets go of the inode.
-  if (blocks_changed) fuse_lowlevel_notify_inval_inode(se, ino, -1, 0);
+  // would stay stale. Only after the reply has reached the kernel: it may be
+  // waiting for this write to finish before it lets go of the inode.
+  if (blocks_changed) FuseRing::after_reply([se, ino] { fuse_lowlevel_notify_inval_inode(se, ino, -1, 0); });
 }
 
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
@@ -671,7 +671,7 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
     struct statvfs sv {};
     if (::statvfs(opts.mountpoint.c_str(), &sv) != 0) return;
     if (fs.options().fuse_uring && ctx.channel.kernel_offers_uring()) {
-      const int rc = ring.start(opts.max_threads, ctx.channel.ring_payload_size());
+      const int rc = ring.start(opts.max_threads, ctx.channel.ring_payload_size(), fs.options().ring_spin);
       if (rc < 0)
         fmt::print(stderr, "dhfs: the kernel refused a FUSE over io_uring entry ({}); where a CPU queue has "
                            "none, requests stay on /dev/fuse\n", std::strerror(-rc));

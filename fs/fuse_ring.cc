@@ -5,10 +5,12 @@
 #include <liburing.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/sysinfo.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdio>
@@ -27,6 +29,8 @@ namespace {
 
 // The entry the calling thread is serving, for take_reply().
 thread_local RingEntry* t_serving = nullptr;
+// What after_reply() left to run once that entry's reply is committed.
+thread_local std::vector<std::function<void()>> t_after_reply;
 
 constexpr std::uint64_t kEntryTag = 1;
 constexpr std::uint64_t kStopTag = 2;
@@ -91,6 +95,11 @@ class CmdRing {
       if (rc != -EINTR) return rc < 0 ? rc : 0;
     }
   }
+
+  // Lets the kernel deliver what it has for this ring (a FUSE request comes
+  // as deferred task work, run only when the thread enters the kernel) and
+  // returns without waiting.
+  void run_task_work() { (void)io_uring_get_events(&ring_); }
 
   // Takes the next completion if there is one: its tag and result.
   bool next(std::uint64_t* tag, int* res) {
@@ -161,11 +170,13 @@ bool FuseRing::allow_in_kernel() {
   return fd && ::write(fd.get(), "Y", 1) == 1;
 }
 
-int FuseRing::start(unsigned max_threads, std::size_t payload_size) {
+int FuseRing::start(unsigned max_threads, std::size_t payload_size, std::chrono::microseconds spin) {
   stop_fd_.reset(::eventfd(0, EFD_CLOEXEC));
   if (!stop_fd_) return -errno;
   Startup startup;
   const unsigned queues = possible_cpus();
+  spin_ = spin;
+  spin_tickets_ = std::make_unique<std::atomic<std::uint64_t>[]>(queues);
   const unsigned total = queues * std::max(2u, max_threads / queues);
   for (unsigned i = 0; i < total; ++i)
     threads_.emplace_back([this, qid = i % queues, payload_size, &startup] { serve(qid, payload_size, startup); });
@@ -190,6 +201,11 @@ void FuseRing::stop() {
 
 bool FuseRing::take_reply(const iovec* iov, int count) { return t_serving && t_serving->take_reply(iov, count); }
 
+void FuseRing::after_reply(std::function<void()> fn) {
+  if (t_serving) t_after_reply.push_back(std::move(fn));
+  else fn();
+}
+
 void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
   name_thread(qid);
   CmdRing ring;
@@ -208,6 +224,21 @@ void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
   startup.report(rc);
   if (rc < 0) return;
   for (;;) {
+    if (!have && spin_.count() > 0) {
+      // Commit, then ask for the next request for a while before sleeping;
+      // the kernel gives it to the entry committed last, so an earlier
+      // spinner of the queue stops once a later one starts.
+      if (ring.submit(false) < 0) return;
+      std::atomic<std::uint64_t>& ticket = spin_tickets_[qid];
+      const std::uint64_t mine = ticket.fetch_add(1, std::memory_order_relaxed) + 1;
+      const auto until = std::chrono::steady_clock::now() + spin_;
+      while (!(have = ring.next(&tag, &res)) && ticket.load(std::memory_order_relaxed) == mine &&
+             std::chrono::steady_clock::now() < until) {
+        ring.run_task_work();
+        // A task woken on this CPU (often the one whose request this thread just answered) runs first.
+        sched_yield();
+      }
+    }
     if (!have) {
       if (ring.submit(true) < 0) return;
       if (!ring.next(&tag, &res)) continue;
@@ -232,6 +263,13 @@ void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
       if (!entry.take_replied()) entry.reply_error(EIO);
     }
     if (!ring.push_cmd(fd, fuse_uring::kCmdCommitAndFetch, qid, entry)) return;  // submitted with the next wait
+    if (!t_after_reply.empty()) {
+      // The reply first (the commit does not wait for the next request).
+      const int submitted = ring.submit(false);
+      for (auto& fn : t_after_reply) fn();
+      t_after_reply.clear();
+      if (submitted < 0) return;
+    }
   }
 }
 

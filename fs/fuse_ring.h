@@ -18,7 +18,10 @@
 #include <sys/uio.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -48,7 +51,9 @@ class FuseRing {
   // from the same CPU. Call once the kernel has applied the INIT reply. Returns 0, or the first negative errno of a
   // registration the kernel refused; the threads whose entries it took keep
   // serving (while a queue has none, every request stays on /dev/fuse).
-  int start(unsigned max_threads, std::size_t payload_size);
+  // After a reply, a thread asks for the next request for `spin` before it
+  // sleeps (FsOptions::ring_spin), one thread per queue at a time.
+  int start(unsigned max_threads, std::size_t payload_size, std::chrono::microseconds spin);
 
   // Stops the threads (their entries are cancelled with their rings).
   void stop();
@@ -62,6 +67,15 @@ class FuseRing {
   // in its entry.
   static bool take_reply(const iovec* iov, int count);
 
+  // Runs `fn` once the reply to the request the calling thread serves has
+  // reached the kernel. A ring entry's reply is committed only with the
+  // next fetch, after the handler returns, so `fn` waits until then; over
+  // /dev/fuse the reply was written already and `fn` runs at once. For
+  // notifications that follow a reply: sent before it, they would delay it,
+  // and the kernel may wait for that very reply while the notification
+  // looks up the inode (an inode being evicted waits for its write-back).
+  static void after_reply(std::function<void()> fn);
+
  private:
   struct Startup;
   void serve(unsigned qid, std::size_t payload_size, Startup& startup);
@@ -70,6 +84,10 @@ class FuseRing {
   KernelChannel& channel_;
   UniqueFd stop_fd_;  // an eventfd: readable once the threads must stop
   std::atomic<bool> serving_{false};
+  std::chrono::microseconds spin_{0};
+  // Per queue: bumped by each thread that starts to spin, so that only the
+  // latest one of the queue keeps on.
+  std::unique_ptr<std::atomic<std::uint64_t>[]> spin_tickets_;
   std::vector<std::jthread> threads_;
 };
 

@@ -109,6 +109,13 @@ bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std
         return false;
       }
       fs.fuse_uring = val == "on";
+    } else if (key == "ring_spin") {
+      std::uint64_t us;
+      if (!parse_uint(val, us) || us > 1000) {
+        error = fmt::format("option '{}': ring_spin is 0 to 1000 microseconds", opt);
+        return false;
+      }
+      fs.ring_spin = std::chrono::microseconds(us);
     } else if (opt == "strict_dirty_limit") {
       fs.strict_dirty_limit = true;
     } else if (key == "dedup_small") {

@@ -76,6 +76,8 @@ run dhfs "$tmp/nonexistent" "$mnt" -f; expect_fail "mount of a missing file" "No
 run dhfs "$img" "$tmp/nonexistent" -f; expect_fail "mount on a missing directory" "No such file"
 run dhfs "$img" "$mnt" -f -o bogus_option; expect_fail "unknown option" "unknown mount option 'bogus_option'"
 run dhfs "$img" "$mnt" -f -o fuse_uring=maybe; expect_fail "bad fuse_uring" "fuse_uring is 'on' or 'off'"
+run dhfs "$img" "$mnt" -f -o ring_spin=1001; expect_fail "ring_spin too long" "ring_spin is 0 to 1000 microseconds"
+run dhfs "$img" "$mnt" -f -o ring_spin=-5; expect_fail "negative ring_spin" "ring_spin is 0 to 1000 microseconds"
 cp "$img" "$tmp/trunc.img"; truncate -s 128M "$tmp/trunc.img"
 run dhfs "$tmp/trunc.img" "$mnt" -f; expect_fail "mount of a truncated image" "truncated"
 cp "$img" "$tmp/sb.img"; printf 'XXXXXXXX' | dd of="$tmp/sb.img" bs=1 seek=100 conv=notrunc status=none
