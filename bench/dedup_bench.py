@@ -105,6 +105,9 @@ class DedupRun:
     def df(self, mnt):
         return json.loads(self.dhfsctl("--json", "df", mnt))
 
+    def requests(self, mnt):
+        return json.loads(self.dhfsctl("--json", "requests", mnt))
+
     def warm(self):
         """Read every tarball once, so that extraction measures the filesystem under test
         and not the disk under the workdir (the same for both)."""
@@ -141,6 +144,7 @@ class DedupRun:
             drop_caches()
             self.warm()
             used0 = statfs_used(mnt)
+            rq0 = self.requests(mnt) if fs.name == "dhfs" else None
             t0 = time.perf_counter()
             for layer in self.set["layers"]:
                 d = os.path.join(mnt, "overlay2", layer["id"], "diff")
@@ -148,6 +152,7 @@ class DedupRun:
                 run(["tar", "-C", d, "--numeric-owner", "-xpf",
                      os.path.join(self.layer_dir, layer["name"] + ".tar")], timeout=3600)
             t1 = time.perf_counter()
+            rq1 = self.requests(mnt) if fs.name == "dhfs" else None
             if fs.name == "dhfs":
                 self.dhfsctl("sync", mnt)  # the kernel does not forward sync(1) to FUSE
             else:
@@ -164,6 +169,10 @@ class DedupRun:
                 values.update({"df_" + k: v for k, v in df1.items() if isinstance(v, (int, float))})
                 values["data_bytes"] = df1["physical_bytes"] - df0["physical_bytes"]
                 values["metadata_delta_bytes"] = df1["metadata_bytes"] - df0["metadata_bytes"]
+                # What the daemon answered during tar -x, and its own time for it.
+                values["fuse_requests"] = rq1["count"] - rq0["count"]
+                values["daemon_request_s"] = (rq1["total_ns"] - rq0["total_ns"]) / 1e9
+                log_quiet("dhfsctl --json requests after tar -x: %s" % json.dumps(rq1))
             # check: every file arrived with its size (not timed)
             logical, files = self.logical_on(os.path.join(mnt, "overlay2"))
             values["walk_logical_bytes"] = logical
@@ -342,6 +351,12 @@ def tables(r):
         ["  of which tar -x (s)", sec(e.get("extract_s")), dh(sec(d.get("extract_s")))],
         ["  of which sync (s)", sec(e.get("sync_s")), dh(sec(d.get("sync_s")))],
         ["extraction time dhfs / ext4", "", dh("—" if ratio_time is None else "%.2fx" % ratio_time)],
+        ["FUSE requests dhfs answered during tar -x", "—", dh("—" if d.get("fuse_requests") is None
+                                                              else "%d" % d["fuse_requests"])],
+        ["  per regular file", "—", dh("—" if not d.get("fuse_requests") or not d.get("walk_files")
+                                        else "%.1f" % (d["fuse_requests"] / d["walk_files"]))],
+        ["  the daemon's own time for them, summed over threads (s)", "—",
+         dh(sec(d.get("daemon_request_s")))],
         ["space used, statvfs after - before (MiB)", mib(e.get("used_bytes")), dh(mib(d.get("used_bytes")))],
         ["  space used / unique limit", "—" if e.get("used_bytes") is None else "%.2fx" % (e["used_bytes"] / uniq),
          dh("—" if d.get("used_bytes") is None else "%.2fx" % (d["used_bytes"] / uniq))],

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "fs/filesystem.h"
+#include "fs/request_stats.h"
 
 namespace dhfs {
 
@@ -33,8 +34,8 @@ ControlRegion to_control(const RegionReport& r) {
 
 }  // namespace
 
-int serve_control(FileSystem& fs, std::uint64_t ino, unsigned cmd, std::span<const std::byte> in,
-                  std::vector<std::byte>& out) {
+int serve_control(FileSystem& fs, const RequestStats* requests, std::uint64_t ino, unsigned cmd,
+                  std::span<const std::byte> in, std::vector<std::byte>& out) {
   switch (cmd) {
     case DHFS_IOC_STATS: {
       FsStats s = fs.stats();
@@ -114,6 +115,20 @@ int serve_control(FileSystem& fs, std::uint64_t ino, unsigned cmd, std::span<con
       c.hashed = d.hashed;
       c.duplicate = d.duplicate;
       c.shared = d.shared;
+      put(out, c);
+      return 0;
+    }
+    case DHFS_IOC_REQUESTS: {
+      if (!requests) break;
+      ControlRequests c{};
+      c.version = kControlVersion;
+      const auto kinds = requests->snapshot();
+      static_assert(std::size(ControlRequests{}.kinds) >= RequestStats::kOpcodes);
+      for (std::size_t op = 0; op < kinds.size(); ++op) {
+        if (kinds[op].count == 0) continue;
+        c.kinds[c.count++] = {static_cast<std::uint32_t>(op), 0, kinds[op].count, kinds[op].total_ns,
+                              kinds[op].max_ns};
+      }
       put(out, c);
       return 0;
     }

@@ -77,6 +77,21 @@ struct ControlDedup {
   std::uint32_t pad;
 };
 
+// FUSE requests of one kind the daemon answered since it mounted.
+struct ControlRequestKind {
+  std::uint32_t opcode;  // FUSE_LOOKUP, ... (linux/fuse.h)
+  std::uint32_t pad;
+  std::uint64_t count;
+  std::uint64_t total_ns;  // from reading a request to handing over its reply
+  std::uint64_t max_ns;
+};
+
+struct ControlRequests {
+  std::uint32_t version;
+  std::uint32_t count;  // kinds with at least one request
+  ControlRequestKind kinds[64];
+};
+
 }  // namespace dhfs
 
 #define DHFS_IOC_STATS _IOR('D', 1, struct dhfs::ControlStats)
@@ -91,6 +106,8 @@ struct ControlDedup {
 // Dedups the file: hashes it (reading it if needed) and shares the extents
 // of a stored file with the same bytes (verified byte by byte).
 #define DHFS_IOC_DEDUP _IOR('D', 7, struct dhfs::ControlDedup)
+// The daemon's count and time of the FUSE requests of each kind (RequestStats).
+#define DHFS_IOC_REQUESTS _IOR('D', 8, struct dhfs::ControlRequests)
 
 #include <span>
 #include <vector>
@@ -98,11 +115,14 @@ struct ControlDedup {
 namespace dhfs {
 
 class FileSystem;
+class RequestStats;
 
 // Serves one control ioctl `cmd` on inode `ino`: `in` is what the caller
-// passed, `out` receives the reply. Returns 0 or a negative errno (-ENOTTY
-// for an unknown command). Lives in the core, so it is tested without FUSE.
-int serve_control(FileSystem& fs, std::uint64_t ino, unsigned cmd, std::span<const std::byte> in,
-                  std::vector<std::byte>& out);
+// passed, `out` receives the reply. `requests` are the FUSE adapter's counts
+// (nullptr without one: DHFS_IOC_REQUESTS is then unknown). Returns 0 or a
+// negative errno (-ENOTTY for an unknown command). Lives in the core, so it
+// is tested without FUSE.
+int serve_control(FileSystem& fs, const RequestStats* requests, std::uint64_t ino, unsigned cmd,
+                  std::span<const std::byte> in, std::vector<std::byte>& out);
 
 }  // namespace dhfs

@@ -480,7 +480,8 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* /*arg*/, f
     return;
   }
   std::vector<std::byte> out;
-  int rc = serve_control(fs_of(req), ino, cmd, {static_cast<const std::byte*>(in_buf), in_bufsz}, out);
+  int rc = serve_control(fs_of(req), &context_of(req).channel.requests(), ino, cmd,
+                         {static_cast<const std::byte*>(in_buf), in_bufsz}, out);
   if (rc < 0) fuse_reply_err(req, -rc);
   else if (out.size() > out_bufsz) fuse_reply_err(req, EINVAL);
   else fuse_reply_ioctl(req, 0, out.data(), out.size());

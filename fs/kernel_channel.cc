@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstring>
 
@@ -14,6 +15,21 @@ namespace dhfs {
 namespace {
 
 thread_local RequestExtras t_current;
+
+// The request the calling thread read last and has not answered yet, for
+// RequestStats (unique 0: none).
+struct PendingRequest {
+  std::uint64_t unique = 0;
+  std::uint32_t opcode = 0;
+  std::chrono::steady_clock::time_point read_at;
+};
+thread_local PendingRequest t_pending;
+
+// Requests the kernel expects no reply to (an INTERRUPT gets one only when
+// it came too early).
+bool without_reply(std::uint32_t opcode) {
+  return opcode == FUSE_FORGET || opcode == FUSE_BATCH_FORGET || opcode == FUSE_INTERRUPT;
+}
 
 // Reads a field of type T at `off` bytes into `raw`; false if it is not all there.
 template <typename T>
@@ -49,8 +65,11 @@ bool asks_kill_suidgid(std::uint32_t opcode, std::span<const std::byte> body) {
 
 void KernelChannel::on_request(std::span<const std::byte> raw) {
   t_current = {};
+  t_pending = {};
   fuse_in_header in{};
   if (!field_at(raw, 0, &in)) return;
+  if (without_reply(in.opcode)) requests_.record(in.opcode, 0);
+  else t_pending = {in.unique, in.opcode, std::chrono::steady_clock::now()};
   const std::span<const std::byte> body = raw.subspan(sizeof in);
   if (in.opcode == FUSE_INIT) {
     std::uint32_t flags = 0;
@@ -67,11 +86,17 @@ void KernelChannel::on_request(std::span<const std::byte> raw) {
 }
 
 void KernelChannel::on_reply(const iovec* iov, int count) {
-  const std::uint64_t init_unique = init_unique_.load(std::memory_order_acquire);
-  if (init_unique == 0 || count < 2 || iov[0].iov_len < sizeof(fuse_out_header)) return;
+  if (count < 1 || iov[0].iov_len < sizeof(fuse_out_header)) return;
   fuse_out_header out{};
   std::memcpy(&out, iov[0].iov_base, sizeof out);
-  if (out.unique != init_unique) return;
+  if (out.unique != 0 && out.unique == t_pending.unique) {  // not a notification
+    const auto took = std::chrono::steady_clock::now() - t_pending.read_at;
+    requests_.record(t_pending.opcode,
+                     static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(took).count()));
+    t_pending = {};
+  }
+  const std::uint64_t init_unique = init_unique_.load(std::memory_order_acquire);
+  if (init_unique == 0 || count < 2 || out.unique != init_unique) return;
   init_unique_.store(0, std::memory_order_relaxed);  // one INIT per connection
   // A refused INIT (an error reply) or a reply shorter than the flags field
   // (a protocol too old for the capability) stays as libfuse made it.

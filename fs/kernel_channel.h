@@ -16,7 +16,9 @@
 //    FUSE_HANDLE_KILLPRIV_V2, adds it to the INIT reply;
 //  - records, for the thread that read a request (libfuse handles a request
 //    on the thread that read it), whether the kernel asked for setuid and
-//    setgid to be cleared (current_request()).
+//    setgid to be cleared (current_request());
+//  - counts the requests of each kind and the time from reading one to its
+//    reply on the same thread (requests()).
 // It only parses bytes: unit tests drive it without FUSE.
 #pragma once
 
@@ -26,6 +28,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+
+#include "fs/request_stats.h"
 
 namespace dhfs {
 
@@ -61,6 +65,9 @@ class KernelChannel {
   // The extras of the request the calling thread read last.
   static const RequestExtras& current_request();
 
+  // Requests answered so far, by kind, with the daemon's time for them.
+  const RequestStats& requests() const { return requests_; }
+
  private:
   void record_ring_payload_size(std::span<const std::byte> init_out, std::uint32_t flags);
 
@@ -69,6 +76,7 @@ class KernelChannel {
   std::atomic<bool> killpriv_v2_{false};
   std::atomic<bool> kernel_offers_uring_{false};
   std::atomic<std::size_t> ring_payload_size_{0};
+  RequestStats requests_;
 };
 
 }  // namespace dhfs

@@ -7,6 +7,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -34,6 +35,8 @@ void usage(int code) {
              "                                not forward sync(1) to FUSE file systems)\n"
              "  dedup PATH                    deduplicate every file below PATH against all stored\n"
              "                                files (byte-verified); progress on a terminal, summary\n"
+             "  requests PATH                 FUSE requests the daemon answered since it mounted, by\n"
+             "                                kind: count and the daemon's time (mean, max, total)\n"
              "PATH is any path inside a mounted dhfs.\n");
   std::exit(code);
 }
@@ -287,6 +290,50 @@ int cmd_dedup(const std::string& path, bool json) {
   return 0;
 }
 
+// The name of a FUSE opcode as linux/fuse.h spells it, without "FUSE_".
+std::string opcode_name(std::uint32_t op) {
+  static constexpr const char* kNames[] = {
+      nullptr,     "LOOKUP",    "FORGET",      "GETATTR",   "SETATTR",     "READLINK",     "SYMLINK",
+      nullptr,     "MKNOD",     "MKDIR",       "UNLINK",    "RMDIR",       "RENAME",       "LINK",
+      "OPEN",      "READ",      "WRITE",       "STATFS",    "RELEASE",     nullptr,        "FSYNC",
+      "SETXATTR",  "GETXATTR",  "LISTXATTR",   "REMOVEXATTR", "FLUSH",     "INIT",         "OPENDIR",
+      "READDIR",   "RELEASEDIR", "FSYNCDIR",   "GETLK",     "SETLK",       "SETLKW",       "ACCESS",
+      "CREATE",    "INTERRUPT", "BMAP",        "DESTROY",   "IOCTL",       "POLL",         "NOTIFY_REPLY",
+      "BATCH_FORGET", "FALLOCATE", "READDIRPLUS", "RENAME2", "LSEEK",      "COPY_FILE_RANGE", "SETUPMAPPING",
+      "REMOVEMAPPING", "SYNCFS",  "TMPFILE",     "STATX"};
+  if (op < std::size(kNames) && kNames[op]) return kNames[op];
+  return fmt::format("opcode {}", op);
+}
+
+int cmd_requests(const std::string& path, bool json) {
+  auto r = query<ControlRequests>(path, DHFS_IOC_REQUESTS);
+  std::vector<ControlRequestKind> kinds(r.kinds, r.kinds + std::min<std::size_t>(r.count, std::size(r.kinds)));
+  std::sort(kinds.begin(), kinds.end(), [](const auto& a, const auto& b) { return a.total_ns > b.total_ns; });
+  std::uint64_t count = 0, total_ns = 0;
+  for (const auto& k : kinds) {
+    count += k.count;
+    total_ns += k.total_ns;
+  }
+  if (json) {
+    std::vector<std::string> items;
+    for (const auto& k : kinds)
+      items.push_back(fmt::format("{{\"request\":{},\"opcode\":{},\"count\":{},\"total_ns\":{},\"max_ns\":{}}}",
+                                  json_string(opcode_name(k.opcode)), k.opcode, k.count, k.total_ns, k.max_ns));
+    fmt::print("{{\"count\":{},\"total_ns\":{},\"requests\":[{}]}}\n", count, total_ns, fmt::join(items, ","));
+    return 0;
+  }
+  fmt::print("{:<16} {:>10} {:>10} {:>10} {:>10}\n", "request", "count", "mean us", "max us", "total s");
+  auto mean_us = [](std::uint64_t ns, std::uint64_t n) { return n ? static_cast<double>(ns) / 1e3 / static_cast<double>(n) : 0.0; };
+  for (const auto& k : kinds)
+    fmt::print("{:<16} {:>10} {:>10.1f} {:>10.1f} {:>10.3f}\n", opcode_name(k.opcode), k.count,
+               mean_us(k.total_ns, k.count), static_cast<double>(k.max_ns) / 1e3, static_cast<double>(k.total_ns) / 1e9);
+  fmt::print("{:<16} {:>10} {:>10.1f} {:>10} {:>10.3f}\n", "all", count, mean_us(total_ns, count), "",
+             static_cast<double>(total_ns) / 1e9);
+  fmt::print("(the daemon's time, from reading a request to handing over its reply; the rest of a\n"
+             " request's time is its trip through the kernel. FORGET and INTERRUPT count with no time.)\n");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -312,6 +359,7 @@ int main(int argc, char** argv) {
   if (cmd == "region" && args.size() == 3 && args[1] == "show") return cmd_region_show(args[2], json);
   if (cmd == "region" && args.size() == 3 && args[1] == "create") return cmd_region_create(args[2], size.value_or(0), json);
   if (cmd == "dedup" && args.size() == 2) return cmd_dedup(args[1], json);
+  if (cmd == "requests" && args.size() == 2) return cmd_requests(args[1], json);
   if (cmd == "sync" && args.size() == 2) {
     ioctl_or_die(args[1], DHFS_IOC_SYNC, nullptr);
     return 0;

@@ -272,4 +272,36 @@ TEST_CASE("mount: requests go over io_uring with fuse_uring=on, over /dev/fuse w
   CHECK((uring ? wait_for_ring_threads(fs.daemon_pid()) : ring_threads(fs.daemon_pid())).empty() != uring);
 }
 
+// `dhfsctl requests`: the daemon counts every request it answers by kind,
+// over the ring and over /dev/fuse alike, and prints them.
+TEST_CASE("dhfsctl requests counts what the daemon answered, by kind", "[mount][dhfs]") {
+  DHFS_ONLY_STRICT();
+  const std::string opts = GENERATE(as<std::string>{}, "fuse_uring=on", "fuse_uring=off");
+  FsOptions options;
+  options.mount_opts = opts;
+  MountedFs fs(options);
+  INFO(opts);
+  auto count_of = [](const std::string& json, const std::string& name) -> std::uint64_t {
+    const auto at = json.find("\"request\":\"" + name + "\"");
+    return at == std::string::npos ? 0 : json_u64(json.substr(at), "count");
+  };
+  const std::string before = ctl_json({"requests", fs.root()});
+  for (int i = 0; i < 20; ++i) write_file(fs.path(fmt::format("f{}", i)), "x");
+  const std::string after = ctl_json({"requests", fs.root()});
+  CHECK(count_of(after, "CREATE") == count_of(before, "CREATE") + 20);
+  CHECK(count_of(after, "LOOKUP") >= count_of(before, "LOOKUP") + 20);  // a new name is looked up first
+  // The first query is answered before the second counts it, not itself.
+  CHECK(count_of(after, "IOCTL") == count_of(before, "IOCTL") + 1);
+  CHECK(json_u64(after, "count") >= json_u64(before, "count") + 41);
+  CHECK(json_u64(after, "total_ns") > json_u64(before, "total_ns"));
+
+  const RunResult text = ctl({"requests", fs.root()});
+  CHECK(text.exit_code() == 0);
+  CHECK(text.output.find("CREATE") != std::string::npos);
+  CHECK(text.output.find("mean us") != std::string::npos);
+  const RunResult outside = ctl({"requests", "/"});
+  CHECK(outside.exit_code() == 1);
+  CHECK(outside.output.find("not on a dhfs filesystem") != std::string::npos);
+}
+
 }  // namespace dhfs_test

@@ -1,19 +1,22 @@
 // Tests of KernelChannel (fs/kernel_channel.h): the FUSE_INIT reply gains
 // FUSE_HANDLE_KILLPRIV_V2 only where the kernel offered it, the offer of
 // FUSE over io_uring and the entry size it needs are read from INIT, and the
-// kill flags of WRITE, OPEN and SETATTR requests reach the handling thread.
+// kill flags of WRITE, OPEN and SETATTR requests reach the handling thread;
+// requests are counted by kind with the daemon's time for them (RequestStats).
 #include <fcntl.h>
 #include <unistd.h>
 #include <linux/fuse.h>
 
 #include <catch2/catch.hpp>
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstring>
 #include <thread>
 #include <vector>
 
 #include "fs/kernel_channel.h"
+#include "fs/request_stats.h"
 #include "fs/ring_entry.h"
 
 namespace dhfs {
@@ -182,6 +185,87 @@ TEST_CASE("kernel channel: kill flags of the request the thread read last", "[fu
   CHECK_FALSE(KernelChannel::current_request().kill_suidgid);
   ch.on_request({});
   CHECK_FALSE(KernelChannel::current_request().kill_suidgid);
+}
+
+// A reply as libfuse writes it: the header alone (an error, or no body).
+void reply(KernelChannel& ch, std::uint64_t unique) {
+  fuse_out_header h{};
+  h.len = sizeof h;
+  h.unique = unique;
+  iovec iov{&h, sizeof h};
+  ch.on_reply(&iov, 1);
+}
+
+TEST_CASE("kernel channel: each request is counted by kind with the time to its reply on the same thread",
+          "[fuse]") {
+  KernelChannel ch;
+  fuse_getattr_in g{};
+  ch.on_request(request(FUSE_GETATTR, 20, g));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  reply(ch, 20);
+  auto kinds = ch.requests().snapshot();
+  CHECK(kinds[FUSE_GETATTR].count == 1);
+  CHECK(kinds[FUSE_GETATTR].total_ns >= 2'000'000);
+  CHECK(kinds[FUSE_GETATTR].max_ns == kinds[FUSE_GETATTR].total_ns);
+
+  // A notification (unique 0) between a request and its reply is not a
+  // reply; a reply to another request (another thread's) counts nothing here.
+  fuse_write_in w{};
+  ch.on_request(request(FUSE_WRITE, 21, w));
+  reply(ch, 0);
+  reply(ch, 99);
+  CHECK(ch.requests().snapshot()[FUSE_WRITE].count == 0);
+  reply(ch, 21);
+  CHECK(ch.requests().snapshot()[FUSE_WRITE].count == 1);
+  reply(ch, 21);  // answered once only
+  CHECK(ch.requests().snapshot()[FUSE_WRITE].count == 1);
+
+  // Requests without a reply count when read, with no time.
+  fuse_forget_in f{};
+  ch.on_request(request(FUSE_FORGET, 22, f));
+  fuse_batch_forget_in bf{};
+  ch.on_request(request(FUSE_BATCH_FORGET, 23, bf));
+  kinds = ch.requests().snapshot();
+  CHECK(kinds[FUSE_FORGET].count == 1);
+  CHECK(kinds[FUSE_BATCH_FORGET].count == 1);
+  CHECK(kinds[FUSE_FORGET].total_ns == 0);
+
+  // Each thread pairs its own request with its own reply.
+  ch.on_request(request(FUSE_GETATTR, 30, g));
+  std::thread([&] {
+    fuse_open_in o{};
+    ch.on_request(request(FUSE_OPEN, 31, o));
+    reply(ch, 30);  // not this thread's request
+    reply(ch, 31);
+  }).join();
+  reply(ch, 30);
+  kinds = ch.requests().snapshot();
+  CHECK(kinds[FUSE_OPEN].count == 1);
+  CHECK(kinds[FUSE_GETATTR].count == 2);
+  std::uint64_t all = 0;
+  for (const auto& k : kinds) all += k.count;
+  CHECK(all == 6);
+}
+
+TEST_CASE("request stats: counts, sums and maxima per opcode from many threads; opcodes out of range are dropped",
+          "[fuse]") {
+  RequestStats stats;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&stats, t] {
+      for (std::uint64_t i = 1; i <= 1000; ++i) stats.record(FUSE_LOOKUP, i + static_cast<std::uint64_t>(t) * 1000);
+    });
+  for (auto& th : threads) th.join();
+  stats.record(RequestStats::kOpcodes, 5);
+  stats.record(4096, 5);  // CUSE_INIT
+  const auto kinds = stats.snapshot();
+  CHECK(kinds[FUSE_LOOKUP].count == 4000);
+  CHECK(kinds[FUSE_LOOKUP].total_ns == 4000ULL * 4001 / 2);
+  CHECK(kinds[FUSE_LOOKUP].max_ns == 4000);
+  std::uint64_t others = 0;
+  for (std::size_t op = 0; op < kinds.size(); ++op)
+    if (op != FUSE_LOOKUP) others += kinds[op].count;
+  CHECK(others == 0);
 }
 
 }  // namespace
