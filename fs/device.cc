@@ -92,10 +92,12 @@ class FileDevice final : public Device {
         direct_ios.push_back(io);
         continue;
       }
-      // A copy into the page cache: no ring needed.
+      // A copy into or out of the page cache: no ring needed.
       for (std::uint32_t done = 0; done < io.len;) {
-        const ssize_t n = ::pwrite(cached_fd_.get(), static_cast<const std::byte*>(io.buf) + done, io.len - done,
-                                   static_cast<off_t>(io.offset + done));
+        const auto at = static_cast<off_t>(io.offset + done);
+        std::byte* buf = static_cast<std::byte*>(io.buf) + done;
+        const ssize_t n = io.op == DeviceIo::Op::Write ? ::pwrite(cached_fd_.get(), buf, io.len - done, at)
+                                                       : ::pread(cached_fd_.get(), buf, io.len - done, at);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return -errno;
         if (n == 0) return -EIO;

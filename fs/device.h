@@ -3,8 +3,8 @@
 //
 // All I/O is in whole 4 KiB blocks from 4 KiB-aligned buffers, so the real
 // implementation can use O_DIRECT and data is not cached twice (the kernel
-// already caches file pages above FUSE); only small writes marked `cached`
-// pass through the medium's page cache (see DeviceIo). Each thread submits through its own
+// already caches file pages above FUSE); only small I/O marked `cached`
+// passes through the medium's page cache (see DeviceIo). Each thread submits through its own
 // io_uring, so no lock is held across device I/O.
 #pragma once
 
@@ -52,6 +52,9 @@ struct DeviceIo {
   // memory copy instead of a device round trip, and the kernel merges the
   // write-back. Direct I/O on the same blocks stays coherent (the kernel
   // writes such pages back before direct I/O touches them).
+  // A small read marked so goes through the same cache: blocks written that
+  // way lately are found in memory, where a direct read would first have
+  // the kernel write them back and then read them from the device.
   bool cached = false;
 };
 

@@ -709,10 +709,15 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
     segs = std::move(*s);
     old_size = in->size;
   }
-  // Byte for byte, never on the hash alone.
+  // Byte for byte, never on the hash alone. A small source was most likely
+  // written through the medium's page cache (DeviceIo::cached) and is read
+  // from there: a layer that repeats files of the one extracted before it
+  // then costs no device reads.
   AlignedBuffer buf(nblk * kBlockSize);
   std::vector<DeviceIo> ios;
   for (const Segment& s : segs) add_io(ios, DeviceIo::Op::Read, s.pblk, buf.data() + (s.lblk - home.lblk) * kBlockSize, s.len);
+  if (nblk * kBlockSize <= kSmallWriteBytes)
+    for (DeviceIo& io : ios) io.cached = true;
   const int read_rc = dev_->submit(ios);
   for (const Segment& s : segs)
     if (is_packed(s.flags)) unpack_in_place(buf.data() + (s.lblk - home.lblk) * kBlockSize, s.flags);

@@ -448,6 +448,43 @@ TEST_CASE("an image file round-trips data and makes it durable", "[device]") {
   CHECK(same(raw.data(), data.data(), 3 * kBlock));
 }
 
+// DeviceIo::cached: reads and writes through the medium's page cache and
+// direct ones see each other's data, in either order.
+TEST_CASE("cached and direct reads and writes of an image file see each other", "[device]") {
+  TempImage img(64 * kBlock);
+  auto dev = must_open(img.path());
+  using Op = DeviceIo::Op;
+  auto io = [](Op op, std::uint64_t block, const AlignedBuffer& buf, bool cached) {
+    return DeviceIo{.op = op, .offset = block * kBlock, .buf = const_cast<std::byte*>(buf.data()),
+                    .len = static_cast<std::uint32_t>(buf.size()), .cached = cached};
+  };
+  const AlignedBuffer a = pattern_buffer(2 * kBlock, 3), b = pattern_buffer(2 * kBlock, 4);
+  const AlignedBuffer c = pattern_buffer(2 * kBlock, 5);
+  const DeviceIo writes[] = {io(Op::Write, 0, a, true), io(Op::Write, 8, b, false)};
+  REQUIRE(dev->submit(writes) == 0);
+
+  AlignedBuffer r1(2 * kBlock), r2(2 * kBlock);
+  const DeviceIo reads[] = {io(Op::Read, 0, r1, true), io(Op::Read, 8, r2, true)};
+  REQUIRE(dev->submit(reads) == 0);
+  CHECK(same(r1.data(), a.data(), 2 * kBlock));
+  CHECK(same(r2.data(), b.data(), 2 * kBlock));
+
+  // A direct write over blocks a cached read brought into the cache: the
+  // next cached read sees the new bytes.
+  const DeviceIo over[] = {io(Op::Write, 0, c, false)};
+  REQUIRE(dev->submit(over) == 0);
+  const DeviceIo again[] = {io(Op::Read, 0, r1, true)};
+  REQUIRE(dev->submit(again) == 0);
+  CHECK(same(r1.data(), c.data(), 2 * kBlock));
+
+  // A cached write read back directly, before any flush.
+  const DeviceIo cached_write[] = {io(Op::Write, 16, b, true)};
+  REQUIRE(dev->submit(cached_write) == 0);
+  AlignedBuffer direct(2 * kBlock);
+  REQUIRE(dev->read(16 * kBlock, direct.data(), 2 * kBlock) == 0);
+  CHECK(same(direct.data(), b.data(), 2 * kBlock));
+}
+
 TEST_CASE("an image file serves a batch of 200 mixed I/Os", "[device][uring]") {
   TempImage img(1024 * kBlock);
   auto dev = must_open(img.path());
