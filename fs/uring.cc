@@ -1,8 +1,11 @@
 #include "fs/uring.h"
 
+#include <sched.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -37,6 +40,12 @@ class Batch {
 
   // True while something is left to submit and nothing has failed yet.
   bool has_pending() const { return first_error_ == 0 && !todo_.empty(); }
+
+  std::uint64_t bytes() const {
+    std::uint64_t n = 0;
+    for (const DeviceIo& io : ios_) n += io.len;
+    return n;
+  }
 
   // Fills `sqe` with the next pending I/O, or with what is left of it after
   // a short transfer.
@@ -140,6 +149,56 @@ void report_fallback(const char* what, int err) {
   });
 }
 
+// Hybrid polling of small batches. A thread that has submitted at most
+// 64 KiB asks the kernel for the completions for up to kPollWindow before it
+// sleeps: on a fast device they come in tens of microseconds, and a thread
+// that slept pays a wake-up on top, which on a VM's idle vCPU costs about a
+// third of a 4 KiB read (cold random reads at queue depth 1 here: median
+// 11.6k IOPS polling, 9.8k sleeping). One thread polls at a time, so that a
+// deep queue of small reads does not turn into threads spinning against the
+// device's own work; and none while small batches have lately taken longer
+// than the window (a disk, a network device), where polling would only burn
+// CPU.
+class SmallBatchPolling {
+ public:
+  static constexpr std::uint64_t kSmallBytes = 64 << 10;
+  static constexpr std::chrono::microseconds kPollWindow{150};
+
+  // True if the caller may poll now; it must then call done().
+  static bool begin() {
+    if (recent_ns_.load(std::memory_order_relaxed) > kPollWindowNs) return false;
+    int idle = 0;
+    return pollers_.compare_exchange_strong(idle, 1, std::memory_order_acquire);
+  }
+  static void done() { pollers_.store(0, std::memory_order_release); }
+
+  // Every small batch's time, polled or not: a moving average of the last
+  // few (an eighth of each new one).
+  static void took(std::chrono::nanoseconds t) {
+    const auto ns = static_cast<std::int64_t>(t.count());
+    const std::int64_t was = recent_ns_.load(std::memory_order_relaxed);
+    recent_ns_.store(was + (ns - was) / 8, std::memory_order_relaxed);
+  }
+
+ private:
+  static constexpr std::int64_t kPollWindowNs =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(kPollWindow).count();
+  static inline std::atomic<int> pollers_{0};
+  static inline std::atomic<std::int64_t> recent_ns_{0};
+};
+
+// Asks for completions until one is there or the window has passed, giving
+// the CPU to anyone else who wants it in between. Returns how many it reaped.
+unsigned poll_for_completions(io_uring& ring, Batch& batch) {
+  const auto until = std::chrono::steady_clock::now() + SmallBatchPolling::kPollWindow;
+  unsigned got = 0;
+  while ((got = reap(ring, batch)) == 0 && std::chrono::steady_clock::now() < until) {
+    (void)io_uring_get_events(&ring);  // completions arrive as task work, run on entering the kernel
+    sched_yield();
+  }
+  return got;
+}
+
 // The calling thread's ring. thread_local so that each FUSE worker thread has
 // its own, and the ring is torn down when its thread exits.
 struct ThreadRing {
@@ -178,8 +237,19 @@ int Uring::run(int fd, std::span<const DeviceIo> ios) {
   // kept at or below depth_: the completion queue holds twice that, so it
   // can never overflow.
   unsigned inflight = 0;
+  const bool small = batch.bytes() <= SmallBatchPolling::kSmallBytes;
+  const auto started = std::chrono::steady_clock::now();
   while (inflight > 0 || batch.has_pending()) {
     inflight += fill(ring_, batch, fd, depth_ - inflight);
+    if (small && SmallBatchPolling::begin()) {
+      const int submitted = io_uring_submit(&ring_);
+      const unsigned got = submitted < 0 ? 0 : poll_for_completions(ring_, batch);
+      SmallBatchPolling::done();
+      if (got > 0) {
+        inflight -= got;
+        continue;
+      }
+    }
     // One system call both submits and waits; inflight > 0 here, so waiting
     // for one completion always terminates.
     const int r = io_uring_submit_and_wait(&ring_, 1);
@@ -192,6 +262,7 @@ int Uring::run(int fd, std::span<const DeviceIo> ios) {
     }
     inflight -= reap(ring_, batch);
   }
+  if (small) SmallBatchPolling::took(std::chrono::steady_clock::now() - started);
   return batch.error();
 }
 
