@@ -235,7 +235,8 @@ void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
       while (!(have = ring.next(&tag, &res)) && ticket.load(std::memory_order_relaxed) == mine &&
              std::chrono::steady_clock::now() < until) {
         ring.run_task_work();
-        // A task woken on this CPU (often the one whose request this thread just answered) runs first.
+        // A task woken on this CPU (often the one whose request this thread
+        // just answered) runs first.
         sched_yield();
       }
     }

@@ -152,9 +152,9 @@ void report_fallback(const char* what, int err) {
 // Hybrid polling of small batches. A thread that has submitted at most
 // 64 KiB asks the kernel for the completions for up to kPollWindow before it
 // sleeps: on a fast device they come in tens of microseconds, and a thread
-// that slept pays a wake-up on top, which on a VM's idle vCPU costs about a
-// third of a 4 KiB read (cold random reads at queue depth 1 here: median
-// 11.6k IOPS polling, 9.8k sleeping). One thread polls at a time, so that a
+// that slept pays a wake-up on top, which on a VM's idle vCPU costs a good
+// part of a 4 KiB read (cold random reads at queue depth 1 on the bench VM:
+// median 11.5k IOPS polling, 9.6k sleeping). One thread polls at a time, so that a
 // deep queue of small reads does not turn into threads spinning against the
 // device's own work; and none while small batches have lately taken longer
 // than the window (a disk, a network device), where polling would only burn

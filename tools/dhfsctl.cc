@@ -323,10 +323,11 @@ int cmd_requests(const std::string& path, bool json) {
     return 0;
   }
   fmt::print("{:<16} {:>10} {:>10} {:>10} {:>10}\n", "request", "count", "mean us", "max us", "total s");
-  auto mean_us = [](std::uint64_t ns, std::uint64_t n) { return n ? static_cast<double>(ns) / 1e3 / static_cast<double>(n) : 0.0; };
+  auto us = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e3; };
+  auto mean_us = [&](std::uint64_t ns, std::uint64_t n) { return n ? us(ns) / static_cast<double>(n) : 0.0; };
   for (const auto& k : kinds)
     fmt::print("{:<16} {:>10} {:>10.1f} {:>10.1f} {:>10.3f}\n", opcode_name(k.opcode), k.count,
-               mean_us(k.total_ns, k.count), static_cast<double>(k.max_ns) / 1e3, static_cast<double>(k.total_ns) / 1e9);
+               mean_us(k.total_ns, k.count), us(k.max_ns), static_cast<double>(k.total_ns) / 1e9);
   fmt::print("{:<16} {:>10} {:>10.1f} {:>10} {:>10.3f}\n", "all", count, mean_us(total_ns, count), "",
              static_cast<double>(total_ns) / 1e9);
   fmt::print("(the daemon's time, from reading a request to handing over its reply; the rest of a\n"
