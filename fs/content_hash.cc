@@ -26,7 +26,6 @@ ContentHash hash_of(std::span<const std::byte> data) {
 namespace {
 
 ContentHash hash_of_chunk_hashes(std::span<const ContentHash> chunks) {
-  if (g_colliding.load(std::memory_order_relaxed)) return {};
   std::vector<std::byte> list(chunks.size() * 16);
   for (std::size_t i = 0; i < chunks.size(); ++i) {
     for (int b = 0; b < 8; ++b) {
@@ -66,8 +65,7 @@ HashStream::~HashStream() { g_waiting_total -= waiting_bytes_; }
 void HashStream::fail() {
   broken_ = true;
   open_.clear();
-  hashes_.clear();
-  complete_.clear();
+  done_.clear();
   g_waiting_total -= waiting_bytes_;
   waiting_bytes_ = 0;
 }
@@ -86,7 +84,7 @@ void HashStream::feed(std::uint64_t off, std::span<const std::byte> data) {
 
 void HashStream::feed_chunk(std::uint64_t index, std::size_t at, std::span<const std::byte> data) {
   if (index >= kMaxChunks) return fail();
-  if (index < complete_.size() && complete_[index]) return fail();  // rewrites a hashed chunk
+  if (index < done_.size() && done_[index]) return fail();  // rewrites a hashed chunk
   std::unique_ptr<Chunk>& slot = open_[index];
   if (!slot) {
     if (open_.size() > kMaxOpenChunks) return fail();  // scattered writes, not a file streaming in
@@ -121,12 +119,8 @@ void HashStream::feed_chunk(std::uint64_t index, std::size_t at, std::span<const
   }
   if (c.upto < kChunkBytes) return;
   const XXH128_hash_t h = XXH3_128bits_digest(c.st);
-  if (hashes_.size() <= index) {
-    hashes_.resize(index + 1);
-    complete_.resize(index + 1);
-  }
-  hashes_[index] = {h.low64, h.high64};
-  complete_[index] = true;
+  if (done_.size() <= index) done_.resize(index + 1);
+  done_[index] = ContentHash{h.low64, h.high64};
   open_.erase(index);
 }
 
@@ -140,10 +134,13 @@ std::optional<ContentHash> HashStream::digest(std::uint64_t size) {
   if (broken_ || waiting_bytes_ != 0) return std::nullopt;
   const std::uint64_t full = size / kChunkBytes;  // chunks that must be complete
   const auto tail = static_cast<std::size_t>(size % kChunkBytes);
-  if (complete_.size() > full) return std::nullopt;  // a complete chunk at or past the end: bytes past size
-  for (std::uint64_t i = 0; i < full; ++i)
-    if (i >= complete_.size() || !complete_[i]) return std::nullopt;
-  std::vector<ContentHash> chunks(hashes_.begin(), hashes_.begin() + static_cast<std::ptrdiff_t>(full));
+  // Every chunk before the last complete, none at or past the end (bytes past size).
+  if (done_.size() != full) return std::nullopt;
+  std::vector<ContentHash> chunks;
+  for (const std::optional<ContentHash>& h : done_) {
+    if (!h) return std::nullopt;
+    chunks.push_back(*h);
+  }
   if (tail != 0) {
     // The short last chunk: open, filled exactly to the end of the file.
     auto last = open_.find(full);
@@ -153,7 +150,6 @@ std::optional<ContentHash> HashStream::digest(std::uint64_t size) {
   } else if (!open_.empty()) {
     return std::nullopt;  // bytes past size
   }
-  if (g_colliding.load(std::memory_order_relaxed)) return ContentHash{};
   return hash_of_chunk_hashes(chunks);
 }
 

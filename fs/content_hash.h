@@ -76,8 +76,7 @@ class HashStream {
   std::mutex mu_;
   bool broken_ = false;
   std::map<std::uint64_t, std::unique_ptr<Chunk>> open_;  // chunks partly hashed, by index
-  std::vector<ContentHash> hashes_;                       // by index, where complete_
-  std::vector<bool> complete_;
+  std::vector<std::optional<ContentHash>> done_;          // by index: the hashes of complete chunks
   std::size_t waiting_bytes_ = 0;
 };
 

@@ -33,6 +33,17 @@ bool parse_uint(std::string_view s, std::uint64_t& out) {
   return ec == std::errc() && p == s.data() + s.size();
 }
 
+// `key=on` or `key=off` into `flag`; false with `error` for anything else.
+bool parse_on_off(std::string_view opt, std::string_view key, std::string_view val, bool& flag,
+                  std::string& error) {
+  if (val != "on" && val != "off") {
+    error = fmt::format("option '{}': {} is 'on' or 'off'", opt, key);
+    return false;
+  }
+  flag = val == "on";
+  return true;
+}
+
 }  // namespace
 
 bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std::string>& fuse_opts,
@@ -92,11 +103,7 @@ bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std
       }
       fs.cow_unit_bytes = *bytes;
     } else if (key == "dedup") {
-      if (val != "on" && val != "off") {
-        error = fmt::format("option '{}': dedup is 'on' or 'off'", opt);
-        return false;
-      }
-      fs.dedup = val == "on";
+      if (!parse_on_off(opt, key, val, fs.dedup, error)) return false;
     } else if (key == "dedup_scope") {
       if (val != "global" && val != "region") {
         error = fmt::format("option '{}': dedup scope is 'global' or 'region'", opt);
@@ -104,11 +111,7 @@ bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std
       }
       fs.dedup_region_scope = val == "region";
     } else if (key == "fuse_uring") {
-      if (val != "on" && val != "off") {
-        error = fmt::format("option '{}': fuse_uring is 'on' or 'off'", opt);
-        return false;
-      }
-      fs.fuse_uring = val == "on";
+      if (!parse_on_off(opt, key, val, fs.fuse_uring, error)) return false;
     } else if (key == "ring_spin") {
       std::uint64_t us;
       if (!parse_uint(val, us) || us > 1000) {

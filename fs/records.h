@@ -146,13 +146,15 @@ struct ConfigSetRec {
   std::string_view value;  // up to 4096 bytes
   friend bool operator==(const ConfigSetRec&, const ConfigSetRec&) = default;
 };
-// The XXH3-128 hash of a regular file's whole contents, as the file had
-// `size` bytes; `valid` 0 withdraws it (the file changed since). Dedup finds
-// files with identical contents through these (see fs/dedup_index.h).
 // ContentHashRec::valid: what the hash is.
 inline constexpr std::uint8_t kContentHashWithdrawn = 0;
 inline constexpr std::uint8_t kContentHashWholeXxh3 = 1;  // retired: XXH3-128 of the whole contents; dropped on load
 inline constexpr std::uint8_t kContentHashChunked = 2;    // file_hash_of (fs/content_hash.h)
+
+// The content hash of a regular file, as the file had `size` bytes, of the
+// kind `valid` names; kContentHashWithdrawn withdraws it (the file changed
+// since). Dedup finds files with identical contents through these (see
+// fs/dedup_index.h).
 
 struct ContentHashRec {
   Ino ino = 0;
