@@ -21,6 +21,9 @@ constexpr std::uint64_t kMaxIoBytes = 8ULL << 20;  // one core write is split in
 // be cached by the medium (DeviceIo::cached).
 constexpr std::uint64_t kSmallWriteBytes = 64 << 10;
 constexpr std::int64_t kDayNs = 86400LL * 1000000000LL;
+// A read loads the whole chunk windows around its range (for the chunk
+// index) under the stripes of the range only: stripes must be whole windows.
+static_assert(RangeLocks::kStripeBlocks * kBlockSize % kChunkBytes == 0);
 
 std::int64_t now_ns() {
   timespec ts{};
@@ -253,65 +256,79 @@ ssize_t FileSystem::write_packed(Ino ino, std::span<const std::byte> data, bool*
 ssize_t FileSystem::write_small_inside(Ino ino, std::uint64_t at, std::span<const std::byte> piece,
                                        bool* blocks_changed) {
   const std::uint64_t end = at + piece.size();
-  if (piece.size() > kSmallWriteBytes || !RangeLocks::fits(at / kBlockSize, (end - 1) / kBlockSize)) return -EAGAIN;
+  if (piece.size() > kSmallWriteBytes) return -EAGAIN;
   std::shared_lock io(io_lock(ino));
   {
     std::shared_lock m(meta_mu_);
     Inode* in = inodes_.get(ino);
     if (!in || !in->is_reg() || end > in->size) return -EAGAIN;
   }
-  RangeLocks::Guard stripes(range_locks_, ino, at / kBlockSize, (end - 1) / kBlockSize);
+  const RangeLocks::Guard stripes(range_locks_, {write_range(ino, at / kBlockSize, (end - 1) / kBlockSize)});
   bool changed = false;
   ssize_t rc = write_locked(ino, at, piece, &changed, true);
   if (blocks_changed && changed) *blocks_changed = true;
   return rc;
 }
 
-// Large writes of new data (the kernel's write-back of a file being
-// written) run side by side too, each holding the stripes it writes: one
+// Large writes (the kernel's write-back of a file being written, an overlay
+// copy-up) run side by side too, each holding the stripes it writes: one
 // file's write-back then keeps several device writes in flight instead of
-// one (the device had a queue depth of one per file before). They take this
-// path only where nothing outside their stripes can change: no chunk of the
-// piece is stored already (sharing it reads and locks another range or
-// file), its chunk windows are whole (no window completed from bytes
-// around it), and no old last block has to be zeroed. -EAGAIN: the caller
-// takes the exclusive path.
+// one (the device had a queue depth of one per file before), and a copy-up
+// compares several chunks with their stored copies at once. They take this
+// path only where nothing outside their stripes can change: their chunk
+// windows are whole (no window completed from bytes around it), no old
+// last block has to be zeroed, and no stored chunk they share lies in a
+// file behind the same I/O lock. The stripes of the stored chunks they
+// share are taken with their own, in one go and in slot order: a writer
+// never waits for stripes while it holds some. -EAGAIN: the caller takes
+// the exclusive path.
 ssize_t FileSystem::write_large_in_stripes(Ino ino, std::uint64_t at, std::span<const std::byte> piece,
                                            bool* blocks_changed) {
   const std::uint64_t end = at + piece.size();
   std::shared_lock io(io_lock(ino));
-  std::uint64_t size_before, generation;
+  std::uint64_t size_before;
   {
     std::shared_lock m(meta_mu_);
     Inode* in = inodes_.get(ino);
     if (!in || !in->is_reg()) return -EAGAIN;
     size_before = in->size;
-    generation = in->generation;
   }
-  std::vector<std::pair<ChunkKey, std::uint64_t>> windows;  // to remember once written
-  if (opts_.dedup) {
-    if (at % kChunkBytes || (end % kChunkBytes && end < size_before)) return -EAGAIN;
-    // Stops hashing at the first stored window: the exclusive path hashes
-    // the piece again (an overlay copy-up would otherwise hash it twice).
-    // An entry whose file is gone (deleted, or its number reused) is not a
-    // stored chunk: it is forgotten here rather than sending the write down
-    // the exclusive path (rewriting a deleted file's bytes hit this).
-    bool stored = false;
-    ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
-      if (stored) return;
-      const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
-      stored = stored_chunk(key).has_value();
-      windows.emplace_back(key, w / kBlockSize);
-    });
-    if (stored) return -EAGAIN;
+  if (at > size_before && size_before % kBlockSize) return -EAGAIN;  // that block is outside our stripes
+  if (opts_.dedup && (at % kChunkBytes || (end % kChunkBytes && end < size_before))) return -EAGAIN;
+  std::vector<PieceWindow> windows = hash_windows(at, piece, std::max(size_before, end));
+  // The sources' I/O locks, shared if free at once (as share_stored_chunk
+  // takes them); a window whose source is busy is written instead.
+  std::vector<std::shared_lock<std::shared_mutex>> source_io;
+  std::vector<RangeLocks::Range> ranges{write_range(ino, at / kBlockSize, (end - 1) / kBlockSize)};
+  for (PieceWindow& pw : windows) {
+    if (!pw.home) continue;
+    std::shared_mutex& src = io_lock(pw.home->ino);
+    if (&src == &io_lock(ino)) return -EAGAIN;  // its writers could run meanwhile: the exclusive path shares it
+    const bool held = std::any_of(source_io.begin(), source_io.end(), [&](const auto& l) { return l.mutex() == &src; });
+    if (!held) {
+      std::shared_lock l(src, std::try_to_lock);
+      if (!l.owns_lock()) {
+        pw.home.reset();
+        continue;
+      }
+      source_io.push_back(std::move(l));
+    }
+    const std::uint64_t first = pw.home->lblk, last = first + (pw.len + kBlockSize - 1) / kBlockSize - 1;
+    ranges.push_back({pw.home->ino, first, last, true});
   }
-  RangeLocks::Guard stripes(range_locks_, ino, at / kBlockSize, (end - 1) / kBlockSize);
-  bool changed = false;
-  const ssize_t rc = write_locked(ino, at, piece, &changed, true, /*in_stripes=*/true);
-  if (rc < 0) return rc;
-  if (blocks_changed && changed) *blocks_changed = true;
-  for (const auto& [key, lblk] : windows) chunks_.remember(key, {ino, generation, lblk});
-  return rc;
+  const RangeLocks::Guard stripes(range_locks_, ranges);
+  return write_piece_locked(ino, at, piece, blocks_changed, &windows);
+}
+
+std::vector<FileSystem::PieceWindow> FileSystem::hash_windows(std::uint64_t at, std::span<const std::byte> piece,
+                                                              std::uint64_t file_size) {
+  std::vector<PieceWindow> out;
+  if (!opts_.dedup) return out;
+  ChunkIndex::for_windows(at, piece.size(), file_size, [&](std::uint64_t w, std::uint64_t len) {
+    const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
+    out.push_back({w, len, key, stored_chunk(key)});
+  });
+  return out;
 }
 
 Inode* FileSystem::chunk_home_inode(const ChunkHome& home) const {
@@ -334,7 +351,7 @@ std::optional<ChunkHome> FileSystem::stored_chunk(const ChunkKey& key) {
 // ChunkIndex) whose bytes are already stored are shared; the bytes between
 // them are written, each run in one go.
 ssize_t FileSystem::write_piece_locked(Ino ino, std::uint64_t at, std::span<const std::byte> piece,
-                                       bool* blocks_changed) {
+                                       bool* blocks_changed, const std::vector<PieceWindow>* locked_windows) {
   std::uint64_t size_before = 0, generation = 0;
   {
     std::shared_lock m(meta_mu_);
@@ -344,12 +361,14 @@ ssize_t FileSystem::write_piece_locked(Ino ino, std::uint64_t at, std::span<cons
     }
   }
   const std::uint64_t end = at + piece.size();
+  const bool in_stripes = locked_windows != nullptr;
   std::uint64_t written_to = at;  // bytes before this are written or shared
   std::vector<std::pair<ChunkKey, std::uint64_t>> fresh_windows;  // to remember once written
   auto write_run = [&](std::uint64_t upto) -> int {
     if (upto <= written_to) return 0;
     bool changed = false;
-    ssize_t rc = write_locked(ino, written_to, piece.subspan(written_to - at, upto - written_to), &changed, true);
+    ssize_t rc = write_locked(ino, written_to, piece.subspan(written_to - at, upto - written_to), &changed, true,
+                              in_stripes);
     if (rc < 0) return static_cast<int>(rc);
     if (blocks_changed && changed) *blocks_changed = true;
     written_to = upto;
@@ -370,29 +389,31 @@ ssize_t FileSystem::write_piece_locked(Ino ino, std::uint64_t at, std::span<cons
     // The bytes before the run first, so the file grows in order. If the
     // run cannot be shared, its bytes are written with what follows.
     if (int e = write_run(r.from); e) return e;
-    if (share_stored_chunk(ino, r.from, piece.subspan(r.from - at, r.to - r.from), r.home)) {
+    if (share_stored_chunk(ino, r.from, piece.subspan(r.from - at, r.to - r.from), r.home, in_stripes)) {
       if (blocks_changed) *blocks_changed = true;
       written_to = r.to;
     }
     return 0;
   };
   int err = 0;
-  ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
-    if (err || !opts_.dedup) return;
-    const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
-    if (const std::optional<ChunkHome> home = stored_chunk(key)) {
+  const std::vector<PieceWindow> hashed =
+      in_stripes ? std::vector<PieceWindow>{} : hash_windows(at, piece, std::max(size_before, end));
+  for (const PieceWindow& pw : in_stripes ? *locked_windows : hashed) {
+    if (err) break;
+    const std::uint64_t w = pw.w, len = pw.len;
+    if (const std::optional<ChunkHome>& home = pw.home) {
       if (run && run->to == w && home->ino == run->home.ino && home->generation == run->home.generation &&
           home->lblk == run->home.lblk + (w - run->from) / kBlockSize) {
         run->to = w + len;
-        return;
+        continue;
       }
-      if ((err = share_run()) != 0) return;
+      if ((err = share_run()) != 0) break;
       run = Run{w, w + len, *home};
-      return;
+      continue;
     }
-    if ((err = share_run()) != 0) return;
-    fresh_windows.emplace_back(key, w / kBlockSize);
-  });
+    if ((err = share_run()) != 0) break;
+    fresh_windows.emplace_back(pw.key, w / kBlockSize);
+  }
   if (!err) err = share_run();
   if (!err) err = write_run(end);
   if (err) return err;
@@ -400,7 +421,7 @@ ssize_t FileSystem::write_piece_locked(Ino ino, std::uint64_t at, std::span<cons
   // The kernel's writeback does not always start requests on window
   // boundaries; a window this piece only completes is checked whole.
   const std::uint64_t head = at / kChunkBytes * kChunkBytes, tail = end / kChunkBytes * kChunkBytes;
-  if (!opts_.dedup) return static_cast<ssize_t>(piece.size());
+  if (!opts_.dedup || in_stripes) return static_cast<ssize_t>(piece.size());  // (whole windows in stripes)
   if (head < at) complete_window(ino, head, generation, blocks_changed);
   if (end % kChunkBytes && end < size_before && tail != head && tail >= at) complete_window(ino, tail, generation, blocks_changed);
   return static_cast<ssize_t>(piece.size());
@@ -668,23 +689,26 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
 }
 
 bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const std::byte> data,
-                                    const ChunkHome& home) {
+                                    const ChunkHome& home, bool in_stripes) {
   const std::uint64_t lblk = off / kBlockSize;
   const std::uint64_t nblk = (data.size() + kBlockSize - 1) / kBlockSize;
   if (home.ino == ino && home.lblk == lblk) return false;  // the same place again
   // The source must not change while it is compared and shared; if its
-  // lock is taken, this write is simply written.
-  std::shared_mutex& src_lock = io_lock(home.ino);
+  // lock is taken, this write is simply written. (In stripes, the caller
+  // holds the source's lock and stripes, see write_large_in_stripes.)
   std::shared_lock<std::shared_mutex> held;
-  if (&src_lock != &io_lock(ino)) {
-    held = std::shared_lock(src_lock, std::try_to_lock);
-    if (!held.owns_lock()) return false;
-  }
-  // Small writes inside the source run under its shared lock (see
-  // write_small_inside): its stripes keep them off the window meanwhile.
-  // (With the same I/O lock, ours is exclusive and none can run.)
   std::optional<RangeLocks::Guard> src_stripes;
-  if (held.owns_lock()) src_stripes.emplace(range_locks_, home.ino, home.lblk, home.lblk + nblk - 1);
+  if (!in_stripes) {
+    std::shared_mutex& src_lock = io_lock(home.ino);
+    if (&src_lock != &io_lock(ino)) {
+      held = std::shared_lock(src_lock, std::try_to_lock);
+      if (!held.owns_lock()) return false;
+    }
+    // Small writes inside the source run under its shared lock (see
+    // write_small_inside): its stripes keep them off the window meanwhile.
+    // (With the same I/O lock, ours is exclusive and none can run.)
+    if (held.owns_lock()) src_stripes.emplace(range_locks_, home.ino, home.lblk, home.lblk + nblk - 1);
+  }
   auto source_segments = [&]() -> std::optional<std::vector<Segment>> {
     Inode* src = chunk_home_inode(home);
     Inode* dst = inodes_.get(ino);
@@ -727,7 +751,11 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
       chunks_.forget(ChunkIndex::key_of(data.subspan(o, std::min<std::size_t>(kChunkBytes, data.size() - o))));
     return false;
   }
-  if (off > old_size && old_size / kBlockSize < lblk && zero_tail_block(ino, old_size) != 0) return false;
+  if (off > old_size && old_size / kBlockSize < lblk) {
+    // The old last block lies outside our stripes: the write then says so.
+    if (in_stripes && old_size % kBlockSize) return false;
+    if (zero_tail_block(ino, old_size) != 0) return false;
+  }
 
   std::unique_lock m(meta_mu_);
   auto again = source_segments();

@@ -333,9 +333,30 @@ class FileSystem {
   // which must zero the rest of the old last block, returns -EAGAIN.
   ssize_t write_locked(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed,
                        bool extend, bool in_stripes = false);
+  // The stripes a write of blocks [first, last] holds: with a cow_unit
+  // larger than a stripe, those of the whole aligned units around them, as
+  // a copy on write may rewrite the unit.
+  RangeLocks::Range write_range(Ino ino, std::uint64_t first, std::uint64_t last) const {
+    const std::uint64_t unit = std::max<std::uint64_t>(cow_unit_blocks_, 1);
+    return {ino, first / unit * unit, (last / unit + 1) * unit - 1, false};
+  }
   ssize_t write_small_inside(Ino ino, std::uint64_t at, std::span<const std::byte> piece, bool* blocks_changed);
   ssize_t write_large_in_stripes(Ino ino, std::uint64_t at, std::span<const std::byte> piece, bool* blocks_changed);
-  ssize_t write_piece_locked(Ino ino, std::uint64_t at, std::span<const std::byte> piece, bool* blocks_changed);
+  // A chunk window of a piece being written: its key, and where the same
+  // bytes are stored if they are (see ChunkIndex).
+  struct PieceWindow {
+    std::uint64_t w, len;  // bytes of the file
+    ChunkKey key;
+    std::optional<ChunkHome> home;
+  };
+  std::vector<PieceWindow> hash_windows(std::uint64_t at, std::span<const std::byte> piece, std::uint64_t file_size);
+  // `locked_windows`: the caller holds the I/O lock shared, the piece's
+  // stripes, and the I/O locks and stripes of these windows' homes
+  // (write_large_in_stripes), not the I/O lock exclusively; -EAGAIN then if
+  // the piece needs more (the caller writes it all again under the
+  // exclusive lock).
+  ssize_t write_piece_locked(Ino ino, std::uint64_t at, std::span<const std::byte> piece, bool* blocks_changed,
+                             const std::vector<PieceWindow>* locked_windows = nullptr);
   // What a read loaded from the device, for the chunk index.
   struct LoadedWindows {
     std::uint64_t off = 0;  // file offset of bytes[0]
@@ -348,8 +369,11 @@ class FileSystem {
   BlockNo placement_hint(const Inode& in, std::uint64_t lblk) const;
   // A write of a whole chunk whose bytes the filesystem already stores
   // (see ChunkIndex) shares the stored blocks instead. Caller holds the
-  // inode's I/O lock. True if the write was done that way.
-  bool share_stored_chunk(Ino ino, std::uint64_t off, std::span<const std::byte> data, const ChunkHome& home);
+  // inode's I/O lock exclusively, or (`in_stripes`) shared with the
+  // stripes of the write and the source's lock and stripes. True if the
+  // write was done that way.
+  bool share_stored_chunk(Ino ino, std::uint64_t off, std::span<const std::byte> data, const ChunkHome& home,
+                          bool in_stripes = false);
   // The file a chunk index entry names, if it still exists (same
   // generation, still a regular file); caller holds meta_mu_.
   Inode* chunk_home_inode(const ChunkHome& home) const;
