@@ -365,8 +365,11 @@ class FileSystem {
     std::uint64_t generation = 0;
   };
   void remember_read(Ino ino, const LoadedWindows& loaded);
+  // Reads the blocks of `segs` (file blocks counted from `first`) into
+  // `dst`, merging segments close together on the device into one I/O.
+  int read_segments(std::span<const Segment> segs, std::uint64_t first, std::byte* dst);
   void complete_window(Ino ino, std::uint64_t w, std::uint64_t generation, bool* blocks_changed);
-  BlockNo placement_hint(const Inode& in, std::uint64_t lblk) const;
+  BlockNo placement_hint(const Inode& in, std::uint64_t lblk, bool dense = false) const;
   // A write of a whole chunk whose bytes the filesystem already stores
   // (see ChunkIndex) shares the stored blocks instead. Caller holds the
   // inode's I/O lock exclusively, or (`in_stripes`) shared with the

@@ -24,13 +24,13 @@ namespace dhfs {
 inline constexpr std::string_view kDefaultRegionPatterns = "overlay2/*:!overlay2/l:!image/overlay2/*:vfs/dir/*:snapshots/*";
 inline constexpr std::uint64_t kDefaultRegionBytes = 64ULL << 20;
 // The copy-on-write unit unless the cow_unit option says otherwise. Chosen
-// from bench/ (1 GiB clone, 25% random 4 KiB overwrites, then a cold read):
-// 64 KiB keeps the clone's cold read at 0.8-0.97x an unshared file's where
-// 4 KiB falls to about 0.55x, for about 0.6x the overwrite rate (the first
-// write to a unit reads the rest of it). Reads after copy-on-write are what
-// dhfs is for; a workload of random small writes to clones can mount with
-// cow_unit=4K.
-inline constexpr std::uint64_t kDefaultCowUnitBytes = 64ULL << 10;
+// from bench/ (1 GiB clone, 25% random 4 KiB overwrites, then a cold read;
+// bench/results/2026-11-27-vm-clone-1g-dense): since copied blocks are
+// placed side by side in file order and a read merges nearby pieces, 4 KiB
+// keeps the clone's cold read at about 0.86x an unshared file's and writes
+// about twice as fast as 64 KiB (which keeps about 0.96x: its first write
+// to a unit reads the rest of the unit from the device).
+inline constexpr std::uint64_t kDefaultCowUnitBytes = 4ULL << 10;
 
 class RegionPolicy {
  public:

@@ -897,6 +897,50 @@ TEST_CASE("sharing: large writes of stored bytes share side by side while files 
   for (std::uint64_t f = 0; f < kFiles; ++f) CHECK_CONTENT(*rig.fs, files[f], model[f]);
 }
 
+TEST_CASE("sharing: blocks copied on write in file order lie side by side and read back right", "[sharing]") {
+  // Every fourth block of a clone overwritten in file order (the order the
+  // kernel writes dirty pages back in): the copies are placed one after
+  // another, not each where the file's offset would put it, so that a read
+  // of the clone merges them into one device read.
+  FsOptions o;
+  o.cow_unit_bytes = kB;
+  Rig rig(128 * kMiB, o);
+  FileSystem& fs = *rig.fs;
+  const std::string ma = pattern(2 * kMiB, 40);
+  const Ino a = write_file(fs, kRootIno, "a", ma);
+  const Ino b = create_empty(fs, kRootIno, "b");
+  REQUIRE(cfr(fs, a, 0, b, 0, ma.size()) == static_cast<ssize_t>(ma.size()));
+  std::string mb = ma;
+  std::vector<std::string> blocks;
+  for (std::uint64_t l = 1; l < ma.size() / kB; l += 4) {
+    blocks.push_back(pattern(kB, 4000 + l));
+    write_bytes(fs, b, l * kB, blocks.back());
+    model_write(mb, l * kB, blocks.back());
+  }
+  REQUIRE(fs.syncfs() == 0);
+  // Where each copy landed on the device.
+  const std::vector<std::byte>& dev = rig.medium->bytes();
+  auto block_at = [&](const std::string& want) -> std::int64_t {
+    for (std::size_t at = 0; at + kB <= dev.size(); at += kB)
+      if (std::memcmp(dev.data() + at, want.data(), kB) == 0) return static_cast<std::int64_t>(at / kB);
+    return -1;
+  };
+  std::vector<std::int64_t> where;
+  for (const std::string& blk : blocks) where.push_back(block_at(blk));
+  for (std::size_t i = 1; i < where.size(); ++i) {
+    INFO("copy " << i << " at block " << where[i] << ", the one before at " << where[i - 1]);
+    REQUIRE(where[i - 1] >= 0);
+    CHECK(where[i] == where[i - 1] + 1);
+  }
+  // Reads see the old extent and the copies merged where they lie close.
+  CHECK_CONTENT(fs, b, mb);
+  for (std::uint64_t off = 0; off < mb.size(); off += 96 * kB)
+    CHECK(read_at(fs, b, off, 200 * kB) == mb.substr(off, 200 * kB));
+  CHECK_CONTENT(fs, a, ma);
+  rig.reopen();
+  CHECK_CONTENT(*rig.fs, b, mb);
+}
+
 // --------------------------------------------------------- cow_unit option
 
 TEST_CASE("sharing: cow_unit copies the aligned unit around a write to a shared block", "[sharing][cow_unit]") {
