@@ -368,7 +368,19 @@ ssize_t FileSystem::write_large_in_stripes(Ino ino, std::uint64_t at, std::span<
   }
   if (at > size_before && size_before % kBlockSize) return -EAGAIN;  // that block is outside our stripes
   if (opts_.dedup && (at % kChunkBytes || (end % kChunkBytes && end < size_before))) return -EAGAIN;
-  std::vector<PieceWindow> windows = hash_windows(at, piece, std::max(size_before, end));
+  // A window stored behind our own I/O lock (most often in this very file)
+  // sends the piece down the exclusive path, which shares it: hashing
+  // stops there, as that path hashes the piece again.
+  std::vector<PieceWindow> windows;
+  bool own_lock = false;
+  if (opts_.dedup)
+    ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
+      if (own_lock) return;
+      const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
+      windows.push_back({w, len, key, stored_chunk(key)});
+      own_lock = windows.back().home && &io_lock(windows.back().home->ino) == &io_lock(ino);
+    });
+  if (own_lock) return -EAGAIN;
   // The sources' I/O locks, shared if free at once (as share_stored_chunk
   // takes them); a window whose source is busy is written instead.
   std::vector<std::shared_lock<std::shared_mutex>> source_io;
@@ -376,7 +388,6 @@ ssize_t FileSystem::write_large_in_stripes(Ino ino, std::uint64_t at, std::span<
   for (PieceWindow& pw : windows) {
     if (!pw.home) continue;
     std::shared_mutex& src = io_lock(pw.home->ino);
-    if (&src == &io_lock(ino)) return -EAGAIN;  // its writers could run meanwhile: the exclusive path shares it
     const bool held = std::any_of(source_io.begin(), source_io.end(), [&](const auto& l) { return l.mutex() == &src; });
     if (!held) {
       std::shared_lock l(src, std::try_to_lock);
