@@ -371,16 +371,8 @@ ssize_t FileSystem::write_large_in_stripes(Ino ino, std::uint64_t at, std::span<
   // A window stored behind our own I/O lock (most often in this very file)
   // sends the piece down the exclusive path, which shares it: hashing
   // stops there, as that path hashes the piece again.
-  std::vector<PieceWindow> windows;
-  bool own_lock = false;
-  if (opts_.dedup)
-    ChunkIndex::for_windows(at, piece.size(), std::max(size_before, end), [&](std::uint64_t w, std::uint64_t len) {
-      if (own_lock) return;
-      const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
-      windows.push_back({w, len, key, stored_chunk(key)});
-      own_lock = windows.back().home && &io_lock(windows.back().home->ino) == &io_lock(ino);
-    });
-  if (own_lock) return -EAGAIN;
+  std::vector<PieceWindow> windows = hash_windows(at, piece, std::max(size_before, end), &io_lock(ino));
+  if (!windows.empty() && windows.back().home && &io_lock(windows.back().home->ino) == &io_lock(ino)) return -EAGAIN;
   // The sources' I/O locks, shared if free at once (as share_stored_chunk
   // takes them); a window whose source is busy is written instead.
   std::vector<std::shared_lock<std::shared_mutex>> source_io;
@@ -405,12 +397,15 @@ ssize_t FileSystem::write_large_in_stripes(Ino ino, std::uint64_t at, std::span<
 }
 
 std::vector<FileSystem::PieceWindow> FileSystem::hash_windows(std::uint64_t at, std::span<const std::byte> piece,
-                                                              std::uint64_t file_size) {
+                                                              std::uint64_t file_size, const std::shared_mutex* stop_behind) {
   std::vector<PieceWindow> out;
   if (!opts_.dedup) return out;
+  bool stopped = false;
   ChunkIndex::for_windows(at, piece.size(), file_size, [&](std::uint64_t w, std::uint64_t len) {
+    if (stopped) return;
     const ChunkKey key = ChunkIndex::key_of(piece.subspan(w - at, len));
     out.push_back({w, len, key, stored_chunk(key)});
+    stopped = stop_behind && out.back().home && &io_lock(out.back().home->ino) == stop_behind;
   });
   return out;
 }

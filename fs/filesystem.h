@@ -349,7 +349,9 @@ class FileSystem {
     ChunkKey key;
     std::optional<ChunkHome> home;
   };
-  std::vector<PieceWindow> hash_windows(std::uint64_t at, std::span<const std::byte> piece, std::uint64_t file_size);
+  // Stops after the first window stored behind `stop_behind`, if given.
+  std::vector<PieceWindow> hash_windows(std::uint64_t at, std::span<const std::byte> piece, std::uint64_t file_size,
+                                        const std::shared_mutex* stop_behind = nullptr);
   // `locked_windows`: the caller holds the I/O lock shared, the piece's
   // stripes, and the I/O locks and stripes of these windows' homes
   // (write_large_in_stripes), not the I/O lock exclusively; -EAGAIN then if

@@ -155,7 +155,6 @@ inline constexpr std::uint8_t kContentHashChunked = 2;    // file_hash_of (fs/co
 // kind `valid` names; kContentHashWithdrawn withdraws it (the file changed
 // since). Dedup finds files with identical contents through these (see
 // fs/dedup_index.h).
-
 struct ContentHashRec {
   Ino ino = 0;
   std::uint8_t valid = 0;
