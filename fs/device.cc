@@ -190,6 +190,29 @@ void AlignedBuffer::ensure(std::size_t size) {
   *this = AlignedBuffer(size);
 }
 
+// ---- ScratchBuffer ---------------------------------------------------------
+
+namespace {
+std::vector<AlignedBuffer>& scratch_pool() {
+  thread_local std::vector<AlignedBuffer> pool;
+  return pool;
+}
+}  // namespace
+
+ScratchBuffer::ScratchBuffer(std::size_t size) : size_(size) {
+  auto& pool = scratch_pool();
+  if (!pool.empty()) {
+    buf_ = std::move(pool.back());
+    pool.pop_back();
+  }
+  buf_.ensure(size);
+}
+
+ScratchBuffer::~ScratchBuffer() {
+  auto& pool = scratch_pool();
+  if (buf_.size() <= kKeptBytes && pool.size() < kKept) pool.push_back(std::move(buf_));
+}
+
 // ---- Device ----------------------------------------------------------------
 
 int Device::read(std::uint64_t offset, void* buf, std::uint32_t len) {

@@ -161,14 +161,8 @@ int FileSystem::read_segments(std::span<const Segment> segs, std::uint64_t first
   }
   for (const Group& g : groups)
     if (g.to - g.from > 1) bounce_blocks += g.end - g.start;
-  // Merged groups land in a bounce buffer and are copied out. A thread
-  // keeps one of up to 2 MiB (a fragmented 1 MiB read needs about that);
-  // larger ones are the read's own.
-  constexpr std::uint64_t kKeptBounceBytes = 2 << 20;
-  thread_local AlignedBuffer kept;
-  AlignedBuffer own;
-  AlignedBuffer& bounce = bounce_blocks * kBlockSize <= kKeptBounceBytes ? kept : own;
-  bounce.ensure(bounce_blocks * kBlockSize);
+  // Merged groups land in a bounce buffer and are copied out.
+  ScratchBuffer bounce(bounce_blocks * kBlockSize);
   std::uint64_t at = 0;
   std::vector<std::pair<const Group*, std::uint64_t>> merged;  // group, its place in the bounce buffer
   for (const Group& g : groups) {
@@ -668,10 +662,13 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     if (int rc = zero_tail_block(ino, old_size); rc) return rc;
   }
 
-  AlignedBuffer buf(nblk * kBlockSize);
   // Blocks the data covers only in part (and blocks a cow_unit copies
   // whole) start from their current contents; bytes at or beyond the old
-  // end of file read as zeros whatever the disk holds.
+  // end of file read as zeros whatever the disk holds. The buffer is not
+  // zeroed: what the data does not cover is, before anything is loaded.
+  ScratchBuffer buf(nblk * kBlockSize);
+  std::memset(buf.data(), 0, off - first * kBlockSize);
+  std::memset(buf.data() + (end - first * kBlockSize), 0, (last + 1) * kBlockSize - end);
   std::vector<DeviceIo> loads;
   std::vector<std::uint64_t> loaded;
   std::vector<std::pair<std::byte*, std::uint32_t>> packed_loads;  // to move to the block start
@@ -825,7 +822,7 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
   // written through the medium's page cache (DeviceIo::cached) and is read
   // from there: a layer that repeats files of the one extracted before it
   // then costs no device reads.
-  AlignedBuffer buf(nblk * kBlockSize);
+  ScratchBuffer buf(nblk * kBlockSize);
   std::vector<DeviceIo> ios;
   for (const Segment& s : segs) add_io(ios, DeviceIo::Op::Read, s.pblk, buf.data() + (s.lblk - home.lblk) * kBlockSize, s.len);
   if (nblk * kBlockSize <= kSmallWriteBytes)

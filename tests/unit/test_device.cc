@@ -303,6 +303,37 @@ TEST_CASE("AlignedBuffer is 4 KiB aligned, zero-filled and move-only", "[device]
   }
 }
 
+TEST_CASE("ScratchBuffer lends a thread's buffer again, as it was; leases at once get their own", "[device]") {
+  // On a thread of its own, whose pool starts empty.
+  std::thread([] {
+    std::byte* first;
+    {
+      ScratchBuffer a(64 * kBlock);
+      first = a.data();
+      CHECK(reinterpret_cast<std::uintptr_t>(a.data()) % kBlock == 0);
+      CHECK(a.size() == 64 * kBlock);
+      std::memset(a.data(), 0x5a, a.size());
+    }
+    {
+      ScratchBuffer again(16 * kBlock);  // smaller: the same buffer, not zeroed
+      CHECK(again.data() == first);
+      CHECK(again.size() == 16 * kBlock);
+      CHECK(again.data()[0] == std::byte{0x5a});
+      ScratchBuffer nested(16 * kBlock);  // in use at once: another one
+      CHECK(nested.data() != again.data());
+      ScratchBuffer third(16 * kBlock);
+      CHECK(third.data() != nested.data());
+      CHECK(third.data() != again.data());
+    }
+    {
+      // Larger than a thread keeps: freed on return, not kept.
+      ScratchBuffer big(ScratchBuffer::kKeptBytes + kBlock);
+      CHECK(big.size() == ScratchBuffer::kKeptBytes + kBlock);
+      big.data()[big.size() - 1] = std::byte{1};  // ASan: it is all there
+    }
+  }).join();
+}
+
 // ---- MemDevice --------------------------------------------------------------
 
 TEST_CASE("MemDevice reads back what was written", "[device]") {
