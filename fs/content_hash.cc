@@ -1,9 +1,9 @@
 #include "fs/content_hash.h"
 
-#include <xxhash.h>
-
 #include <algorithm>
 #include <atomic>
+
+#include "fs/xxh.h"
 
 namespace dhfs {
 

@@ -1,8 +1,8 @@
 #include "fs/directory.h"
 
-#include <xxhash.h>
-
 #include <limits>
+
+#include "fs/xxh.h"
 
 namespace dhfs {
 

@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <cstring>
 #include <fmt/format.h>
-#include <xxhash.h>
 
 #include "fs/codec.h"
+#include "fs/xxh.h"
 
 namespace dhfs {
 
