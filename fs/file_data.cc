@@ -55,7 +55,7 @@ void unpack_in_place(std::byte* block, std::uint32_t flags) {
 // ---------------------------------------------------------------------- read
 
 int FileSystem::read(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch,
-                     std::span<const std::byte>* out) {
+                     std::span<const std::byte>* out, std::span<std::byte> in_place) {
   std::shared_lock io(io_lock(ino));
   // Small writes run under the shared I/O lock too (write_small_inside);
   // the stripes keep a read from seeing one half done. (The read may load
@@ -64,7 +64,7 @@ int FileSystem::read(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer
   const std::uint64_t last = (off + std::max<std::size_t>(size, 1) - 1) / kBlockSize;
   RangeLocks::Guard stripes(range_locks_, ino, off / kBlockSize, last, /*shared=*/true);
   LoadedWindows loaded;
-  int rc = read_locked(ino, off, size, scratch, out, &loaded);
+  int rc = read_locked(ino, off, size, scratch, out, &loaded, in_place);
   if (rc == 0 && !loaded.bytes.empty()) remember_read(ino, loaded);
   io.unlock();
   if (rc == 0 && !out->empty()) maybe_touch_atime(ino);
@@ -72,7 +72,7 @@ int FileSystem::read(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer
 }
 
 int FileSystem::read_locked(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch,
-                            std::span<const std::byte>* out, LoadedWindows* loaded) {
+                            std::span<const std::byte>* out, LoadedWindows* loaded, std::span<std::byte> in_place) {
   *out = {};
   std::vector<Segment> segs;
   std::uint64_t len, first, nblk;
@@ -101,21 +101,28 @@ int FileSystem::read_locked(Ino ino, std::uint64_t off, std::size_t size, Aligne
     nblk = last - first + 1;
     segs = in->map()->segments(first, nblk);
   }
-  scratch.ensure(nblk * kBlockSize);
+  std::byte* dst;
+  if (first * kBlockSize == off && nblk * kBlockSize <= in_place.size() &&
+      reinterpret_cast<std::uintptr_t>(in_place.data()) % kBlockSize == 0) {
+    dst = in_place.data();
+  } else {
+    scratch.ensure(nblk * kBlockSize);
+    dst = scratch.data();
+  }
   std::vector<Segment> stored;
   for (const Segment& s : segs) {
     if (readable(s))
       stored.push_back(s);
     else
-      std::memset(scratch.data() + (s.lblk - first) * kBlockSize, 0, s.len * kBlockSize);
+      std::memset(dst + (s.lblk - first) * kBlockSize, 0, s.len * kBlockSize);
   }
-  if (int rc = read_segments(stored, first, scratch.data()); rc < 0) return rc;
+  if (int rc = read_segments(stored, first, dst); rc < 0) return rc;
   for (const Segment& s : segs)
-    if (is_packed(s.flags)) unpack_in_place(scratch.data() + (s.lblk - first) * kBlockSize, s.flags);
-  *out = {scratch.data() + (off - first * kBlockSize), len};
+    if (is_packed(s.flags)) unpack_in_place(dst + (s.lblk - first) * kBlockSize, s.flags);
+  *out = {dst + (off - first * kBlockSize), len};
   if (loaded) {
     loaded->off = first * kBlockSize;
-    loaded->bytes = {scratch.data(), std::min(nblk * kBlockSize, loaded->size - loaded->off)};
+    loaded->bytes = {dst, std::min(nblk * kBlockSize, loaded->size - loaded->off)};
   }
   return 0;
 }

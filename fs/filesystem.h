@@ -210,8 +210,12 @@ class FileSystem {
   int create(Ino parent, std::string_view name, std::uint32_t mode, int flags, const Cred& cred, Attr* out);
   void release(Ino ino);
   // Reads into `scratch`; `*out` is set to the bytes read (may be short at
-  // end of file). Returns 0 or a negative errno.
-  int read(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch, std::span<const std::byte>* out);
+  // end of file). Returns 0 or a negative errno. `in_place`, if given, is a
+  // 4 KiB-aligned buffer (a FUSE ring entry's reply buffer) that a read
+  // starting on a block fills instead, when all it loads fits: `*out` then
+  // starts at in_place.data() and the reply needs no copy.
+  int read(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch, std::span<const std::byte>* out,
+           std::span<std::byte> in_place = {});
   // Returns bytes written or a negative errno. `blocks_changed` tells
   // whether new blocks were allocated (st_blocks changed).
   ssize_t write(Ino ino, std::uint64_t off, std::span<const std::byte> data, bool* blocks_changed = nullptr);
@@ -392,7 +396,8 @@ class FileSystem {
                        std::uint64_t out_size_after);
   ssize_t copy_bytes(Ino in_ino, std::uint64_t off_in, Ino out_ino, std::uint64_t off_out, std::size_t len);
   int read_locked(Ino ino, std::uint64_t off, std::size_t size, AlignedBuffer& scratch,
-                  std::span<const std::byte>* out, LoadedWindows* loaded = nullptr);
+                  std::span<const std::byte>* out, LoadedWindows* loaded = nullptr,
+                  std::span<std::byte> in_place = {});
   void maybe_touch_atime(Ino ino);
 
   // ---- dedup (fs/dedup.cc)

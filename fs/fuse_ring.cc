@@ -201,6 +201,8 @@ void FuseRing::stop() {
 
 bool FuseRing::take_reply(const iovec* iov, int count) { return t_serving && t_serving->take_reply(iov, count); }
 
+std::span<std::byte> FuseRing::reply_buffer() { return t_serving ? t_serving->payload() : std::span<std::byte>{}; }
+
 void FuseRing::after_reply(std::function<void()> fn) {
   if (t_serving) t_after_reply.push_back(std::move(fn));
   else fn();

@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -66,6 +67,11 @@ class FuseRing {
   // request the calling thread is serving from the ring, and is now stored
   // in its entry.
   static bool take_reply(const iovec* iov, int count);
+
+  // The payload buffer of the ring entry whose request the calling thread
+  // serves, where a reply body can be built without a copy (see
+  // RingEntry::payload); empty when the request came over /dev/fuse.
+  static std::span<std::byte> reply_buffer();
 
   // Runs `fn` once the reply to the request the calling thread serves has
   // reached the kernel. A ring entry's reply is committed only with the

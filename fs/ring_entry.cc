@@ -11,9 +11,9 @@ static_assert(sizeof(fuse_in_header) <= sizeof(fuse_uring::ReqHeader{}.in_out));
 static_assert(sizeof(fuse_out_header) <= sizeof(fuse_uring::ReqHeader{}.in_out));
 
 RingEntry::RingEntry(std::size_t payload_size)
-    : buffer_(new std::byte[kHeadroom + payload_size]), payload_size_(payload_size) {
+    : buffer_(kPayloadOffset + payload_size), payload_size_(payload_size) {
   iov_[0] = {&headers_, sizeof headers_};
-  iov_[1] = {buffer_.get() + kHeadroom, payload_size_};
+  iov_[1] = {payload_at(), payload_size_};
 }
 
 std::span<std::byte> RingEntry::request() {
@@ -28,8 +28,7 @@ std::span<std::byte> RingEntry::request() {
   if (payload > payload_size_ || in.len < sizeof in + payload) return {};
   const std::size_t op_in = in.len - sizeof in - payload;
   if (op_in > headers_.op_in.size()) return {};
-  std::byte* payload_at = buffer_.get() + kHeadroom;
-  std::byte* start = payload_at - op_in - sizeof in;
+  std::byte* start = payload_at() - op_in - sizeof in;
   std::memcpy(start, &in, sizeof in);
   std::memcpy(start + sizeof in, headers_.op_in.data(), op_in);
   serving_ = in.unique;
@@ -47,7 +46,8 @@ bool RingEntry::take_reply(const iovec* iov, int count) {
       reply_error(EIO);  // clears serving_ after using it
       return true;
     }
-    std::memcpy(buffer_.get() + kHeadroom + used, iov[i].iov_base, iov[i].iov_len);
+    // (A body built in the payload buffer is where it belongs already.)
+    if (iov[i].iov_base != payload_at() + used) std::memmove(payload_at() + used, iov[i].iov_base, iov[i].iov_len);
     used += iov[i].iov_len;
   }
   out.len = static_cast<std::uint32_t>(sizeof out + used);

@@ -31,6 +31,8 @@
 #include <memory>
 #include <span>
 
+#include "fs/device.h"  // AlignedBuffer
+
 namespace dhfs {
 
 namespace fuse_uring {
@@ -103,11 +105,22 @@ class RingEntry {
   // Whether a reply was stored since the last request(), and forgets it.
   bool take_replied();
 
+  // The payload buffer, 4 KiB-aligned: a handler may build its reply body
+  // there (a read fills it from the device with direct I/O), and
+  // take_reply() then copies nothing. Holds the request's own payload until
+  // the handler overwrites it.
+  std::span<std::byte> payload() { return {payload_at(), payload_size_}; }
+
  private:
   static constexpr std::size_t kHeadroom = 256;  // >= fuse_in_header + op_in
+  // The payload starts on a block of its own, the headroom ends just
+  // before it.
+  static constexpr std::size_t kPayloadOffset = 4096;
+  static_assert(kHeadroom <= kPayloadOffset);
+  std::byte* payload_at() { return buffer_.data() + kPayloadOffset; }
 
   fuse_uring::ReqHeader headers_{};
-  std::unique_ptr<std::byte[]> buffer_;  // kHeadroom, then the payload
+  AlignedBuffer buffer_;  // kPayloadOffset, then the payload
   std::size_t payload_size_;
   std::array<iovec, kBufferCount> iov_{};
   std::uint64_t serving_ = 0;  // unique of the request being handled, 0: none

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <random>
@@ -905,6 +906,48 @@ TEST_CASE("filesystem: reads and writes at unaligned offsets match a model", "[f
   CHECK(fs->write(f, (1ULL << 60) - 1, as_bytes("xy")) == -EFBIG);
   CHECK(fs->write(f, 0, {}) == 0);
   CHECK(getattr_of(*fs, f).size == model.size());
+}
+
+TEST_CASE("filesystem: a read fills the caller's buffer in place only where all it loads fits", "[filesystem][data]") {
+  auto fs = test::make_fs();
+  // 1 MiB of data, a hole of 64 KiB, 100 KiB more and a tail: the read
+  // loads whole 64 KiB windows around a large range.
+  const std::string head = pattern(1 << 20, 31), tail = pattern((100 << 10) + 7, 32);
+  Ino f = write_file(*fs, kRootIno, "f", head);
+  write_at(*fs, f, (1 << 20) + (64 << 10), tail);
+  std::string model = head + std::string(64 << 10, '\0') + tail;
+  Ino small = write_file(*fs, kRootIno, "small", "packed with others");  // a packed block
+  REQUIRE(fs->syncfs() == 0);
+
+  AlignedBuffer scratch, place(2 << 20);
+  std::span<const std::byte> out;
+  auto as_string = [&] { return std::string(reinterpret_cast<const char*>(out.data()), out.size()); };
+  // On a block, and all it loads fits: in place.
+  REQUIRE(fs->read(f, 0, 1 << 20, scratch, &out, place.span()) == 0);
+  CHECK(out.data() == place.data());
+  CHECK(as_string() == model.substr(0, 1 << 20));
+  // Through the hole and the short last window, up to the end of the file.
+  REQUIRE(fs->read(f, 1 << 20, 1 << 20, scratch, &out, place.span()) == 0);
+  CHECK(out.data() == place.data());
+  CHECK(as_string() == model.substr(1 << 20));
+  REQUIRE(fs->read(small, 0, 4096, scratch, &out, place.span()) == 0);
+  CHECK(out.data() == place.data());
+  CHECK(as_string() == "packed with others");
+  // Not on a block, or loading more than fits: the scratch buffer, and the
+  // caller's buffer keeps what it had.
+  std::memset(place.data(), 'p', place.size());
+  REQUIRE(fs->read(f, 100, 1 << 20, scratch, &out, place.span()) == 0);
+  CHECK(out.data() != place.data());
+  CHECK(as_string() == model.substr(100, 1 << 20));
+  // (1 MiB less a block, into as much: the read loads the whole last window)
+  const std::size_t short_read = (1 << 20) - 4096;
+  REQUIRE(fs->read(f, 0, short_read, scratch, &out, place.span().first(short_read)) == 0);
+  CHECK(out.data() != place.data());
+  CHECK(as_string() == model.substr(0, short_read));
+  REQUIRE(fs->read(f, 0, 8192, scratch, &out, place.span().subspan(100)) == 0);  // not aligned
+  CHECK(out.data() != place.data() + 100);
+  CHECK(as_string() == model.substr(0, 8192));
+  CHECK(std::all_of(place.span().begin(), place.span().end(), [](std::byte b) { return b == std::byte{'p'}; }));
 }
 
 TEST_CASE("filesystem: a write larger than 8 MiB", "[filesystem][data]") {

@@ -4,6 +4,7 @@
 #include <linux/fuse.h>
 
 #include <catch2/catch.hpp>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -149,6 +150,34 @@ TEST_CASE("ring entry: replies", "[fuse]") {
     REQUIRE(e.take_reply(too_big, 2));
     CHECK(reply_header(e).error == -EIO);
     CHECK(reply_payload_size(e) == 0);
+  }
+  SECTION("a body built in the payload buffer stays there, and the buffer is block-aligned") {
+    kernel_writes(e, FUSE_READ, 95, &r, "");
+    REQUIRE_FALSE(e.request().empty());
+    const std::span<std::byte> at = e.payload();
+    CHECK(at.data() == e.buffers()[1].iov_base);
+    CHECK(at.size() == kPayload);
+    CHECK(reinterpret_cast<std::uintptr_t>(at.data()) % 4096 == 0);
+    std::memset(at.data(), 'z', 8192);
+    std::memcpy(at.data() + 8192, "tail", 4);
+    out.unique = 95;
+    // In two parts, as a reply may come: the second lies where the first ends.
+    iovec in_place[3] = {{&out, sizeof out}, {at.data(), 8192}, {at.data() + 8192, 4}};
+    REQUIRE(e.take_reply(in_place, 3));
+    CHECK(reply_payload_size(e) == 8196);
+    const char* got = static_cast<const char*>(e.buffers()[1].iov_base);
+    CHECK(std::string(got, 3) == "zzz");
+    CHECK(std::string(got + 8192, 4) == "tail");
+  }
+  SECTION("a body from later in the payload buffer moves to its start") {
+    kernel_writes(e, FUSE_READ, 96, &r, "");
+    REQUIRE_FALSE(e.request().empty());
+    std::byte* at = e.payload().data();
+    std::memcpy(at + 4, "overlapping", 11);  // [4, 15) onto [0, 11)
+    out.unique = 96;
+    iovec shifted[2] = {{&out, sizeof out}, {at + 4, 11}};
+    REQUIRE(e.take_reply(shifted, 2));
+    CHECK(std::string(reinterpret_cast<const char*>(at), 11) == "overlapping");
   }
   SECTION("a request is answered once; the next only once handed out") {
     out.unique = 90;
