@@ -173,7 +173,10 @@ def _iops(job, d):
     return job[d]["iops"]
 
 
-WRITE = ("refill_buffers=1",)   # fresh random data in every write: no help from dedup/compression
+# Fresh random data in every write: no help from dedup or compression. fio seeds its
+# generators the same way in every run unless randrepeat=0, and then writes the same
+# "random" bytes into every file: dhfs shared them with the file written before.
+WRITE = ("refill_buffers=1", "randrepeat=0")
 QD32 = ("ioengine=io_uring", "iodepth=32")
 
 
