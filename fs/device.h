@@ -47,10 +47,11 @@ class AlignedBuffer {
 // for each write-back request costs a mmap, 256 page faults that zero a
 // page each, a memset and a munmap; during an overlay copy-up that was
 // about a sixth of the daemon's CPU (perf, bench VM). A thread keeps at
-// most kKept buffers of at most kKeptBytes (nested leases get their own).
+// most kKept buffers of at most kKeptBytes (nested leases, rare, get their
+// own): with 16 ring threads that is at most 32 MiB of the daemon's memory.
 class ScratchBuffer {
  public:
-  static constexpr std::size_t kKept = 2;
+  static constexpr std::size_t kKept = 1;
   static constexpr std::size_t kKeptBytes = 2 << 20;
 
   explicit ScratchBuffer(std::size_t size);
