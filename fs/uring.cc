@@ -149,43 +149,8 @@ void report_fallback(const char* what, int err) {
   });
 }
 
-// Hybrid polling of small batches. A thread that has submitted at most
-// 64 KiB asks the kernel for the completions for up to kPollWindow before it
-// sleeps: on a fast device they come in tens of microseconds, and a thread
-// that slept pays a wake-up on top, which on a VM's idle vCPU costs a good
-// part of a 4 KiB read (cold random reads at queue depth 1 on the bench VM:
-// median 11.5k IOPS polling, 9.6k sleeping). One thread polls at a time, so that a
-// deep queue of small reads does not turn into threads spinning against the
-// device's own work; and none while small batches have lately taken longer
-// than the window (a disk, a network device), where polling would only burn
-// CPU.
-class SmallBatchPolling {
- public:
-  static constexpr std::uint64_t kSmallBytes = 64 << 10;
-  static constexpr std::chrono::microseconds kPollWindow{150};
-
-  // True if the caller may poll now; it must then call done().
-  static bool begin() {
-    if (recent_ns_.load(std::memory_order_relaxed) > kPollWindowNs) return false;
-    int idle = 0;
-    return pollers_.compare_exchange_strong(idle, 1, std::memory_order_acquire);
-  }
-  static void done() { pollers_.store(0, std::memory_order_release); }
-
-  // Every small batch's time, polled or not: a moving average of the last
-  // few (an eighth of each new one).
-  static void took(std::chrono::nanoseconds t) {
-    const auto ns = static_cast<std::int64_t>(t.count());
-    const std::int64_t was = recent_ns_.load(std::memory_order_relaxed);
-    recent_ns_.store(was + (ns - was) / 8, std::memory_order_relaxed);
-  }
-
- private:
-  static constexpr std::int64_t kPollWindowNs =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(kPollWindow).count();
-  static inline std::atomic<int> pollers_{0};
-  static inline std::atomic<std::int64_t> recent_ns_{0};
-};
+// The process's polling policy: one poller at a time across all threads.
+SmallBatchPolling g_polling;
 
 // Asks for completions until one is there or the window has passed, giving
 // the CPU to anyone else who wants it in between. Returns how many it reaped.
@@ -208,6 +173,23 @@ struct ThreadRing {
 thread_local ThreadRing t_ring;
 
 }  // namespace
+
+// ---- SmallBatchPolling -----------------------------------------------------
+
+bool SmallBatchPolling::begin() {
+  if (recent_ns_.load(std::memory_order_relaxed) > kPollWindowNs) return false;
+  int idle = 0;
+  return pollers_.compare_exchange_strong(idle, 1, std::memory_order_acquire);
+}
+
+void SmallBatchPolling::done() { pollers_.store(0, std::memory_order_release); }
+
+void SmallBatchPolling::took(std::chrono::nanoseconds t) {
+  // A moving average of the last few: an eighth of each new one.
+  const auto ns = static_cast<std::int64_t>(t.count());
+  const std::int64_t was = recent_ns_.load(std::memory_order_relaxed);
+  recent_ns_.store(was + (ns - was) / 8, std::memory_order_relaxed);
+}
 
 std::unique_ptr<Uring> Uring::create(unsigned depth, int& err) {
   std::unique_ptr<Uring> u(new Uring());
@@ -241,10 +223,10 @@ int Uring::run(int fd, std::span<const DeviceIo> ios) {
   const auto started = std::chrono::steady_clock::now();
   while (inflight > 0 || batch.has_pending()) {
     inflight += fill(ring_, batch, fd, depth_ - inflight);
-    if (small && SmallBatchPolling::begin()) {
+    if (small && g_polling.begin()) {
       const int submitted = io_uring_submit(&ring_);
       const unsigned got = submitted < 0 ? 0 : poll_for_completions(ring_, batch);
-      SmallBatchPolling::done();
+      g_polling.done();
       if (got > 0) {
         inflight -= got;
         continue;
@@ -262,7 +244,7 @@ int Uring::run(int fd, std::span<const DeviceIo> ios) {
     }
     inflight -= reap(ring_, batch);
   }
-  if (small) SmallBatchPolling::took(std::chrono::steady_clock::now() - started);
+  if (small) g_polling.took(std::chrono::steady_clock::now() - started);
   return batch.error();
 }
 

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -437,6 +438,34 @@ TEST_CASE("Uring runs a batch deeper than its queue, and reports errors", "[devi
     const DeviceIo straddle{DeviceIo::Op::Read, 9 * kBlock, buf.data(), 2 * kBlock};
     CHECK(ring->run(fd.get(), {&straddle, 1}) == -EIO);
   }
+}
+
+TEST_CASE("small batches are polled by one thread at a time, and not while they are slow", "[device][uring]") {
+  using namespace std::chrono_literals;
+  SmallBatchPolling p;
+  REQUIRE(p.begin());  // nothing measured yet: poll
+  CHECK_FALSE(p.begin());  // another thread is polling
+  p.done();
+  CHECK(p.begin());
+  p.done();
+
+  // A device whose small batches take a millisecond (a disk): after a few,
+  // the average is past the window and nobody polls.
+  int batches = 0;
+  while (p.begin()) {
+    p.done();
+    p.took(1ms);
+    REQUIRE(++batches < 20);
+  }
+  CHECK(batches >= 2);  // one slow batch alone does not stop it
+  // Fast again (20 us each): polling comes back once the average has fallen.
+  batches = 0;
+  while (!p.begin()) {
+    p.took(20us);
+    REQUIRE(++batches < 100);
+  }
+  p.done();
+  CHECK(batches >= 2);
 }
 
 TEST_CASE("run_sync_io has the same contract as the ring", "[device][uring]") {
