@@ -57,12 +57,17 @@ int check_batch(std::span<const DeviceIo> ios, std::uint64_t size, bool read_onl
 
 // ---- AlignedBuffer storage -----------------------------------------------
 
-std::byte* alloc_zeroed(std::size_t size) {
+std::byte* alloc_aligned(std::size_t size) {
   if (size == 0) return nullptr;
   void* p = nullptr;
   if (::posix_memalign(&p, kBlock, size) != 0) throw std::bad_alloc();
-  std::memset(p, 0, size);
   return static_cast<std::byte*>(p);
+}
+
+std::byte* alloc_zeroed(std::size_t size) {
+  std::byte* p = alloc_aligned(size);
+  if (p) std::memset(p, 0, size);
+  return p;
 }
 
 // ---- FileDevice ------------------------------------------------------------
@@ -170,6 +175,13 @@ std::unique_ptr<Device> fail(std::string& error, const std::string& path, const 
 // ---- AlignedBuffer ---------------------------------------------------------
 
 AlignedBuffer::AlignedBuffer(std::size_t size) : data_(alloc_zeroed(size)), size_(size) {}
+
+AlignedBuffer AlignedBuffer::uninitialized(std::size_t size) {
+  AlignedBuffer b;
+  b.data_ = alloc_aligned(size);
+  b.size_ = size;
+  return b;
+}
 
 AlignedBuffer::AlignedBuffer(AlignedBuffer&& o) noexcept
     : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}

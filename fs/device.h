@@ -23,6 +23,9 @@ class AlignedBuffer {
  public:
   AlignedBuffer() = default;
   explicit AlignedBuffer(std::size_t size);  // zero-filled
+  // Not zeroed: pages never written stay out of memory (a FUSE ring
+  // entry's 1 MiB buffer, of which metadata requests touch a page).
+  static AlignedBuffer uninitialized(std::size_t size);
   AlignedBuffer(AlignedBuffer&& o) noexcept;
   AlignedBuffer& operator=(AlignedBuffer&& o) noexcept;
   AlignedBuffer(const AlignedBuffer&) = delete;

@@ -3,27 +3,15 @@
 #include <linux/fuse.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
-#include <new>
 
 namespace dhfs {
 
 static_assert(sizeof(fuse_in_header) <= sizeof(fuse_uring::ReqHeader{}.in_out));
 static_assert(sizeof(fuse_out_header) <= sizeof(fuse_uring::ReqHeader{}.in_out));
 
-namespace {
-std::byte* alloc_aligned(std::size_t size) {
-  void* p = nullptr;
-  if (::posix_memalign(&p, 4096, size) != 0) throw std::bad_alloc();
-  return static_cast<std::byte*>(p);
-}
-}  // namespace
-
-void RingEntry::Free::operator()(std::byte* p) const { std::free(p); }
-
 RingEntry::RingEntry(std::size_t payload_size)
-    : buffer_(alloc_aligned(kPayloadOffset + payload_size)), payload_size_(payload_size) {
+    : buffer_(AlignedBuffer::uninitialized(kPayloadOffset + payload_size)), payload_size_(payload_size) {
   iov_[0] = {&headers_, sizeof headers_};
   iov_[1] = {payload_at(), payload_size_};
 }

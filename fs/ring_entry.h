@@ -31,6 +31,8 @@
 #include <memory>
 #include <span>
 
+#include "fs/device.h"  // AlignedBuffer
+
 namespace dhfs {
 
 namespace fuse_uring {
@@ -115,16 +117,13 @@ class RingEntry {
   // before it.
   static constexpr std::size_t kPayloadOffset = 4096;
   static_assert(kHeadroom <= kPayloadOffset);
-  std::byte* payload_at() { return buffer_.get() + kPayloadOffset; }
-  struct Free {
-    void operator()(std::byte* p) const;
-  };
+  std::byte* payload_at() { return buffer_.data() + kPayloadOffset; }
 
   fuse_uring::ReqHeader headers_{};
-  // kPayloadOffset, then the payload. Not zeroed (as AlignedBuffer would
-  // be): the pages of 16 entries of 1 MiB would all become resident at
-  // mount, where a metadata workload only ever touches the first few.
-  std::unique_ptr<std::byte, Free> buffer_;
+  // kPayloadOffset, then the payload. Not zeroed: the pages of 16 entries
+  // of 1 MiB would all become resident at mount, where a metadata workload
+  // only ever touches the first few.
+  AlignedBuffer buffer_;
   std::size_t payload_size_;
   std::array<iovec, kBufferCount> iov_{};
   std::uint64_t serving_ = 0;  // unique of the request being handled, 0: none

@@ -87,6 +87,14 @@ inline void punch(FileSystem& fs, Ino ino, std::uint64_t off, std::uint64_t len)
 
 inline Ino create_empty(FileSystem& fs, Ino parent, std::string_view name) { return write_file(fs, parent, name, ""); }
 
+// A new file `name` in the root that shares the first `size` bytes of `src`
+// (copy_file_range of the whole file, a clone).
+inline Ino clone_whole(FileSystem& fs, Ino src, std::size_t size, std::string_view name = "b") {
+  const Ino out = create_empty(fs, kRootIno, name);
+  REQUIRE(cfr(fs, src, 0, out, 0, size) == static_cast<ssize_t>(size));
+  return out;
+}
+
 // Where the file's data lies once everything written is on the device.
 inline FragReport frag_of(FileSystem& fs, Ino ino) {
   REQUIRE(fs.syncfs() == 0);

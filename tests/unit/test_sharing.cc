@@ -272,8 +272,7 @@ TEST_CASE("sharing: a clone of a sparse file keeps its holes", "[sharing]") {
   ma.resize(12 * kMiB, '\0');
   REQUIRE(fs.fallocate(a, FALLOC_FL_KEEP_SIZE, 10 * kMiB, 16 * kB) == 0);  // unwritten: reads as zeros
 
-  const Ino b = create_empty(fs, kRootIno, "b");
-  REQUIRE(cfr(fs, a, 0, b, 0, ma.size()) == static_cast<ssize_t>(ma.size()));
+  const Ino b = clone_whole(fs, a, ma.size());
   CHECK_CONTENT(fs, b, ma);
   const FragReport fb = frag_of(fs, b);
   CHECK(fb.mapped_blocks == (64 + 3) * kB / kB);  // the unwritten blocks become holes
@@ -491,8 +490,7 @@ TEST_CASE("sharing: whole-chunk writes of stored bytes share them", "[sharing]")
     CHECK_CONTENT(*rig.fs, c, mc);
   }
   SECTION("a clone rewriting its own bytes as a chunk stays shared") {
-    const Ino b = create_empty(fs, kRootIno, "b");
-    REQUIRE(cfr(fs, a, 0, b, 0, data.size()) == static_cast<ssize_t>(data.size()));
+    const Ino b = clone_whole(fs, a, data.size());
     REQUIRE(fs.syncfs() == 0);
     const FsStats s1 = synced(fs);
     write_bytes(fs, b, 2 * kMiB, data.substr(2 * kMiB, kMiB));  // the same bytes: shares a's blocks again
@@ -665,8 +663,7 @@ TEST_CASE("sharing: a clone of a file of thousands of extents", "[sharing]") {
     model_write(ma, l * kB, d);
   }
   REQUIRE(frag_of(fs, a).extents >= 3000);
-  const Ino b = create_empty(fs, kRootIno, "b");
-  REQUIRE(cfr(fs, a, 0, b, 0, ma.size()) == static_cast<ssize_t>(ma.size()));
+  const Ino b = clone_whole(fs, a, ma.size());
   CHECK_CONTENT(fs, b, ma);
   CHECK(synced(fs).saved_blocks == 3000);
   CHECK(frag_of(fs, b).mapped_blocks == 3000);
@@ -687,8 +684,7 @@ TEST_CASE("sharing: copy-on-write on a full device fails with ENOSPC and changes
   FileSystem& fs = *rig.fs;
   const std::string ma = pattern(4 * kMiB, 32);
   const Ino a = write_file(fs, kRootIno, "a", ma);
-  const Ino b = create_empty(fs, kRootIno, "b");
-  REQUIRE(cfr(fs, a, 0, b, 0, ma.size()) == static_cast<ssize_t>(ma.size()));
+  const Ino b = clone_whole(fs, a, ma.size());
   // Fill the device.
   const Ino fill = create_empty(fs, kRootIno, "fill");
   std::uint64_t off = 0;
@@ -801,8 +797,7 @@ TEST_CASE("sharing: concurrent small writes into one clone", "[sharing][threads]
   FileSystem& fs = *rig.fs;
   const std::string src = pattern(4 * kMiB, 50);
   const Ino a = write_file(fs, kRootIno, "a", src);
-  const Ino b = create_empty(fs, kRootIno, "b");
-  REQUIRE(cfr(fs, a, 0, b, 0, src.size()) == static_cast<ssize_t>(src.size()));
+  const Ino b = clone_whole(fs, a, src.size());
   constexpr int kWriters = 4;
   std::string model = src;  // writers change disjoint bytes of it
   std::vector<std::string> errors(kWriters + 1);
@@ -908,8 +903,7 @@ TEST_CASE("sharing: blocks copied on write in file order lie side by side and re
   FileSystem& fs = *rig.fs;
   const std::string ma = pattern(2 * kMiB, 40);
   const Ino a = write_file(fs, kRootIno, "a", ma);
-  const Ino b = create_empty(fs, kRootIno, "b");
-  REQUIRE(cfr(fs, a, 0, b, 0, ma.size()) == static_cast<ssize_t>(ma.size()));
+  const Ino b = clone_whole(fs, a, ma.size());
   std::string mb = ma;
   std::vector<std::string> blocks;
   for (std::uint64_t l = 1; l < ma.size() / kB; l += 4) {
@@ -950,8 +944,7 @@ TEST_CASE("sharing: cow_unit copies the aligned unit around a write to a shared 
   FileSystem& fs = *rig.fs;
   const std::string ma = pattern(kMiB, 20);
   const Ino a = write_file(fs, kRootIno, "a", ma);
-  const Ino b = create_empty(fs, kRootIno, "b");
-  REQUIRE(cfr(fs, a, 0, b, 0, ma.size()) == static_cast<ssize_t>(ma.size()));
+  const Ino b = clone_whole(fs, a, ma.size());
   std::string mb = ma;
   write_bytes(fs, b, 100 * kB + 10, "unit");  // block 100: inside the unit of blocks [96, 112)
   model_write(mb, 100 * kB + 10, "unit");
