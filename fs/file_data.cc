@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "fs/filesystem.h"
 
@@ -673,9 +674,18 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   // whole) start from their current contents; bytes at or beyond the old
   // end of file read as zeros whatever the disk holds. The buffer is not
   // zeroed: what the data does not cover is, before anything is loaded.
-  ScratchBuffer buf(nblk * kBlockSize);
-  std::memset(buf.data(), 0, off - first * kBlockSize);
-  std::memset(buf.data() + (end - first * kBlockSize), 0, (last + 1) * kBlockSize - end);
+  // Whole blocks in a 4 KiB-aligned caller's buffer (a WRITE's payload in
+  // its ring entry) go to the device from there, without a copy: nothing is
+  // loaded around them then. (The device only reads that buffer.)
+  const bool from_caller = first == wfirst && last == wlast && off % kBlockSize == 0 && end % kBlockSize == 0 &&
+                           reinterpret_cast<std::uintptr_t>(data.data()) % kBlockSize == 0;
+  std::optional<ScratchBuffer> scratch;
+  if (!from_caller) scratch.emplace(nblk * kBlockSize);
+  std::byte* const buf = from_caller ? const_cast<std::byte*>(data.data()) : scratch->data();
+  if (!from_caller) {
+    std::memset(buf, 0, off - first * kBlockSize);
+    std::memset(buf + (end - first * kBlockSize), 0, (last + 1) * kBlockSize - end);
+  }
   std::vector<DeviceIo> loads;
   std::vector<std::uint64_t> loaded;
   std::vector<std::pair<std::byte*, std::uint32_t>> packed_loads;  // to move to the block start
@@ -683,8 +693,8 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     for (const WritePiece& p : pieces) {
       const std::uint64_t a = std::max(from, p.lblk), b = std::min(to, p.lblk + p.len);
       if (a >= b || p.pblk == 0 || p.kind == WritePiece::kUnwritten) continue;
-      add_io(loads, DeviceIo::Op::Read, p.pblk + (a - p.lblk), buf.data() + (a - first) * kBlockSize, b - a);
-      if (p.packed_flags) packed_loads.emplace_back(buf.data() + (a - first) * kBlockSize, p.packed_flags);
+      add_io(loads, DeviceIo::Op::Read, p.pblk + (a - p.lblk), buf + (a - first) * kBlockSize, b - a);
+      if (p.packed_flags) packed_loads.emplace_back(buf + (a - first) * kBlockSize, p.packed_flags);
     }
     for (std::uint64_t l = from; l < to; ++l) loaded.push_back(l);
   };
@@ -700,10 +710,10 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     const std::uint64_t block_start = l * kBlockSize;
     if (old_size < block_start + kBlockSize) {
       std::uint64_t keep = old_size > block_start ? old_size - block_start : 0;
-      std::memset(buf.data() + (l - first) * kBlockSize + keep, 0, kBlockSize - keep);
+      std::memset(buf + (l - first) * kBlockSize + keep, 0, kBlockSize - keep);
     }
   }
-  std::memcpy(buf.data() + (off - first * kBlockSize), data.data(), data.size());
+  if (!from_caller) std::memcpy(buf + (off - first * kBlockSize), data.data(), data.size());
 
   // New blocks for holes and for shared blocks.
   std::vector<DeviceIo> ios;
@@ -714,7 +724,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   };
   BlockNo prev_end = 0;  // keeps consecutive new pieces together
   for (const WritePiece& p : pieces) {
-    std::byte* at = buf.data() + (p.lblk - first) * kBlockSize;
+    std::byte* at = buf + (p.lblk - first) * kBlockSize;
     if (p.kind == WritePiece::kInPlace || p.kind == WritePiece::kUnwritten) {
       add_io(ios, DeviceIo::Op::Write, p.pblk, at, p.len);
       if (p.kind == WritePiece::kUnwritten) converted.push_back({p.lblk, p.len, p.pblk, 0});
@@ -730,7 +740,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     }
     std::uint64_t l = p.lblk;
     for (const Extent& e : got) {
-      add_io(ios, DeviceIo::Op::Write, e.start, buf.data() + (l - first) * kBlockSize, e.len);
+      add_io(ios, DeviceIo::Op::Write, e.start, buf + (l - first) * kBlockSize, e.len);
       fresh.push_back({l, e.start, static_cast<std::uint32_t>(e.len), 0});
       l += e.len;
       prev_end = e.end();

@@ -950,6 +950,64 @@ TEST_CASE("filesystem: a read fills the caller's buffer in place only where all 
   CHECK(std::all_of(place.span().begin(), place.span().end(), [](std::byte b) { return b == std::byte{'p'}; }));
 }
 
+TEST_CASE("filesystem: whole blocks in an aligned buffer go to the device from it, other writes from a copy",
+          "[filesystem][data]") {
+  auto medium = test::format_medium();
+  auto hook = std::make_shared<test::IoHook>();
+  std::string error;
+  auto fs = test::try_open_fs(medium, error, {}, hook);
+  REQUIRE(fs);
+  Ino f = write_file(*fs, kRootIno, "f", "");
+  const std::string bytes = pattern(512 << 10, 41);
+  AlignedBuffer caller(bytes.size() + 3 * kBlockSize);
+  std::memcpy(caller.data(), bytes.data(), bytes.size());
+  std::byte* const unaligned = caller.data() + bytes.size() + 1;
+  std::memcpy(unaligned, bytes.data(), 8192);
+  std::size_t from_caller = 0, writes = 0;
+  *hook = [&](std::span<const DeviceIo> ios) {
+    for (const DeviceIo& io : ios) {
+      if (io.op != DeviceIo::Op::Write) continue;
+      ++writes;
+      const auto* at = static_cast<const std::byte*>(io.buf);
+      if (at >= caller.data() && at < caller.data() + caller.size()) ++from_caller;
+    }
+    return 0;
+  };
+  auto write_from = [&](std::uint64_t off, const std::byte* src, std::size_t len) {
+    from_caller = writes = 0;
+    REQUIRE(fs->write(f, off, {src, len}) == static_cast<ssize_t>(len));
+  };
+  std::string model(1 << 20, '\0');
+  // Large (hashed in windows) and small (through the medium's cache) writes
+  // of whole blocks: every data write comes from the caller's buffer.
+  write_from(0, caller.data(), 256 << 10);
+  CHECK(writes > 0);
+  CHECK(from_caller == writes);
+  write_from(512 << 10, caller.data(), 8192);
+  CHECK(writes > 0);
+  CHECK(from_caller == writes);
+  // Not on a block, part of a block, or not aligned in memory: a copy.
+  write_from(300 << 10, caller.data() + 100, 8192);
+  CHECK(from_caller == 0);
+  write_from(600 << 10, caller.data(), 5000);
+  CHECK(from_caller == 0);
+  write_from(700 << 10, unaligned, 8192);
+  CHECK(writes > 0);
+  CHECK(from_caller == 0);
+  *hook = nullptr;
+  model.replace(0, 256 << 10, bytes.substr(0, 256 << 10));
+  model.replace(512 << 10, 8192, bytes.substr(0, 8192));
+  model.replace(300 << 10, 8192, bytes.substr(100, 8192));
+  model.replace(600 << 10, 5000, bytes.substr(0, 5000));
+  model.replace(700 << 10, 8192, bytes.substr(0, 8192));
+  model.resize((700 << 10) + 8192);
+  CHECK(read_file(*fs, f) == model);
+  REQUIRE(fs->syncfs() == 0);
+  fs.reset();
+  fs = test::open_fs(medium);
+  CHECK(read_file(*fs, f) == model);
+}
+
 TEST_CASE("filesystem: a write larger than 8 MiB", "[filesystem][data]") {
   auto fs = test::make_fs();
   Ino f = write_file(*fs, kRootIno, "f", "");
