@@ -68,8 +68,16 @@ std::optional<Extent> take_in_run(FreeSpace& fs, const Extent& run, std::uint64_
 }  // namespace
 
 Allocator::Allocator(Extent area) : area_(area) {
+  free_.add_long_runs_to(&long_run_blocks_);
   free_.insert(area);
   free_total_ = free_.free_blocks();
+}
+
+// regions_[id], created with its free set counted in long_run_blocks_.
+Allocator::Region& Allocator::region_entry(RegionId id) {
+  Region& r = regions_[id];
+  r.free.add_long_runs_to(&long_run_blocks_);
+  return r;
 }
 
 FreeSpace& Allocator::free_of(RegionId owner) { return owner == 0 ? free_ : regions_.at(owner).free; }
@@ -203,10 +211,15 @@ std::optional<Extent> Allocator::reclaim(RegionId for_region, std::uint64_t want
   const auto run = victim->free.find_best_fit(want, min_len);
   if (!run) return std::nullopt;
   const std::uint64_t n = std::min(want, run->len);
-  const Extent x{run->end() - n, n};
-  victim->free.remove(x);
+  return reclaim_from(victim_id, *victim, {run->end() - n, n}, for_region);
+}
+
+// Takes the free `x` out of region victim_id's reservation, for for_region
+// (0: global space).
+Extent Allocator::reclaim_from(RegionId victim_id, Region& victim, Extent x, RegionId for_region) {
+  victim.free.remove(x);
   slices_.remove(x);
-  victim->reclaimed += n;
+  victim.reclaimed += x.len;
   changed_.insert(victim_id);
   if (for_region != 0) {
     slices_.add(for_region, x);
@@ -215,10 +228,73 @@ std::optional<Extent> Allocator::reclaim(RegionId for_region, std::uint64_t want
   return x;
 }
 
+// A checkpoint stream is made of free runs of at least FreeSpace::kLongRun
+// blocks (at most 250 of them, FORMAT.md §6.2), so the metadata reserve is
+// only of use in such runs. A data extent that would leave fewer blocks in
+// long runs than the reserve is taken instead from the short runs, or else
+// from the head of a long run, no more than keeps the reserve in long runs.
+// (On a full device whose free space is single blocks between files, no
+// checkpoint could be written otherwise.)
+std::optional<Extent> Allocator::take(RegionId region, std::uint64_t want, std::uint64_t min_len, BlockNo hint,
+                                      bool big, bool piece, bool metadata) {
+  if (metadata) return take_any(0, want, min_len, hint, big, piece);
+  const std::uint64_t before = long_run_blocks_;
+  const auto e = take_any(region, want, min_len, hint, big, piece);
+  if (!e) return e;
+  const std::uint64_t after = long_run_blocks_;
+  if (after >= before || after >= reserve_) return e;
+  give_back(*e);
+  const auto short_piece = take_from_sets(region, [&](const FreeSpace& f) -> std::optional<Extent> {
+    const auto run = f.find_short_fit(want, min_len);
+    if (!run) return std::nullopt;
+    return Extent{run->start, std::min(want, run->len)};
+  });
+  if (short_piece) return short_piece;
+  const std::uint64_t long_blocks = long_run_blocks_;
+  if (long_blocks <= reserve_) return std::nullopt;
+  const std::uint64_t most = std::min(want, long_blocks - reserve_);
+  if (most < min_len) return std::nullopt;
+  return take_from_sets(region, [&](const FreeSpace& f) -> std::optional<Extent> {
+    const auto run = f.find_best_fit(most + FreeSpace::kLongRun, min_len + FreeSpace::kLongRun);
+    if (!run) return std::nullopt;
+    return Extent{run->start, std::min(most, run->len - FreeSpace::kLongRun)};
+  });
+}
+
+// Takes the extent `pick` chooses in the first free set where it chooses
+// one: the region's own, global space, then other regions' unused
+// reservations (reclaimed as reclaim() does).
+std::optional<Extent> Allocator::take_from_sets(RegionId region,
+                                                const std::function<std::optional<Extent>(const FreeSpace&)>& pick) {
+  const auto it = region == 0 ? regions_.end() : regions_.find(region);
+  Region* const own = it == regions_.end() ? nullptr : &it->second;
+  const RegionId owner = own ? region : 0;
+  if (own) {
+    if (const auto x = pick(own->free)) {
+      own->free.remove(*x);
+      return x;
+    }
+  }
+  if (const auto x = pick(free_)) {
+    if (own) {
+      reserve_global(owner, *own, *x);
+      own->free.remove(*x);
+    } else {
+      free_.remove(*x);
+    }
+    return x;
+  }
+  for (auto& [id, r] : regions_) {
+    if (id == owner) continue;
+    if (const auto x = pick(r.free)) return reclaim_from(id, r, *x, owner);
+  }
+  return std::nullopt;
+}
+
 // One extent for `region` (0: global space) following the policy in the
 // header; `piece` selects allocate_all's piece placement over allocate's.
-std::optional<Extent> Allocator::take(RegionId region, std::uint64_t want, std::uint64_t min_len, BlockNo hint,
-                                      bool big, bool piece) {
+std::optional<Extent> Allocator::take_any(RegionId region, std::uint64_t want, std::uint64_t min_len, BlockNo hint,
+                                          bool big, bool piece) {
   const auto it = region == 0 ? regions_.end() : regions_.find(region);
   if (it == regions_.end()) {
     auto e = piece ? take_piece(free_, want, min_len, hint) : take_placed(free_, want, min_len, hint, big);
@@ -242,8 +318,7 @@ std::optional<Extent> Allocator::allocate(const AllocRequest& req) {
   // Near the reserve a shorter extent is still fine as long as it has min_len.
   const std::uint64_t want = std::min(req.want, grantable(req.metadata));
   if (want < min_len) return std::nullopt;
-  const auto e =
-      take(req.metadata ? 0 : req.region, want, min_len, req.hint, req.want >= kBestFitThreshold, false);
+  const auto e = take(req.region, want, min_len, req.hint, req.want >= kBestFitThreshold, false, req.metadata);
   if (e) free_total_ -= e->len;
   return e;
 }
@@ -251,15 +326,15 @@ std::optional<Extent> Allocator::allocate(const AllocRequest& req) {
 bool Allocator::allocate_all(const AllocRequest& req, std::vector<Extent>& out) {
   if (req.want == 0) return true;
   std::lock_guard lock(mu_);
-  // Checking the total first means only fragmentation (min_len) can fail below.
+  // Checking the total first means only fragmentation (min_len, or the
+  // reserve's long runs: see take) can fail below.
   if (req.want > grantable(req.metadata)) return false;
-  const RegionId region = req.metadata ? 0 : req.region;
   std::vector<Extent> pieces;
   std::uint64_t remaining = req.want;
   BlockNo hint = req.hint;
   while (remaining > 0) {
-    const auto piece = take(region, remaining, std::clamp<std::uint64_t>(req.min_len, 1, remaining), hint,
-                            remaining >= kBestFitThreshold, true);
+    const auto piece = take(req.region, remaining, std::clamp<std::uint64_t>(req.min_len, 1, remaining), hint,
+                            remaining >= kBestFitThreshold, true, req.metadata);
     if (!piece) {
       for (const Extent& p : pieces) give_back(p);  // all or nothing
       return false;
@@ -346,7 +421,7 @@ void Allocator::set_metadata_reserve(std::uint64_t blocks) {
 bool Allocator::create_region(RegionId id, std::uint64_t blocks) {
   std::lock_guard lock(mu_);
   if (id == 0 || regions_.count(id)) return false;
-  Region& r = regions_[id];
+  Region& r = region_entry(id);
   changed_.insert(id);
   // The first pick is the smallest run holding everything; when none does,
   // each pick is the largest run left, which leaves the fewest slices.
@@ -364,7 +439,7 @@ bool Allocator::create_region(RegionId id, std::uint64_t blocks) {
 void Allocator::load_region(RegionId id, const std::vector<Extent>& reserved) {
   if (id == 0) return;
   std::lock_guard lock(mu_);
-  Region& r = regions_[id];
+  Region& r = region_entry(id);
   // Normalize: ascending and coalesced, as take_changed_regions reports it.
   std::vector<Extent> slices;
   for (const Extent& e : reserved) {
@@ -512,7 +587,7 @@ std::vector<Extent> Allocator::free_extents() const {
 bool Allocator::consistent() const {
   std::lock_guard lock(mu_);
   bool ok = free_.consistent() && pending_space_.consistent() && slices_.consistent();
-  std::uint64_t total = free_.free_blocks();
+  std::uint64_t total = free_.free_blocks(), long_total = free_.long_run_blocks();
   // Global free space lies outside every slice.
   free_.for_each([&](const Extent& e) {
     ok = ok && within(area_, e);
@@ -522,6 +597,7 @@ bool Allocator::consistent() const {
   for (const auto& [id, r] : regions_) {
     ok = ok && id != 0 && r.free.consistent();
     total += r.free.free_blocks();
+    long_total += r.free.long_run_blocks();
     // A region's free space lies inside its own slices.
     r.free.for_each([&, id = id](const Extent& e) {
       slices_.for_each_piece(e, [&](const Extent&, RegionId owner) { ok = ok && owner == id; });
@@ -533,7 +609,7 @@ bool Allocator::consistent() const {
     ok = ok && within(area_, s.extent) && regions_.count(s.region) == 1;
   });
   pending_space_.for_each([&](const Extent& e) { ok = ok && within(area_, e); });
-  return ok && total == free_total_;
+  return ok && total == free_total_ && long_total == long_run_blocks_;
 }
 
 }  // namespace dhfs

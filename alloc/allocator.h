@@ -4,7 +4,13 @@
 // is only handed out again once that change is durable (free_after +
 // mark_durable), so a crash can never leave two files pointing at the same
 // block. A reserve of blocks is kept back for metadata (checkpoints), so that
-// a device full of data can still persist its metadata.
+// a device full of data can still persist its metadata. A checkpoint stream
+// is made of runs of at least FreeSpace::kLongRun blocks, so the reserve is
+// kept in such runs: when a data extent would leave fewer free blocks in
+// long runs than the reserve, data gets short runs instead (from its region,
+// global space, then other regions), or else the head of a long run, no more
+// than leaves the reserve in long runs. Data may therefore be refused up to
+// kLongRun - 1 blocks before available_blocks() reaches 0.
 //
 // Container regions. A region is a soft reservation of device space for one
 // container or image layer, so that everything it writes lands close
@@ -41,6 +47,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -172,6 +179,9 @@ class Allocator {
 
   const Extent area_;
   mutable std::mutex mu_;
+  // Free blocks in long runs (FreeSpace::kLongRun) of free_ and every
+  // region: each of those sets keeps it up to date, so it is declared first.
+  std::uint64_t long_run_blocks_ = 0;
   FreeSpace free_;                     // global free space: outside every slice
   std::map<RegionId, Region> regions_;
   RegionMap slices_;                   // reserved slices: start -> {len, region}
@@ -188,13 +198,19 @@ class Allocator {
   FreeSpace& free_of(RegionId owner);
   const FreeSpace& free_of(RegionId owner) const;
   std::optional<Extent> take(RegionId region, std::uint64_t want, std::uint64_t min_len, BlockNo hint, bool big,
-                             bool piece);
+                             bool piece, bool metadata);
+  std::optional<Extent> take_any(RegionId region, std::uint64_t want, std::uint64_t min_len, BlockNo hint, bool big,
+                                 bool piece);
+  std::optional<Extent> take_from_sets(RegionId region,
+                                       const std::function<std::optional<Extent>(const FreeSpace&)>& pick);
+  Region& region_entry(RegionId id);
   std::optional<Extent> grow_to_hint(RegionId id, Region& r, std::uint64_t want, std::uint64_t min_len, BlockNo hint);
   std::optional<Extent> grow_adjacent(RegionId id, Region& r, std::uint64_t want, std::uint64_t min_len,
                                       BlockNo hint);
   std::optional<Extent> grow_new_slice(RegionId id, Region& r, std::uint64_t want, std::uint64_t min_len,
                                        BlockNo hint);
   std::optional<Extent> reclaim(RegionId for_region, std::uint64_t want, std::uint64_t min_len);
+  Extent reclaim_from(RegionId victim_id, Region& victim, Extent x, RegionId for_region);
   void reserve_global(RegionId id, Region& r, Extent x);
   void give_back(Extent e);
   const char* check_free(Extent e) const;

@@ -1,6 +1,7 @@
 #include "alloc/free_space.h"
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 
 namespace dhfs {
@@ -13,16 +14,51 @@ bool wraps(const Extent& e) { return e.len > std::numeric_limits<BlockNo>::max()
 
 }  // namespace
 
+FreeSpace::FreeSpace(const FreeSpace& other)
+    : by_start_(other.by_start_),
+      by_len_(other.by_len_),
+      free_blocks_(other.free_blocks_),
+      long_run_blocks_(other.long_run_blocks_) {}
+
+FreeSpace& FreeSpace::operator=(const FreeSpace& other) {
+  if (this == &other) return *this;
+  if (tally_) *tally_ += other.long_run_blocks_ - long_run_blocks_;
+  by_start_ = other.by_start_;
+  by_len_ = other.by_len_;
+  free_blocks_ = other.free_blocks_;
+  long_run_blocks_ = other.long_run_blocks_;
+  return *this;
+}
+
+FreeSpace::~FreeSpace() {
+  if (tally_) *tally_ -= long_run_blocks_;
+}
+
+void FreeSpace::add_long_runs_to(std::uint64_t* tally) {
+  if (tally == tally_) return;
+  if (tally_) *tally_ -= long_run_blocks_;
+  tally_ = tally;
+  if (tally_) *tally_ += long_run_blocks_;
+}
+
 void FreeSpace::add_run(BlockNo start, std::uint64_t len) {
   by_start_.insert({start, len});
   by_len_.emplace(len, start);
   free_blocks_ += len;
+  if (len >= kLongRun) {
+    long_run_blocks_ += len;
+    if (tally_) *tally_ += len;
+  }
 }
 
 void FreeSpace::drop_run(const Extent& run) {
   by_start_.erase(run.start);
   by_len_.erase({run.len, run.start});
   free_blocks_ -= run.len;
+  if (run.len >= kLongRun) {
+    long_run_blocks_ -= run.len;
+    if (tally_) *tally_ -= run.len;
+  }
 }
 
 // Takes the first `want` blocks of the free `run`; the rest stays free.
@@ -104,6 +140,20 @@ std::optional<Extent> FreeSpace::find_best_fit(std::uint64_t want, std::uint64_t
   return Extent{it->second, it->first};
 }
 
+std::optional<Extent> FreeSpace::find_short_fit(std::uint64_t want, std::uint64_t min_len) const {
+  if (want == 0) return std::nullopt;
+  min_len = std::clamp<std::uint64_t>(min_len, 1, want);
+  const auto short_end = by_len_.lower_bound({kLongRun, 0});
+  auto it = by_len_.lower_bound({want, 0});
+  if (it == by_len_.end() || it->first >= kLongRun) {
+    // No short run holds all of `want`: the longest short one, lowest start among equals.
+    if (short_end == by_len_.begin()) return std::nullopt;
+    it = by_len_.lower_bound({std::prev(short_end)->first, 0});
+    if (it->first < min_len) return std::nullopt;
+  }
+  return Extent{it->second, it->first};
+}
+
 std::optional<Extent> FreeSpace::take_best_fit(std::uint64_t want, std::uint64_t min_len) {
   const auto run = find_best_fit(want, min_len);
   if (!run) return std::nullopt;
@@ -148,7 +198,9 @@ bool FreeSpace::consistent() const {
     sum += run.len;
     prev = run;
   });
-  return ok && sum == free_blocks_;
+  std::uint64_t long_sum = 0;
+  for_each([&](const Extent& run) { long_sum += run.len >= kLongRun ? run.len : 0; });
+  return ok && sum == free_blocks_ && long_sum == long_run_blocks_;
 }
 
 }  // namespace dhfs

@@ -22,6 +22,21 @@ namespace dhfs {
 
 class FreeSpace {
  public:
+  // Runs at least this long are "long": what a checkpoint stream is made of
+  // (see Allocator's metadata reserve). 256 blocks, 1 MiB.
+  static constexpr std::uint64_t kLongRun = 256;
+
+  FreeSpace() = default;
+  // A copy has the same runs but adds to no shared tally.
+  FreeSpace(const FreeSpace& other);
+  FreeSpace& operator=(const FreeSpace& other);
+  ~FreeSpace();
+
+  // Keeps *tally up to date with long_run_blocks() from now on, as one term
+  // of a sum over several sets (Allocator's, over global space and every
+  // region). *tally must outlive this set, or the next call.
+  void add_long_runs_to(std::uint64_t* tally);
+
   // Adds `e` as free. Returns false (and changes nothing) if any block of `e`
   // is already free. Adjacent free extents are merged.
   bool insert(Extent e);
@@ -52,6 +67,9 @@ class FreeSpace {
   // The free extent take_best_fit would take from, without taking anything.
   std::optional<Extent> find_best_fit(std::uint64_t want, std::uint64_t min_len) const;
 
+  // find_best_fit among the runs shorter than kLongRun only.
+  std::optional<Extent> find_short_fit(std::uint64_t want, std::uint64_t min_len) const;
+
   // The free blocks inside `range`, as runs clipped to it, ascending.
   // O(log n + runs found).
   std::vector<Extent> runs_within(Extent range) const;
@@ -60,6 +78,8 @@ class FreeSpace {
   std::optional<Extent> run_containing(BlockNo b) const;
 
   std::uint64_t free_blocks() const { return free_blocks_; }
+  // Free blocks in runs of at least kLongRun blocks.
+  std::uint64_t long_run_blocks() const { return long_run_blocks_; }
   std::size_t extent_count() const { return by_start_.size(); }
   std::uint64_t largest() const;
 
@@ -78,6 +98,8 @@ class FreeSpace {
   RunTree by_start_;                                    // knows each subtree's longest run
   std::set<std::pair<std::uint64_t, BlockNo>> by_len_;  // (len, start)
   std::uint64_t free_blocks_ = 0;
+  std::uint64_t long_run_blocks_ = 0;
+  std::uint64_t* tally_ = nullptr;  // see add_long_runs_to
 };
 
 }  // namespace dhfs

@@ -10,7 +10,9 @@ namespace dhfs {
 namespace {
 constexpr std::size_t kFrameBytes = 1 << 20;    // frame payload target
 constexpr std::size_t kWriteBytes = 8 << 20;    // write out in pieces this large
-constexpr std::uint64_t kMinChunkBlocks = 256;  // 1 MiB: keeps the extent list short
+// 1 MiB: keeps the extent list short. The allocator keeps its metadata
+// reserve in runs at least this long (Allocator::take).
+constexpr std::uint64_t kMinChunkBlocks = FreeSpace::kLongRun;
 }  // namespace
 
 CheckpointWriter::CheckpointWriter(Device& dev, Allocator& alloc, std::uint64_t uuid_tag)

@@ -137,21 +137,21 @@ TEST_CASE("Allocator serves big requests best fit", "[allocator]") {
 
 TEST_CASE("Allocator keeps the metadata reserve for metadata", "[allocator]") {
   Allocator a({1, 1000});
-  a.set_metadata_reserve(100);
-  CHECK(a.available_blocks() == 900);
+  a.set_metadata_reserve(300);
+  CHECK(a.available_blocks() == 700);
   CHECK(a.free_blocks() == 1000);
 
   SECTION("data gets a shorter extent that stays above the reserve") {
-    CHECK(a.allocate(want(950)) == Extent{1, 900});
+    CHECK(a.allocate(want(950)) == Extent{1, 700});
     CHECK(a.available_blocks() == 0);
     CHECK_FALSE(a.allocate(want(1)));
-    CHECK(a.allocate(metadata(60)) == Extent{901, 60});
-    CHECK(a.free_blocks() == 40);
+    CHECK(a.allocate(metadata(60)) == Extent{701, 60});
+    CHECK(a.free_blocks() == 240);
     CHECK(a.available_blocks() == 0);  // not negative
   }
   SECTION("unless its min_len does not fit above the reserve") {
-    CHECK_FALSE(a.allocate(want(950, 0, 901)));
-    CHECK(a.allocate(want(950, 0, 900)) == Extent{1, 900});
+    CHECK_FALSE(a.allocate(want(950, 0, 701)));
+    CHECK(a.allocate(want(950, 0, 700)) == Extent{1, 700});
   }
   SECTION("metadata may use the reserve down to the last block") {
     CHECK(a.allocate(metadata(1000)) == Extent{1, 1000});
@@ -159,11 +159,11 @@ TEST_CASE("Allocator keeps the metadata reserve for metadata", "[allocator]") {
   }
   SECTION("allocate_all honours the reserve as a whole") {
     std::vector<Extent> out;
-    CHECK_FALSE(a.allocate_all(want(901), out));
+    CHECK_FALSE(a.allocate_all(want(701), out));
     CHECK(out.empty());
     CHECK(a.free_blocks() == 1000);
-    CHECK(a.allocate_all(want(900), out));
-    AllocRequest md = metadata(100);
+    CHECK(a.allocate_all(want(700), out));
+    AllocRequest md = metadata(300);
     CHECK(a.allocate_all(md, out));
     CHECK(total(out) == 1000);
     CHECK(a.free_blocks() == 0);
@@ -174,6 +174,42 @@ TEST_CASE("Allocator keeps the metadata reserve for metadata", "[allocator]") {
     CHECK(a.available_blocks() == 0);
     CHECK_FALSE(a.allocate(want(1)));
   }
+}
+
+TEST_CASE("Allocator keeps the metadata reserve in runs a checkpoint can use", "[allocator]") {
+  // A checkpoint stream takes runs of at least FreeSpace::kLongRun blocks:
+  // data fills the short runs and keeps the reserve in long ones.
+  Allocator a({1, 4000});
+  REQUIRE(a.allocate(metadata(4000)) == Extent{1, 4000});
+  for (BlockNo b = 1; b <= 2000; b += 2) a.free_now({b, 1});  // 1000 single free blocks
+  a.free_now({3001, 1000});                                  // and one long run
+  a.set_metadata_reserve(300);
+  REQUIRE(a.available_blocks() == 1700);
+
+  SECTION("a data extent that would cut into the reserve's long run takes single blocks instead") {
+    const auto e = a.allocate(want(900, 3001));
+    REQUIRE(e);
+    CHECK(e->len == 1);
+    CHECK(e->end() <= 2001);
+  }
+  SECTION("filling up leaves the reserve as one long run") {
+    std::vector<Extent> out;
+    CHECK(a.allocate_all(want(1700), out));
+    CHECK(total(out) == 1700);
+    CHECK(a.free_extents() == std::vector<Extent>{{3701, 300}});
+    CHECK(a.allocate(metadata(300)) == Extent{3701, 300});
+  }
+  CHECK(a.consistent());
+}
+
+TEST_CASE("Allocator keeps a metadata reserve shorter than a long run in one long run", "[allocator]") {
+  Allocator a({1, 1000});
+  a.set_metadata_reserve(100);
+  CHECK(a.allocate(want(950)) == Extent{1, 744});
+  CHECK_FALSE(a.allocate(want(1)));  // 156 more would leave the reserve in a short run
+  CHECK(a.available_blocks() == 156);
+  CHECK(a.allocate(metadata(256)) == Extent{745, 256});
+  CHECK(a.consistent());
 }
 
 TEST_CASE("Allocator allocate_all", "[allocator]") {

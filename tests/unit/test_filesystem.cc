@@ -1630,12 +1630,14 @@ TEST_CASE("filesystem: ENOSPC, remount while full", "[filesystem][enospc]") {
 
 TEST_CASE("filesystem: a checkpoint fits on a full, fragmented device", "[filesystem][enospc]") {
   // The metadata reserve must keep checkpoints possible however the data
-  // fragmented the free space.
+  // fragmented the free space: a checkpoint stream is made of runs of at
+  // least 1 MiB, so data must fill the short runs rather than those.
   std::shared_ptr<MemDevice> medium;
   auto fs = test::make_fs(&medium, 64ULL << 20);
   Ino d = mkdir_(*fs, kRootIno, "d").ino;
-  // Single-block files, then every other one deleted, then refilled with
-  // single blocks: free space is as fragmented as it gets.
+  // Files of one whole block (smaller ones would share pack blocks) until
+  // the data is refused, then every other one deleted: single free blocks
+  // between files. Then one file takes all the space data may still have.
   int n = 0;
   for (;; ++n) {
     Attr a;
@@ -1643,25 +1645,32 @@ TEST_CASE("filesystem: a checkpoint fits on a full, fragmented device", "[filesy
     int created = fs->create(d, "f" + std::to_string(n), 0644, O_CREAT, kRoot, &a);
     if (created == -ENOSPC) break;
     REQUIRE(created == 0);
-    ssize_t w = fs->write(a.ino, 0, as_bytes("block"));
+    const std::string bytes = pattern(kBlockSize, n);  // all different: dedup would share equal ones
+    ssize_t w = fs->write(a.ino, 0, as_bytes(bytes));
     fs->release(a.ino);
     fs->forget(a.ino, 1);
-    if (w < 0) break;
+    if (w == -ENOSPC) break;
+    REQUIRE(w == static_cast<ssize_t>(kBlockSize));
   }
   for (int i = 0; i < n; i += 2) REQUIRE(fs->unlink(d, "f" + std::to_string(i)) == 0);
   REQUIRE(fs->syncfs() == 0);
-  for (int i = 0; i < n; i += 2) {
-    Attr a;
-    int created = fs->create(d, "g" + std::to_string(i), 0644, O_CREAT, kRoot, &a);
-    if (created == -ENOSPC) break;
-    REQUIRE(created == 0);
-    ssize_t w = fs->write(a.ino, 0, as_bytes("block"));
-    fs->release(a.ino);
-    fs->forget(a.ino, 1);
-    if (w < 0) break;
+  const std::size_t holes = fs->allocator().free_extent_count();
+  Ino big = write_file(*fs, kRootIno, "big", "");
+  std::uint64_t off = 0;
+  for (std::size_t piece : {1u << 20, 4096u}) {
+    for (;; off += piece) {
+      const ssize_t w = fs->write(big, off, as_bytes(pattern(piece, off + 1)));
+      if (w == -ENOSPC) break;
+      REQUIRE(w == static_cast<ssize_t>(piece));
+    }
   }
-  INFO("files: " << n << ", free extents: " << fs->allocator().free_extent_count()
-                 << ", free blocks: " << fs->allocator().free_blocks());
+  INFO("files: " << n << ", free extents before the large file: " << holes
+                 << ", free blocks after: " << fs->allocator().free_blocks()
+                 << ", of which data may have: " << fs->allocator().available_blocks());
+  CHECK(n > 5000);             // the data filled the device
+  CHECK(holes > static_cast<std::size_t>(n) / 3);  // every other block was free
+  CHECK(off >= holes * kBlockSize);  // the large file took them
+  CHECK(fs->allocator().available_blocks() < FreeSpace::kLongRun);
   CHECK(fs->checkpoint() == 0);
   auto state = test::snapshot(*fs);
   CHECK(fs->shutdown() == 0);

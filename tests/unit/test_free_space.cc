@@ -89,6 +89,19 @@ struct Model {
     return take(best, want);
   }
 
+  std::optional<Extent> find_short_fit(std::uint64_t want, std::uint64_t min_len) const {
+    if (want == 0) return std::nullopt;
+    min_len = std::clamp<std::uint64_t>(min_len, 1, want);
+    std::optional<Extent> best, largest;
+    for (const Extent& r : runs()) {
+      if (r.len >= FreeSpace::kLongRun) continue;
+      if (r.len >= want && (!best || r.len < best->len)) best = r;
+      if (!largest || r.len > largest->len) largest = r;
+    }
+    if (!best && largest && largest->len >= min_len) best = largest;
+    return best;
+  }
+
   std::optional<Extent> take(const std::optional<Extent>& run, std::uint64_t want) {
     if (!run) return std::nullopt;
     const Extent taken{run->start, std::min(want, run->len)};
@@ -103,9 +116,13 @@ void require_matches(const FreeSpace& fs, const Model& m) {
   const auto runs = m.runs();
   REQUIRE(runs_of(fs) == runs);
   REQUIRE(fs.extent_count() == runs.size());
-  std::uint64_t largest = 0;
-  for (const Extent& r : runs) largest = std::max(largest, r.len);
+  std::uint64_t largest = 0, long_blocks = 0;
+  for (const Extent& r : runs) {
+    largest = std::max(largest, r.len);
+    if (r.len >= FreeSpace::kLongRun) long_blocks += r.len;
+  }
   REQUIRE(fs.largest() == largest);
+  REQUIRE(fs.long_run_blocks() == long_blocks);
 }
 
 }  // namespace
@@ -302,6 +319,64 @@ TEST_CASE("FreeSpace take_best_fit", "[free_space]") {
   CHECK(fs.consistent());
 }
 
+TEST_CASE("FreeSpace counts the blocks in long runs and finds short runs apart", "[free_space]") {
+  constexpr std::uint64_t L = FreeSpace::kLongRun;
+  FreeSpace fs = make({{10, 30}, {100, L - 1}, {1000, L}, {2000, 2 * L}});
+  CHECK(fs.long_run_blocks() == 3 * L);
+  SECTION("the smallest short run that holds everything") {
+    CHECK(fs.find_short_fit(20, 1) == Extent{10, 30});
+    CHECK(fs.find_short_fit(31, 1) == Extent{100, L - 1});
+  }
+  SECTION("else the longest short run, if it has min_len; never a long one") {
+    CHECK(fs.find_short_fit(L, 1) == Extent{100, L - 1});
+    CHECK(fs.find_short_fit(3 * L, L - 1) == Extent{100, L - 1});
+    CHECK_FALSE(fs.find_short_fit(3 * L, L));
+  }
+  SECTION("taking from a long run that leaves it short") {
+    CHECK(fs.remove({1000, 1}));
+    CHECK(fs.long_run_blocks() == 2 * L);
+    CHECK(fs.find_short_fit(L, 1) == Extent{100, L - 1});  // lowest start among equals
+    CHECK(fs.find_short_fit(L - 1, 1) == Extent{100, L - 1});
+    CHECK(fs.insert({1000, 1}));
+    CHECK(fs.long_run_blocks() == 3 * L);
+  }
+  SECTION("coalescing short runs into a long one") {
+    CHECK(fs.insert({40, 60}));
+    CHECK(fs.insert({100 + L - 1, 1000 - 100 - L + 1}));
+    CHECK(fs.insert({1000 + L, 1000 - L}));  // 10 .. 2000 + 2L: one run
+    CHECK(fs.extent_count() == 1);
+    CHECK(fs.long_run_blocks() == fs.free_blocks());
+    CHECK_FALSE(fs.find_short_fit(1, 1));
+  }
+  CHECK(fs.consistent());
+}
+
+TEST_CASE("FreeSpace keeps a shared tally of its long-run blocks", "[free_space]") {
+  std::uint64_t tally = 0;
+  {
+    FreeSpace a, b;
+    a.add_long_runs_to(&tally);
+    b.add_long_runs_to(&tally);
+    CHECK(a.insert({0, 300}));
+    CHECK(b.insert({1000, 10}));
+    CHECK(tally == 300);
+    CHECK(b.insert({1010, 250}));  // joins the 10: one long run
+    CHECK(tally == 560);
+    CHECK(a.remove({0, 100}));  // 200 left: short
+    CHECK(tally == 260);
+    FreeSpace copy(b);  // a copy adds to no tally
+    CHECK(copy.remove({1000, 260}));
+    CHECK(tally == 260);
+    b = FreeSpace{};  // assigned: b's share goes with its runs
+    CHECK(tally == 0);
+    b = copy;
+    CHECK(tally == 0);
+    CHECK(b.insert({5000, 256}));
+    CHECK(tally == 256);
+  }
+  CHECK(tally == 0);  // each set takes its share away when it goes
+}
+
 TEST_CASE("FreeSpace copies are independent", "[free_space]") {
   FreeSpace a = make({{10, 10}, {30, 10}});
   FreeSpace b = a;
@@ -366,6 +441,8 @@ TEST_CASE("FreeSpace matches a bitmap model under random operations", "[free_spa
     } else if (op < 9) {
       const auto want = uniform(0, 40), min_len = uniform(0, 40);
       REQUIRE(fs.take_best_fit(want, min_len) == model.take_best_fit(want, min_len));
+      const auto short_want = uniform(0, 300), short_min = uniform(0, 300);
+      REQUIRE(fs.find_short_fit(short_want, short_min) == model.find_short_fit(short_want, short_min));
     } else {
       const Extent e = random_extent();
       REQUIRE(fs.contains(e) == model.all(e, true));
