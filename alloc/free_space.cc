@@ -189,17 +189,16 @@ void FreeSpace::for_each(const std::function<void(const Extent&)>& fn) const { b
 bool FreeSpace::consistent() const {
   bool ok = by_start_.consistent() && by_start_.size() == by_len_.size() &&
             by_start_.longest() == largest();
-  std::uint64_t sum = 0;
+  std::uint64_t sum = 0, long_sum = 0;
   std::optional<Extent> prev;
   for_each([&](const Extent& run) {
     // Strictly separated: touching runs should have been merged.
     ok = ok && !run.empty() && !wraps(run) && (!prev || prev->end() < run.start) &&
          by_len_.count({run.len, run.start}) == 1;
     sum += run.len;
+    if (run.len >= kLongRun) long_sum += run.len;
     prev = run;
   });
-  std::uint64_t long_sum = 0;
-  for_each([&](const Extent& run) { long_sum += run.len >= kLongRun ? run.len : 0; });
   return ok && sum == free_blocks_ && long_sum == long_run_blocks_;
 }
 

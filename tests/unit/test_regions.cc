@@ -567,6 +567,15 @@ TEST_CASE("Regions: the metadata reserve applies to all free space", "[regions]"
   CHECK(a.consistent());
 }
 
+TEST_CASE("Regions: metadata takes global space first, then unused reservations", "[regions]") {
+  Allocator a({1, 1000});
+  REQUIRE(a.create_region(1, 950));
+  CHECK(a.allocate(metadata(60)) == Extent{951, 50});
+  CHECK(a.allocate(metadata(60)) == Extent{891, 60});  // from the end of region 1's run
+  CHECK(info(a, 1).reclaimed_blocks == 60);
+  CHECK(a.consistent());
+}
+
 TEST_CASE("Regions match a block model under random operations", "[regions][random]") {
   const auto seed = GENERATE(1u, 2u, 3u, 4u);
   std::mt19937_64 rng(seed);
