@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "fs/directory.h"
+#include "tests/unit/model_steps.h"
 
 namespace dhfs {
 namespace {
@@ -236,7 +237,7 @@ TEST_CASE("directory: matches a std::map model under random operations", "[direc
   std::uint64_t cookie = 0;
   std::set<std::string> listed;
   std::set<std::string> at_open;  // live when the listing started, never removed since
-  for (int op = 0; op < 30000; ++op) {
+  for (int op = 0; op < test::model_steps(30000); ++op) {
     std::string name = "n" + std::to_string(rng() % 3000);
     switch (rng() % 10) {
       case 0:

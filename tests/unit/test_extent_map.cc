@@ -10,6 +10,7 @@
 
 #include "fs/extent_map.h"
 #include "fs/records.h"
+#include "tests/unit/model_steps.h"
 
 namespace dhfs {
 namespace {
@@ -326,7 +327,7 @@ TEST_CASE("extent_map: matches a per-block model under random operations", "[ext
   ExtentMap m;
   std::mt19937_64 rng(GENERATE(1u, 2u, 3u));
   int ops = 0;
-  for (; ops < 4000; ++ops) {
+  for (; ops < test::model_steps(4000); ++ops) {
     const std::uint64_t kind = rng() % 10;
     std::uint64_t lblk = rng() % kBlocks;
     std::uint64_t max_len = kBlocks - lblk;
@@ -424,7 +425,7 @@ TEST_CASE("extent_map: matches a per-block model under random operations", "[ext
       REQUIRE(before.has_value() == (model[q - 1].pblk != 0));
     }
   }
-  CHECK(ops == 4000);
+  CHECK(ops == test::model_steps(4000));
 }
 
 }  // namespace dhfs

@@ -17,6 +17,7 @@
 #include <catch2/catch.hpp>
 
 #include "alloc/allocator.h"
+#include "tests/unit/model_steps.h"
 
 namespace Catch {
 template <>
@@ -617,7 +618,7 @@ TEST_CASE("Regions match a block model under random operations", "[regions][rand
     for (BlockNo b = e.start; b < e.end(); ++b) REQUIRE(a.region_of(b) == r);
   };
 
-  for (int step = 0; step < 4000; ++step) {
+  for (int step = 0; step < dhfs::test::model_steps(4000); ++step) {
     INFO("seed " << seed << " step " << step);
     auto op = uniform(0, 19);
     // Phases: filling up (under pressure, reservations are reclaimed), then

@@ -28,6 +28,7 @@
 #include "fs/fsck.h"
 #include "tests/unit/sharing_support.h"
 #include "tests/unit/test_support.h"
+#include "tests/unit/model_steps.h"
 
 namespace dhfs {
 namespace {
@@ -972,7 +973,7 @@ TEST_CASE("sharing: cow_unit copies the aligned unit around a write to a shared 
 TEST_CASE("sharing: random clones, writes, truncates, punches and unlinks match a model", "[sharing][random]") {
   const char* steps_env = std::getenv("DHFS_SHARING_STEPS");
   const char* seed_env = std::getenv("DHFS_SHARING_SEED");
-  const int steps = steps_env ? std::max(1, std::atoi(steps_env)) : 3000;
+  const int steps = steps_env ? std::max(1, std::atoi(steps_env)) : test::model_steps(3000);
   const std::uint64_t seed = seed_env ? std::strtoull(seed_env, nullptr, 0) : 0x5eed5ULL;
   constexpr int kReopenEvery = 250;
   constexpr int kFiles = 5;
