@@ -128,30 +128,28 @@ std::optional<Extent> FreeSpace::take_near(std::uint64_t want, std::uint64_t min
   return take_from(*run, want);
 }
 
-std::optional<Extent> FreeSpace::find_best_fit(std::uint64_t want, std::uint64_t min_len) const {
-  if (want == 0 || by_len_.empty()) return std::nullopt;
+// Best fit among the runs shorter than `limit`: the smallest that holds all
+// of `want`, else the longest, provided it has min_len (lowest start among
+// equals either way).
+std::optional<Extent> FreeSpace::best_fit_below(std::uint64_t want, std::uint64_t min_len, std::uint64_t limit) const {
+  if (want == 0) return std::nullopt;
   min_len = std::clamp<std::uint64_t>(min_len, 1, want);
+  const auto end = by_len_.lower_bound({limit, 0});  // the runs shorter than limit come before
   auto it = by_len_.lower_bound({want, 0});
-  if (it == by_len_.end()) {
-    // Nothing holds all of `want`: the largest run, lowest start among equals.
-    it = by_len_.lower_bound({by_len_.rbegin()->first, 0});
+  if (want >= limit || it == end) {
+    if (end == by_len_.begin()) return std::nullopt;
+    it = by_len_.lower_bound({std::prev(end)->first, 0});
     if (it->first < min_len) return std::nullopt;
   }
   return Extent{it->second, it->first};
 }
 
+std::optional<Extent> FreeSpace::find_best_fit(std::uint64_t want, std::uint64_t min_len) const {
+  return best_fit_below(want, min_len, std::numeric_limits<std::uint64_t>::max());
+}
+
 std::optional<Extent> FreeSpace::find_short_fit(std::uint64_t want, std::uint64_t min_len) const {
-  if (want == 0) return std::nullopt;
-  min_len = std::clamp<std::uint64_t>(min_len, 1, want);
-  const auto short_end = by_len_.lower_bound({kLongRun, 0});
-  auto it = by_len_.lower_bound({want, 0});
-  if (it == by_len_.end() || it->first >= kLongRun) {
-    // No short run holds all of `want`: the longest short one, lowest start among equals.
-    if (short_end == by_len_.begin()) return std::nullopt;
-    it = by_len_.lower_bound({std::prev(short_end)->first, 0});
-    if (it->first < min_len) return std::nullopt;
-  }
-  return Extent{it->second, it->first};
+  return best_fit_below(want, min_len, kLongRun);
 }
 
 std::optional<Extent> FreeSpace::take_best_fit(std::uint64_t want, std::uint64_t min_len) {

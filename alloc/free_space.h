@@ -94,6 +94,7 @@ class FreeSpace {
   void add_run(BlockNo start, std::uint64_t len);
   void drop_run(const Extent& run);
   Extent take_from(const Extent& run, std::uint64_t want);
+  std::optional<Extent> best_fit_below(std::uint64_t want, std::uint64_t min_len, std::uint64_t limit) const;
 
   RunTree by_start_;                                    // knows each subtree's longest run
   std::set<std::pair<std::uint64_t, BlockNo>> by_len_;  // (len, start)

@@ -680,9 +680,9 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   const bool from_caller = first == wfirst && last == wlast && off % kBlockSize == 0 && end % kBlockSize == 0 &&
                            reinterpret_cast<std::uintptr_t>(data.data()) % kBlockSize == 0;
   std::optional<ScratchBuffer> scratch;
-  if (!from_caller) scratch.emplace(nblk * kBlockSize);
-  std::byte* const buf = from_caller ? const_cast<std::byte*>(data.data()) : scratch->data();
+  std::byte* buf = const_cast<std::byte*>(data.data());
   if (!from_caller) {
+    buf = scratch.emplace(nblk * kBlockSize).data();
     std::memset(buf, 0, off - first * kBlockSize);
     std::memset(buf + (end - first * kBlockSize), 0, (last + 1) * kBlockSize - end);
   }
