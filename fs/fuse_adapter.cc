@@ -677,7 +677,7 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
         fmt::print(stderr, "dhfs: the kernel refused a FUSE over io_uring entry ({}); where a CPU queue has "
                            "none, requests stay on /dev/fuse\n", std::strerror(-rc));
     }
-    set_readahead_kb(device_id, kFuseReadaheadKb);
+    set_readahead_kb(device_id, static_cast<unsigned>(fs.options().readahead_bytes >> 10));
     if (!fs.options().strict_dirty_limit && !lift_dirty_limit(device_id))
       fmt::print(stderr, "dhfs: cannot lift the kernel's dirty-page limit for FUSE on {}; it stays\n", opts.mountpoint);
   });

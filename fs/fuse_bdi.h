@@ -5,7 +5,8 @@
 // Read-ahead: the kernel starts every FUSE mount with the default 128 KiB
 // (and caps it at the FUSE_INIT reply), so a cold sequential read waits for
 // one small request after another. (Measured on the bench VM: a cold 1 GiB
-// read went from 0.63 to 1.25 GB/s at 4 MiB.)
+// read went from 0.63 to 1.25 GB/s at 4 MiB.) The -o readahead option sets
+// it (FsOptions::readahead_bytes).
 //
 // Dirty pages: the kernel gives a FUSE mount a strict share of 1% of the
 // dirty threshold, because a FUSE daemon may be unprivileged or never write
@@ -22,8 +23,6 @@
 #include <string>
 
 namespace dhfs {
-
-inline constexpr unsigned kFuseReadaheadKb = 4096;
 
 // "maj:min" of the mount at `mountpoint` (the newest one there), from
 // /proc/self/mountinfo; empty if not found. Reads no file below the mount,

@@ -119,6 +119,13 @@ bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std
         return false;
       }
       fs.ring_spin = std::chrono::microseconds(us);
+    } else if (key == "readahead") {
+      auto bytes = parse_size(val);
+      if (!bytes || *bytes < (128 << 10) || *bytes > (256ULL << 20)) {
+        error = fmt::format("option '{}': read-ahead must be between 128K and 256M", opt);
+        return false;
+      }
+      fs.readahead_bytes = *bytes;
     } else if (opt == "strict_dirty_limit") {
       fs.strict_dirty_limit = true;
     } else if (key == "dedup_small") {

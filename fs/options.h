@@ -51,6 +51,9 @@ struct FsOptions {
   // keeps the kernel's limit for FUSE mounts (a strict 1% share of the dirty
   // threshold, meant for daemons that are not trusted to write back).
   bool strict_dirty_limit = false;
+  // The kernel's read-ahead window for the mount, applied by the FUSE
+  // adapter (see fuse_bdi.h for why FUSE needs a large one).
+  std::uint64_t readahead_bytes = 4 << 20;
   // The FUSE adapter serves requests over io_uring where the kernel has
   // FUSE over io_uring (6.14+), turning on its enable_uring parameter if it
   // may; false: over /dev/fuse only.

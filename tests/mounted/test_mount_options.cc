@@ -145,18 +145,24 @@ TEST_CASE("generic mount options are accepted", "[mount]") {
 namespace dhfs_test {
 
 // The kernel starts a FUSE mount with 128 KiB of read-ahead; dhfs raises it
-// (see fs/fuse_bdi.h) as soon as the kernel has applied FUSE_INIT.
-TEST_CASE("mount: read-ahead of the mount is raised to 4 MiB", "[mount][dhfs]") {
+// (see fs/fuse_bdi.h) as soon as the kernel has applied FUSE_INIT, to 4 MiB
+// or what -o readahead says.
+TEST_CASE("mount: read-ahead of the mount is raised to 4 MiB, or to -o readahead", "[mount][dhfs]") {
   DHFS_ONLY_STRICT();
-  MountedFs fs;
+  const std::string opt = GENERATE(as<std::string>{}, "", "readahead=8M");
+  const std::string want = opt.empty() ? "4096\n" : "8192\n";
+  FsOptions options;
+  options.mount_opts = opt;
+  MountedFs fs(options);
   struct stat st {};
   SYS(::stat(fs.root().c_str(), &st));
   const std::string sysfs = fmt::format("/sys/class/bdi/{}:{}/read_ahead_kb", major(st.st_dev), minor(st.st_dev));
   INFO(sysfs);
   REQUIRE(exists(sysfs));
   std::string value;
-  for (int i = 0; i < 500 && (value = read_file(sysfs)) != "4096\n"; ++i) sleep_ms(10);
-  CHECK(value == "4096\n");
+  INFO("option '" << opt << "'");
+  for (int i = 0; i < 500 && (value = read_file(sysfs)) != want; ++i) sleep_ms(10);
+  CHECK(value == want);
 }
 
 // The kernel gives a FUSE mount a strict 1% share of the dirty threshold;
