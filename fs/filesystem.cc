@@ -39,24 +39,12 @@ constexpr std::uint32_t kMaxLinks = 65000;
 std::uint64_t FileSystem::commit(Txn& txn, const std::vector<Extent>& to_free) {
   std::uint64_t seq = journal_->append(txn.bytes(), txn.data_first);
   for (const Extent& e : to_free) alloc_->free_after(e, seq);
-  {
-    std::lock_guard lk(unshared_mu_);
-    for (auto& [e, s] : unshared_)
-      if (s == 0) s = seq;
-  }
+  unshared_.committed(seq);
   return seq;
 }
 
 void FileSystem::for_unshared_runs(Extent e, const std::function<void(Extent, bool)>& fn) {
-  std::vector<Extent> hits;
-  {
-    std::lock_guard lk(unshared_mu_);
-    for (const auto& [u, s] : unshared_) {
-      const BlockNo a = std::max(u.start, e.start), b = std::min(u.end(), e.end());
-      if (a < b) hits.push_back({a, b - a});
-    }
-  }
-  std::sort(hits.begin(), hits.end(), [](const Extent& x, const Extent& y) { return x.start < y.start; });
+  const std::vector<Extent> hits = unshared_.overlapping(e);  // by start
   BlockNo at = e.start;
   for (const Extent& h : hits) {
     if (h.end() <= at) continue;
@@ -69,8 +57,7 @@ void FileSystem::for_unshared_runs(Extent e, const std::function<void(Extent, bo
 }
 
 void FileSystem::unshare_durable(std::uint64_t seq) {
-  std::lock_guard lk(unshared_mu_);
-  std::erase_if(unshared_, [&](const auto& u) { return u.second != 0 && u.second <= seq; });
+  unshared_.durable(seq);
 }
 
 void FileSystem::drop_refs(const std::vector<Segment>& gone, Txn& txn, std::vector<Extent>& to_free) {
@@ -85,9 +72,8 @@ void FileSystem::drop_refs(const std::vector<Segment>& gone, Txn& txn, std::vect
     if (c.count > 0) txn.add(RefcountSetRec{c.extent.start, c.extent.len, c.count});
   // Blocks left with one reference are still shared on the device until
   // this change is durable (commit() gives them its sequence number).
-  std::lock_guard lk(unshared_mu_);
   for (const RefcountChange& c : changes)
-    if (c.count == 1) unshared_.emplace_back(c.extent, 0);
+    if (c.count == 1) unshared_.add(c.extent);
 }
 
 void FileSystem::add_refs(Extent e, Txn& txn) {

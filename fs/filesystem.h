@@ -40,6 +40,7 @@
 #include "fs/chunk_index.h"
 #include "fs/dedup_index.h"
 #include "fs/range_locks.h"
+#include "fs/unshared_blocks.h"
 #include "fs/format.h"
 #include "fs/inode_table.h"
 #include "fs/journal.h"
@@ -463,10 +464,9 @@ class FileSystem {
   std::shared_mutex meta_mu_;
   InodeTable inodes_;
   RefcountTable refs_;  // blocks referenced by more than one block map
-  // Blocks whose count fell to one in a change not yet durable, with that
-  // change's sequence number (0: not yet committed). See for_unshared_runs.
-  std::mutex unshared_mu_;
-  std::vector<std::pair<Extent, std::uint64_t>> unshared_;
+  // Blocks whose count fell to one in a change not yet durable. See
+  // for_unshared_runs.
+  UnsharedBlocks unshared_;
   // Small files' shared blocks (meta_mu_ exclusive); pack_mu_ makes pack
   // writes take turns, as each rewrites its whole block.
   PackBlocks packs_;
