@@ -686,14 +686,21 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     std::memset(buf, 0, off - first * kBlockSize);
     std::memset(buf + (end - first * kBlockSize), 0, (last + 1) * kBlockSize - end);
   }
-  std::vector<DeviceIo> loads;
+  // Loaded through read_segments, which reads pieces that lie close
+  // together on the device in one I/O: a cow_unit copy loads the unit's
+  // blocks before and after the write, two pieces of one old extent, and
+  // one device read then fetches both (the blocks between them, which the
+  // data replaces, come along; with a read per piece, the 25% random
+  // overwrites of a clone with a 32 KiB unit made 3.2 device reads per
+  // unit, and they were what the overwrites waited on).
+  std::vector<Segment> loads;
   std::vector<std::uint64_t> loaded;
   std::vector<std::pair<std::byte*, std::uint32_t>> packed_loads;  // to move to the block start
   auto load_blocks = [&](std::uint64_t from, std::uint64_t to) {  // [from, to)
     for (const WritePiece& p : pieces) {
       const std::uint64_t a = std::max(from, p.lblk), b = std::min(to, p.lblk + p.len);
       if (a >= b || p.pblk == 0 || p.kind == WritePiece::kUnwritten) continue;
-      add_io(loads, DeviceIo::Op::Read, p.pblk + (a - p.lblk), buf + (a - first) * kBlockSize, b - a);
+      loads.push_back({a, b - a, p.pblk + (a - p.lblk), 0});
       if (p.packed_flags) packed_loads.emplace_back(buf + (a - first) * kBlockSize, p.packed_flags);
     }
     for (std::uint64_t l = from; l < to; ++l) loaded.push_back(l);
@@ -704,7 +711,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   if (last > wlast) load_blocks(wlast + 1, last + 1);
   // (Blocks not loaded, holes and unwritten extents, stay as the buffer
   // starts: zeros.)
-  if (int rc = dev_->submit(loads); rc < 0) return rc;
+  if (int rc = read_segments(loads, first, buf); rc < 0) return rc;
   for (const auto& [at, flags] : packed_loads) unpack_in_place(at, flags);
   for (std::uint64_t l : loaded) {
     const std::uint64_t block_start = l * kBlockSize;

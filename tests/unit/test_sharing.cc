@@ -965,6 +965,41 @@ TEST_CASE("sharing: cow_unit copies the aligned unit around a write to a shared 
   CHECK(frag_of(*rig.fs, b).shared_blocks == kMiB / kB - 32);
 }
 
+// The blocks of the unit before and after the write are two pieces of the
+// one old extent: they are loaded with one device read, not one each.
+TEST_CASE("sharing: a cow_unit copy loads the rest of its unit in one device read", "[sharing][cow_unit]") {
+  FsOptions o;
+  o.cow_unit_bytes = 64 * 1024;
+  auto medium = test::format_medium(128 * kMiB);
+  auto hook = std::make_shared<test::IoHook>();
+  std::string error;
+  auto fs = test::try_open_fs(medium, error, o, hook);
+  REQUIRE(fs);
+  const std::string ma = pattern(kMiB, 21);
+  const Ino a = write_file(*fs, kRootIno, "a", ma);
+  const Ino b = clone_whole(*fs, a, ma.size());
+  const std::uint64_t data_area =
+      (fs->superblock().journal_start + fs->superblock().journal_blocks) * kBlockSize;
+  std::atomic<std::size_t> reads = 0, read_blocks = 0;
+  *hook = [&](std::span<const DeviceIo> ios) {
+    for (const DeviceIo& io : ios)
+      if (io.op == DeviceIo::Op::Read && io.offset >= data_area) {
+        ++reads;
+        read_blocks += io.len / kBlockSize;
+      }
+    return 0;
+  };
+  std::string mb = ma;
+  write_bytes(*fs, b, 100 * kB, std::string(kB, 'w'));  // block 100 of the unit [96, 112)
+  model_write(mb, 100 * kB, std::string(kB, 'w'));
+  CHECK(reads == 1);
+  CHECK(read_blocks == 16);  // the unit, with the block the write replaces
+  *hook = nullptr;
+  CHECK_CONTENT(*fs, b, mb);
+  CHECK_CONTENT(*fs, a, ma);
+  CHECK(frag_of(*fs, b).shared_blocks == kMiB / kB - 16);
+}
+
 // ------------------------------------------------------ the model test
 
 // Several files, thousands of random operations, every file compared with
