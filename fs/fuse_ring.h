@@ -5,10 +5,13 @@
 // owns one io_uring and registers one RingEntry. The kernel hands a request
 // only to a free entry, so, as with threads reading /dev/fuse, a request
 // never waits behind a busy thread while another is idle, and a thread
-// blocked on the device holds up nothing but its own request. A thread is
-// pinned to its queue's CPU where it can be: the kernel queues a request on
-// the CPU of the process that made it, and serving it there saves a wake-up
-// across cores.
+// blocked on the device holds up nothing but its own request. Threads are
+// not pinned to their queue's CPU (the kernel queues a request on the CPU
+// of the process that made it): pinned, a lone request's round trip was
+// shorter (getxattr 10-11 against 12-15 us) but one process's requests
+// could use one core only, and on the 2-core bench VM 4 KiB random reads
+// at QD32 fell from 37-59k to 10-13k IOPS, an untar and an overlay copy-up
+// took 10-30% longer (quick suite, 3 runs each, 2026-11-28).
 //
 // The session's /dev/fuse loop keeps running beside it: the kernel still
 // sends FORGET and INTERRUPT there, and every request until all queues have
