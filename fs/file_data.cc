@@ -25,6 +25,9 @@ constexpr std::int64_t kDayNs = 86400LL * 1000000000LL;
 // A block copied on write this near after the file's previous block of its
 // own goes right after that block (see placement_hint).
 constexpr std::uint64_t kDenseGapBlocks = 16;
+// A cow_unit copy has up to this many shared blocks after its unit read
+// ahead (see PrefetchedBlocks) once fewer than half as many are in memory.
+constexpr std::uint64_t kReadAheadBlocks = 256;
 // A read loads the whole chunk windows around its range (for the chunk
 // index) under the stripes of the range only: stripes must be whole windows.
 static_assert(RangeLocks::kStripeBlocks * kBlockSize % kChunkBytes == 0);
@@ -573,6 +576,23 @@ BlockNo FileSystem::placement_hint(const Inode& in, std::uint64_t lblk, bool den
   return 0;
 }
 
+// The blocks of the file after `last` that a cow_unit copy of the next
+// units will load, if they are one shared run on the device: at most
+// twice kReadAheadBlocks, below the end of file. Empty if not.
+Extent FileSystem::shared_run_after(const Inode& in, std::uint64_t last, std::uint64_t size) const {
+  const std::uint64_t from = last + 1, end = std::min(blocks_for(size), from + 2 * kReadAheadBlocks);
+  if (from >= end) return {};
+  const std::vector<Segment> segs = in.map()->segments(from, end - from);
+  if (segs.empty()) return {};
+  const Segment& s = segs.front();
+  if (s.hole() || (s.flags & kExtentUnwritten) || is_packed(s.flags)) return {};
+  Extent out;
+  refs_.for_runs({s.pblk, s.len}, [&](Extent run, std::uint32_t count) {
+    if (out.len == 0 && run.start == s.pblk && count > 1) out = run;
+  });
+  return out;
+}
+
 namespace {
 // A piece of a write: a run of file blocks with one way of being written.
 struct WritePiece {
@@ -594,6 +614,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   std::vector<WritePiece> pieces;
   std::uint64_t old_size;
   RegionId region;
+  Extent read_ahead;  // shared blocks after a cow_unit copy, to have read ahead
   {
     std::shared_lock m(meta_mu_);
     Inode* in = inodes_.get(ino);
@@ -658,6 +679,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
       after.resize(keep);
       pieces.insert(pieces.begin(), before.begin(), before.end());
       pieces.insert(pieces.end(), after.begin(), after.end());
+      read_ahead = shared_run_after(*in, last, old_size);
     }
     for (WritePiece& p : pieces)
       if (p.kind == WritePiece::kAllocate || p.kind == WritePiece::kCopyOnWrite)
@@ -692,7 +714,9 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   // one device read then fetches both (the blocks between them, which the
   // data replaces, come along; with a read per piece, the 25% random
   // overwrites of a clone with a 32 KiB unit made 3.2 device reads per
-  // unit, and they were what the overwrites waited on).
+  // unit). Pieces read ahead come from memory, and a copy has the shared
+  // blocks after its unit read ahead, on another thread (see
+  // PrefetchedBlocks).
   std::vector<Segment> loads;
   std::vector<std::uint64_t> loaded;
   std::vector<std::pair<std::byte*, std::uint32_t>> packed_loads;  // to move to the block start
@@ -711,6 +735,14 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   if (last > wlast) load_blocks(wlast + 1, last + 1);
   // (Blocks not loaded, holes and unwritten extents, stay as the buffer
   // starts: zeros.)
+  std::erase_if(loads, [&](const Segment& sg) {
+    return prefetched_.take(sg.pblk, sg.len, buf + (sg.lblk - first) * kBlockSize);
+  });
+  if (read_ahead.len) {
+    const BlockNo from = prefetched_.kept_end(read_ahead.start);
+    if (from - read_ahead.start < kReadAheadBlocks / 2 && from < read_ahead.end())
+      block_reader().request({from, std::min<std::uint64_t>(read_ahead.end() - from, kReadAheadBlocks)});
+  }
   if (int rc = read_segments(loads, first, buf); rc < 0) return rc;
   for (const auto& [at, flags] : packed_loads) unpack_in_place(at, flags);
   for (std::uint64_t l : loaded) {

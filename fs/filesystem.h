@@ -48,6 +48,7 @@
 #include "fs/region_policy.h"
 #include "fs/options.h"
 #include "fs/pack_blocks.h"
+#include "fs/prefetched_blocks.h"
 #include "fs/txn.h"
 
 namespace dhfs {
@@ -375,6 +376,9 @@ class FileSystem {
   // Reads the blocks of `segs` (file blocks counted from `first`) into
   // `dst`, merging segments close together on the device into one I/O.
   int read_segments(std::span<const Segment> segs, std::uint64_t first, std::byte* dst);
+  // Started on first use (only a cow_unit copy reads ahead).
+  BlockReader& block_reader();
+  Extent shared_run_after(const Inode& in, std::uint64_t last, std::uint64_t size) const;
   void complete_window(Ino ino, std::uint64_t w, std::uint64_t generation, bool* blocks_changed);
   BlockNo placement_hint(const Inode& in, std::uint64_t lblk, bool dense = false) const;
   // A write of a whole chunk whose bytes the filesystem already stores
@@ -455,7 +459,11 @@ class FileSystem {
   void checkpointer_loop();
   void request_checkpoint();
 
+  // Blocks a cow_unit copy read ahead; dev_ reports every write to it.
+  PrefetchedBlocks prefetched_;
   std::unique_ptr<Device> dev_;
+  std::once_flag block_reader_once_;
+  std::unique_ptr<BlockReader> block_reader_;  // after dev_: stopped before it goes
   Superblock sb_;
   FsOptions opts_;
   std::unique_ptr<Allocator> alloc_;

@@ -34,7 +34,12 @@ void emit_inode(const Inode& in, RecordWriter& w) {
 }  // namespace
 
 FileSystem::FileSystem(std::unique_ptr<Device> dev, const Superblock& sb, const FsOptions& opts)
-    : dev_(std::move(dev)), sb_(sb), opts_(opts) {}
+    : dev_(std::make_unique<WatchedDevice>(std::move(dev), prefetched_)), sb_(sb), opts_(opts) {}
+
+BlockReader& FileSystem::block_reader() {
+  std::call_once(block_reader_once_, [this] { block_reader_ = std::make_unique<BlockReader>(*dev_, prefetched_); });
+  return *block_reader_;
+}
 
 std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const FsOptions& opts,
                                              std::string& error) {

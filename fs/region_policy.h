@@ -25,11 +25,12 @@ inline constexpr std::string_view kDefaultRegionPatterns = "overlay2/*:!overlay2
 inline constexpr std::uint64_t kDefaultRegionBytes = 64ULL << 20;
 // The copy-on-write unit unless the cow_unit option says otherwise. Chosen
 // from bench/ (1 GiB clone, 25% random 4 KiB overwrites, then a cold read;
-// bench/results/2026-11-27-vm-clone-1g-dense): since copied blocks are
+// bench/results/2026-11-28-vm-clone-1g-cow-units): since copied blocks are
 // placed side by side in file order and a read merges nearby pieces, 4 KiB
-// keeps the clone's cold read at about 0.86x an unshared file's and writes
-// about twice as fast as 64 KiB (which keeps about 0.96x: its first write
-// to a unit reads the rest of the unit from the device).
+// keeps the clone's cold read at about 0.88x an unshared file's (median of
+// 5; single runs vary from 0.63x to 1.11x on the VM) and writes more than
+// twice as fast as 32 or 64 KiB (35-39k overwrites/s, about 0.7-0.85x:
+// their first write to a unit needs the rest of the unit, read ahead).
 inline constexpr std::uint64_t kDefaultCowUnitBytes = 4ULL << 10;
 
 class RegionPolicy {

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <deque>
 #include <fmt/format.h>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -965,39 +966,87 @@ TEST_CASE("sharing: cow_unit copies the aligned unit around a write to a shared 
   CHECK(frag_of(*rig.fs, b).shared_blocks == kMiB / kB - 32);
 }
 
+// A file `a` of `bytes` and its clone `b` on a filesystem with `cow_unit`,
+// with a hook that counts the data-area reads `counts` says to count.
+struct CowUnitRig {
+  std::shared_ptr<MemDevice> medium = test::format_medium(128 * kMiB);
+  std::shared_ptr<test::IoHook> hook = std::make_shared<test::IoHook>();
+  std::unique_ptr<FileSystem> fs;
+  std::string ma;
+  Ino a = 0, b = 0;
+  std::uint64_t data_area = 0;
+
+  CowUnitRig(std::uint64_t cow_unit, std::size_t bytes, int seed) : ma(pattern(bytes, seed)) {
+    FsOptions o;
+    o.cow_unit_bytes = cow_unit;
+    std::string error;
+    fs = test::try_open_fs(medium, error, o, hook);
+    REQUIRE(fs);
+    a = write_file(*fs, kRootIno, "a", ma);
+    b = clone_whole(*fs, a, ma.size());
+    data_area = (fs->superblock().journal_start + fs->superblock().journal_blocks) * kBlockSize;
+  }
+  void count_reads(const std::function<void(const DeviceIo&)>& count) {
+    *hook = [this, count](std::span<const DeviceIo> ios) {
+      for (const DeviceIo& io : ios)
+        if (io.op == DeviceIo::Op::Read && io.offset >= data_area) count(io);
+      return 0;
+    };
+  }
+};
+
 // The blocks of the unit before and after the write are two pieces of the
 // one old extent: they are loaded with one device read, not one each.
 TEST_CASE("sharing: a cow_unit copy loads the rest of its unit in one device read", "[sharing][cow_unit]") {
-  FsOptions o;
-  o.cow_unit_bytes = 64 * 1024;
-  auto medium = test::format_medium(128 * kMiB);
-  auto hook = std::make_shared<test::IoHook>();
-  std::string error;
-  auto fs = test::try_open_fs(medium, error, o, hook);
-  REQUIRE(fs);
-  const std::string ma = pattern(kMiB, 21);
-  const Ino a = write_file(*fs, kRootIno, "a", ma);
-  const Ino b = clone_whole(*fs, a, ma.size());
-  const std::uint64_t data_area =
-      (fs->superblock().journal_start + fs->superblock().journal_blocks) * kBlockSize;
+  CowUnitRig rig(64 * 1024, kMiB, 21);
+  // The writer's own reads (the blocks after the unit are read ahead on
+  // another thread).
+  const std::thread::id writer = std::this_thread::get_id();
   std::atomic<std::size_t> reads = 0, read_blocks = 0;
-  *hook = [&](std::span<const DeviceIo> ios) {
-    for (const DeviceIo& io : ios)
-      if (io.op == DeviceIo::Op::Read && io.offset >= data_area) {
-        ++reads;
-        read_blocks += io.len / kBlockSize;
-      }
-    return 0;
-  };
-  std::string mb = ma;
-  write_bytes(*fs, b, 100 * kB, std::string(kB, 'w'));  // block 100 of the unit [96, 112)
+  rig.count_reads([&](const DeviceIo& io) {
+    if (std::this_thread::get_id() != writer) return;
+    ++reads;
+    read_blocks += io.len / kBlockSize;
+  });
+  std::string mb = rig.ma;
+  write_bytes(*rig.fs, rig.b, 100 * kB, std::string(kB, 'w'));  // block 100 of the unit [96, 112)
   model_write(mb, 100 * kB, std::string(kB, 'w'));
   CHECK(reads == 1);
   CHECK(read_blocks == 16);  // the unit, with the block the write replaces
-  *hook = nullptr;
-  CHECK_CONTENT(*fs, b, mb);
-  CHECK_CONTENT(*fs, a, ma);
-  CHECK(frag_of(*fs, b).shared_blocks == kMiB / kB - 16);
+  *rig.hook = nullptr;
+  CHECK_CONTENT(*rig.fs, rig.b, mb);
+  CHECK_CONTENT(*rig.fs, rig.a, rig.ma);
+  CHECK(frag_of(*rig.fs, rig.b).shared_blocks == kMiB / kB - 16);
+}
+
+// The kernel writes dirty pages back in file order: after a write to one
+// unit, the next units' old blocks are read ahead on another thread, and
+// their copies load nothing from the device.
+TEST_CASE("sharing: cow_unit copies in file order load the next units from blocks read ahead",
+          "[sharing][cow_unit]") {
+  constexpr std::uint64_t kUnit = 32 * 1024;
+  CowUnitRig rig(kUnit, 8 * kMiB, 22);
+  std::atomic<std::size_t> reads = 0, small_reads = 0;
+  rig.count_reads([&](const DeviceIo& io) {
+    ++reads;
+    if (io.len <= kUnit) ++small_reads;
+  });
+  std::string mb = rig.ma;
+  const std::uint64_t units = rig.ma.size() / kUnit;
+  for (std::uint64_t u = 0; u < units; ++u) {
+    const std::uint64_t off = u * kUnit + (u % 8) * kB;  // one block of each unit
+    const std::string data(kB, static_cast<char>('a' + u % 26));
+    write_bytes(*rig.fs, rig.b, off, data);
+    model_write(mb, off, data);
+    // (Let the read ahead land, as the kernel's next requests would.)
+    if (u % 16 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  INFO("device reads " << reads << ", of them loads of one unit " << small_reads);
+  CHECK(small_reads <= units / 8);
+  CHECK(reads <= units / 4);
+  *rig.hook = nullptr;
+  CHECK_CONTENT(*rig.fs, rig.b, mb);
+  CHECK_CONTENT(*rig.fs, rig.a, rig.ma);
 }
 
 // ------------------------------------------------------ the model test
