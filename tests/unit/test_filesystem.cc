@@ -965,8 +965,7 @@ TEST_CASE("filesystem: whole blocks in an aligned buffer go to the device from i
   std::memcpy(unaligned, bytes.data(), 8192);
   // Data writes only: the journal (its own area) may be written meanwhile,
   // from the committer's thread.
-  const std::uint64_t data_area =
-      (fs->superblock().journal_start + fs->superblock().journal_blocks) * kBlockSize;
+  const std::uint64_t data_area = fs->superblock().data_start * kBlockSize;
   std::atomic<std::size_t> from_caller = 0, writes = 0;
   *hook = [&](std::span<const DeviceIo> ios) {
     for (const DeviceIo& io : ios) {

@@ -984,7 +984,7 @@ struct CowUnitRig {
     REQUIRE(fs);
     a = write_file(*fs, kRootIno, "a", ma);
     b = clone_whole(*fs, a, ma.size());
-    data_area = (fs->superblock().journal_start + fs->superblock().journal_blocks) * kBlockSize;
+    data_area = fs->superblock().data_start * kBlockSize;
   }
   void count_reads(const std::function<void(const DeviceIo&)>& count) {
     *hook = [this, count](std::span<const DeviceIo> ios) {
