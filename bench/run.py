@@ -23,7 +23,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH_DIR)
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
-from benchlib import config, load, report, tree  # noqa: E402
+from benchlib import config, fuse_cost, load, report, tree  # noqa: E402
 from benchlib.filesystems import ALIASES, ALL, NAMES, TITLES, DeviceBacking, ImageBacking  # noqa: E402
 from benchlib.jobs import BY_ID, FUNCS, JOB_ALIASES, JOBS, RAW_JOBS, Ctx  # noqa: E402
 from benchlib.guarded import run_guarded  # noqa: E402
@@ -98,6 +98,8 @@ class Run:
         self.status = {}            # fs -> text shown instead of figures ("not built")
         self.notes = []
         self.load = []              # {fs, rep, job, seconds, foreign_cores, busiest}
+        self.fuse = {}              # dhfs metric -> [fuse_cost difference per rep]
+        self.fuse_rt = []           # µs of one FUSE round trip on dhfs, per rep
 
     # ---------------------------------------------------------------- bookkeeping
     def record(self, fs, values):
@@ -116,7 +118,8 @@ class Run:
                 "machine": getattr(self, "machine", {}), "tree": getattr(self, "tree_meta", None),
                 "foreign_load": self.load, "repeat": getattr(self, "repeat", None),
                 "jobs": getattr(self, "jobs", None), "storage": self.storage(),
-                "finished": getattr(self, "finished", False)}
+                "finished": getattr(self, "finished", False),
+                "fuse_requests": self.fuse, "fuse_round_trip_us": self.fuse_rt}
         tmp = os.path.join(self.out, "results.json.tmp")
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
@@ -127,12 +130,12 @@ class Run:
         return b["*"].describe() if b else "?"
 
     # ---------------------------------------------------------------- jobs
-    def run_jobs(self, fs, name, target, rep, jobs, dev=None):
+    def run_jobs(self, fs, name, target, rep, jobs, dev=None, requests=None):
         raw_dir = os.path.join(self.out, "raw", name, "rep%d" % (rep + 1))
         ctx = Ctx(fs, target, self.prof, raw_dir, tree=self.tree, res=self.res,
                   merged=self.merged_mnt, dev=dev,
                   remount=(lambda: self.remount(fs, dev, rep)) if fs else None,
-                  daemon_pid=(lambda: fs.daemon_pid()) if fs else None)
+                  daemon_pid=(lambda: fs.daemon_pid()) if fs else None, requests=requests)
         for i, job in enumerate(jobs):
             if fs is not None and job == "copyup" and not fs.overlay_copyup:
                 continue
@@ -144,6 +147,8 @@ class Run:
                 values = FUNCS[job](ctx)
                 foreign, busiest = load.measure(sample)
                 self.record(name, values)
+                for metric, cost in ctx.fuse_costs.items():
+                    self.fuse.setdefault(metric, []).append(cost)
                 seconds = time.monotonic() - t
                 self.load.append({"fs": name, "rep": rep + 1, "job": job, "seconds": seconds,
                                   "foreign_cores": foreign, "busiest": busiest})
@@ -153,6 +158,7 @@ class Run:
                         if foreign >= 0.25 else "")
                 log("  %-14s %-11s %s  [%.1f s]%s" % (name, job, shown, seconds, busy))
             except Exception as e:
+                ctx.fuse_costs.clear()
                 if not isinstance(e, BenchError):  # a bug in the suite: keep going, say so
                     log_quiet(traceback.format_exc())
                     e = "internal error: %s: %s" % (type(e).__name__, e)
@@ -165,6 +171,23 @@ class Run:
                             self.fail(name, rep, rest, "not run: %s" % dead)
                         break
             self.save()
+
+    def request_counter(self, fs):
+        """For dhfs: counts its FUSE requests per job, after measuring what one costs here."""
+        if fs.name != "dhfs":
+            return None
+        ctl = fs.ctl()
+        counter = fuse_cost.RequestCounter(ctl, self.target_mnt) if ctl else None
+        if counter is None or counter.snapshot() is None:
+            why = "dhfsctl requests does not answer" if ctl else "dhfsctl is not built"
+            if self.args.require_dhfs:
+                raise BenchError("%s: no FUSE request counts (--require-dhfs)" % why)
+            log("  %s: no FUSE request counts in this repetition" % why)
+            return None
+        rt = fuse_cost.round_trip_us(self.target_mnt, self.args.workdir)
+        self.fuse_rt.append(rt)
+        log("  one FUSE round trip (getxattr answered at once): %.1f us" % rt)
+        return counter
 
     def remount(self, fs, dev, rep):
         self.res.unwind(self.fs_mount_mark)
@@ -191,11 +214,12 @@ class Run:
                 self.fs_mount_mark = self.res.mark()
                 fs.mount(dev, self.target_mnt, self.res, self.daemon_log(fs, rep))
                 proc = fs.proc
+                counter = self.request_counter(fs)
             except BenchError as e:
                 for job in jobs:
                     self.fail(fs.name, rep, job, "not run: setup failed: %s" % e)
                 return
-            self.run_jobs(fs, fs.name, self.target_mnt, rep, jobs, dev)
+            self.run_jobs(fs, fs.name, self.target_mnt, rep, jobs, dev, counter)
             proc = fs.proc or proc
         finally:
             self.res.unwind(mark)
@@ -396,7 +420,8 @@ def write_report(r, interrupted):
     main_table = report.results_table(columns, med, r.status, r.prof, failed_cells)
     peers = [p for p in report.PEERS + ["raw"] if p in columns]
     ratios = report.ratio_table(peers, med, r.prof)
-    tgts = report.targets(med, r.prof, r.jobs) if "dhfs" in med else None
+    tgts = (report.targets(med, r.prof, r.jobs, report.fuse_floors(r.fuse, r.fuse_rt))
+            if "dhfs" in med else None)
     chart_list = report.charts(r.out, columns, med, r.prof)
 
     p = r.prof
@@ -427,6 +452,7 @@ def write_report(r, interrupted):
         lines += [report.targets_table(tgts), ""]
     else:
         lines += ["Not evaluated: no dhfs figures in this run.", ""]
+    lines += report.fuse_section(r.fuse, r.fuse_rt, med, r.prof)
     if r.failures:
         lines += ["## Failures", "", "| filesystem | rep | job | error |", "| --- | --- | --- | --- |"]
         lines += ["| %s | %d | %s | %s |" % (f["fs"], f["rep"], f["job"], f["error"].replace("|", "/"))
@@ -496,6 +522,7 @@ class Stored:
         self.finished = d.get("finished", True)
         self.repeat = d.get("repeat") or max([len(v) for per in self.results.values() for v in per.values()] or [0])
         self._storage = d.get("storage") or d["machine"].get("storage", "?")
+        self.fuse, self.fuse_rt = d.get("fuse_requests", {}), d.get("fuse_round_trip_us", [])
 
     def storage(self):
         return self._storage

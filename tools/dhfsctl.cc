@@ -300,7 +300,7 @@ std::string opcode_name(std::uint32_t op) {
       "READDIR",   "RELEASEDIR", "FSYNCDIR",   "GETLK",     "SETLK",       "SETLKW",       "ACCESS",
       "CREATE",    "INTERRUPT", "BMAP",        "DESTROY",   "IOCTL",       "POLL",         "NOTIFY_REPLY",
       "BATCH_FORGET", "FALLOCATE", "READDIRPLUS", "RENAME2", "LSEEK",      "COPY_FILE_RANGE", "SETUPMAPPING",
-      "REMOVEMAPPING", "SYNCFS",  "TMPFILE",     "STATX"};
+      "REMOVEMAPPING", "SYNCFS",  "TMPFILE",     "STATX",       "COPY_FILE_RANGE_64"};
   if (op < std::size(kNames) && kNames[op]) return kNames[op];
   return fmt::format("opcode {}", op);
 }

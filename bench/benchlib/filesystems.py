@@ -294,10 +294,17 @@ class Dhfs(FileSystem):
         d = self.settings.get("dhfs_bin_snapshot") or self.settings["dhfs_bin"]
         return os.path.join(d, "mkfs.dhfs"), os.path.join(d, "dhfs")
 
+    def ctl(self):
+        """dhfsctl (None if not built: the request counts of the report are then left out)."""
+        d = self.settings.get("dhfs_bin_snapshot") or self.settings["dhfs_bin"]
+        path = os.path.join(d, "dhfsctl")
+        return path if os.access(path, os.X_OK) else None
+
     def snapshot(self, dest):
         """Run copies of the binaries: a rebuild during the run cannot mix two versions."""
         os.makedirs(dest, exist_ok=True)
-        for b in self.bins():
+        ctl = self.ctl()
+        for b in self.bins() + ((ctl,) if ctl else ()):
             target = os.path.join(dest, os.path.basename(b))
             tmp = target + ".tmp"
             with open(b, "rb") as src, open(tmp, "wb") as dst:

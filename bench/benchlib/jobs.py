@@ -5,9 +5,11 @@ cache handling (`sync; echo 3 > /proc/sys/vm/drop_caches` before every job, so e
 read is cold). I/O is buffered (direct=0) everywhere; see README.md for why.
 """
 
+import contextlib
 import json
 import os
 import sys
+import time
 
 from .util import (BenchError, drop_caches, fmt_count, fmt_size, log_quiet, run, run_timed,
                    statfs_used)
@@ -117,7 +119,7 @@ class Ctx:
     """What a job needs: where to work, the profile, where raw output goes."""
 
     def __init__(self, fs, target, prof, raw_dir, tree=None, res=None, merged=None,
-                 remount=None, daemon_pid=None, dev=None):
+                 remount=None, daemon_pid=None, dev=None, requests=None):
         self.fs = fs                # FileSystem, or None for the raw device
         self.target = target        # mount point, or the device for raw
         self.prof = prof
@@ -129,6 +131,27 @@ class Ctx:
         self.daemon_pid = daemon_pid
         self.dev = dev
         self.timeout = prof["timeout"]
+        self.requests = requests    # fuse_cost.RequestCounter of a dhfs mount, else None
+        self.fuse_costs = {}        # metric -> what counting() measured for it
+
+    @contextlib.contextmanager
+    def counting(self, metric, ops=None, per="I/O"):
+        """Counts the FUSE requests dhfs answers during the block, for `metric` (a no-op on
+        the other filesystems). Yields a dict in which the block sets "ops": how many
+        operations (`per`: I/O, MiB, entry, ...) the figure is made of, for the per-operation
+        view of the report."""
+        box = {"ops": ops}
+        if self.requests is None:
+            yield box
+            return
+        before = self.requests.snapshot()
+        t = time.monotonic()
+        yield box
+        seconds = time.monotonic() - t
+        d = self.requests.difference(before, self.requests.snapshot())
+        if d is not None:
+            d.update(seconds=seconds, ops=box["ops"], per=per)
+            self.fuse_costs[metric] = d
 
     @property
     def raw(self):
@@ -220,7 +243,8 @@ def job_seqwrite(ctx):
     path = ctx.path("data.bin")
     run(["rm", "-f", path], timeout=ctx.timeout)
     drop_caches()
-    j = fio(ctx, "seqwrite", path, p["seq_size"], "rw=write", "bs=1M", "end_fsync=1", *SEQ_WRITE)
+    with ctx.counting("seqwrite.mbps", p["seq_size"] >> 20, "MiB"):
+        j = fio(ctx, "seqwrite", path, p["seq_size"], "rw=write", "bs=1M", "end_fsync=1", *SEQ_WRITE)
     return {"seqwrite.mbps": _mbps(j, "write")}
 
 
@@ -231,7 +255,8 @@ def _data(ctx):
 def job_seqread(ctx):
     path = _data(ctx)
     drop_caches()
-    j = fio(ctx, "seqread", path, ctx.prof["seq_size"], "rw=read", "bs=1M", *(RAW_SEQ if ctx.raw else ()))
+    with ctx.counting("seqread.mbps", ctx.prof["seq_size"] >> 20, "MiB"):
+        j = fio(ctx, "seqread", path, ctx.prof["seq_size"], "rw=read", "bs=1M", *(RAW_SEQ if ctx.raw else ()))
     return {"seqread.mbps": _mbps(j, "read")}
 
 
@@ -240,9 +265,11 @@ def _randread(ctx, tag, *engine):
     path = _data(ctx)
     drop_caches()
     # random map on (default): every block at most once, so no read can hit the cache
-    j = fio(ctx, tag, path, p["seq_size"], "rw=randread", "bs=4k",
-            "io_size=%d" % min(p["rand_read_io"], p["seq_size"]), "runtime=%d" % p["io_cap"],
-            *(engine + (("direct=1",) if ctx.raw else ())))
+    with ctx.counting(tag + ".iops") as c:
+        j = fio(ctx, tag, path, p["seq_size"], "rw=randread", "bs=4k",
+                "io_size=%d" % min(p["rand_read_io"], p["seq_size"]), "runtime=%d" % p["io_cap"],
+                *(engine + (("direct=1",) if ctx.raw else ())))
+        c["ops"] = j["read"]["total_ios"]
     return {tag + ".iops": _iops(j, "read")}
 
 
@@ -258,9 +285,11 @@ def _randwrite(ctx, tag, *engine):
     p = ctx.prof
     path = _data(ctx)
     drop_caches()
-    j = fio(ctx, tag, path, p["seq_size"], "rw=randwrite", "bs=4k", "end_fsync=1",
-            "io_size=%d" % min(p["rand_write_io"], p["seq_size"]), "runtime=%d" % p["io_cap"],
-            *(WRITE + engine))
+    with ctx.counting(tag + ".iops") as c:
+        j = fio(ctx, tag, path, p["seq_size"], "rw=randwrite", "bs=4k", "end_fsync=1",
+                "io_size=%d" % min(p["rand_write_io"], p["seq_size"]), "runtime=%d" % p["io_cap"],
+                *(WRITE + engine))
+        c["ops"] = j["write"]["total_ios"]
     return {tag + ".iops": _iops(j, "write")}
 
 
@@ -276,10 +305,11 @@ def job_mixed(ctx):
     p = ctx.prof
     path = _data(ctx)
     drop_caches()
-    j = fio(ctx, "mixed", path, p["seq_size"], "rw=randrw", "rwmixread=70", "bs=4k", "end_fsync=1",
-            "io_size=%d" % min(p["mixed_io"], p["seq_size"]), "runtime=%d" % p["io_cap"],
-            *(WRITE + QD32))
-    ios = j["read"]["total_ios"] + j["write"]["total_ios"]
+    with ctx.counting("mixed.iops") as c:
+        j = fio(ctx, "mixed", path, p["seq_size"], "rw=randrw", "rwmixread=70", "bs=4k", "end_fsync=1",
+                "io_size=%d" % min(p["mixed_io"], p["seq_size"]), "runtime=%d" % p["io_cap"],
+                *(WRITE + QD32))
+        c["ops"] = ios = j["read"]["total_ios"] + j["write"]["total_ios"]
     # the write side's runtime includes the end_fsync
     seconds = max(j["job_runtime"], j["read"]["runtime"], j["write"]["runtime"]) / 1000.0
     if ios <= 0 or seconds <= 0:
@@ -294,7 +324,9 @@ def job_fsync(ctx):
     # write is followed by fsync; this measures the cost of a durable 4 KiB write
     path = ensure_file(ctx, "fsync.bin", size)
     drop_caches()
-    j = fio(ctx, "fsync", path, size, "rw=write", "bs=4k", "fsync=1", "runtime=%d" % p["io_cap"], *SEQ_WRITE)
+    with ctx.counting("fsync.iops") as c:
+        j = fio(ctx, "fsync", path, size, "rw=write", "bs=4k", "fsync=1", "runtime=%d" % p["io_cap"], *SEQ_WRITE)
+        c["ops"] = j["write"]["total_ios"]
     return {"fsync.iops": _iops(j, "write")}
 
 
@@ -307,18 +339,22 @@ def job_untar(ctx):
     # the tarball sits on the host disk: read it into the page cache first so the
     # untar measures the filesystem under test, not the disk holding the tarball
     run(["dd", "if=" + tar, "of=/dev/null", "bs=1M", "status=none"], timeout=ctx.timeout)
-    t_extract, _ = run_timed(["tar", "-xf", tar, "-C", dest], timeout=ctx.timeout)
+    with ctx.counting("untar.extract_s", meta["entries"], "entry"):
+        t_extract, _ = run_timed(["tar", "-xf", tar, "-C", dest], timeout=ctx.timeout)
     t_sync, _ = run_timed(["sync"], timeout=ctx.timeout)
     drop_caches()
-    t_stat, out = run_timed("find %s -printf '%%s\\n' | wc -l" % dest, timeout=ctx.timeout, shell=True)
+    with ctx.counting("untar.stat_s", meta["entries"], "entry"):
+        t_stat, out = run_timed("find %s -printf '%%s\\n' | wc -l" % dest, timeout=ctx.timeout, shell=True)
     if int(out) != meta["entries"] + 1:
         raise BenchError("after untar, find sees %s entries, expected %d" % (out.strip(), meta["entries"] + 1))
     drop_caches()
-    t_read, out = run_timed("find %s -type f -print0 | xargs -0 -r cat | wc -c" % dest,
-                            timeout=ctx.timeout, shell=True)
+    with ctx.counting("untar.read_s", meta["files"], "file"):
+        t_read, out = run_timed("find %s -type f -print0 | xargs -0 -r cat | wc -c" % dest,
+                                timeout=ctx.timeout, shell=True)
     if int(out) != meta["regular_bytes"]:
         raise BenchError("reading the untarred tree gave %s bytes, expected %d" % (out.strip(), meta["regular_bytes"]))
-    t_rm, _ = run_timed(["rm", "-rf", dest], timeout=ctx.timeout)
+    with ctx.counting("untar.rm_s", meta["entries"], "entry"):
+        t_rm, _ = run_timed(["rm", "-rf", dest], timeout=ctx.timeout)
     run(["sync"], timeout=ctx.timeout)
     return {"untar.extract_s": t_extract, "untar.sync_s": t_sync, "untar.stat_s": t_stat,
             "untar.read_s": t_read, "untar.rm_s": t_rm}
@@ -329,10 +365,13 @@ def job_bigdir(ctx):
     root = ctx.path("bigdir")
     run(["rm", "-rf", root], timeout=ctx.timeout)
     drop_caches()
-    create = helper(ctx, "create", root, n)["seconds"]
+    with ctx.counting("bigdir.create_s", n, "entry"):
+        create = helper(ctx, "create", root, n)["seconds"]
     drop_caches()
-    listing = helper(ctx, "list", root, n)["seconds"]
-    delete = helper(ctx, "delete", root, n)["seconds"]
+    with ctx.counting("bigdir.list_s", n, "entry"):
+        listing = helper(ctx, "list", root, n)["seconds"]
+    with ctx.counting("bigdir.delete_s", n, "entry"):
+        delete = helper(ctx, "delete", root, n)["seconds"]
     run(["sync"], timeout=ctx.timeout)
     return {"bigdir.create_s": create, "bigdir.list_s": listing, "bigdir.delete_s": delete}
 
@@ -343,11 +382,13 @@ def job_clone(ctx):
     clone = ctx.path("clone.bin")
     run(["rm", "-f", clone], timeout=ctx.timeout)
     drop_caches()
-    j = fio(ctx, "clone-base-read", base, size, "rw=read", "bs=1M")
+    with ctx.counting("clone.base_read_mbps", size >> 20, "MiB"):
+        j = fio(ctx, "clone-base-read", base, size, "rw=read", "bs=1M")
     r = {"clone.base_read_mbps": _mbps(j, "read")}
     drop_caches()
     used0 = statfs_used(ctx.target)
-    t_cp, _ = run_timed(["cp", "--reflink=auto", base, clone], timeout=ctx.timeout)
+    with ctx.counting("clone.clone_s", 1, "clone"):
+        t_cp, _ = run_timed(["cp", "--reflink=auto", base, clone], timeout=ctx.timeout)
     t_sync, _ = run_timed(["sync"], timeout=ctx.timeout)
     used1 = statfs_used(ctx.target)
     if file_size(clone) != size:
@@ -355,11 +396,14 @@ def job_clone(ctx):
     r.update({"clone.clone_s": t_cp, "clone.clone_sync_s": t_cp + t_sync,
               "clone.space_mib": (used1 - used0) / float(1 << 20)})
     # 25% of the clone's 4 KiB blocks, random order, each block once (random map on)
-    j = fio(ctx, "clone-overwrite", clone, size, "rw=randwrite", "bs=4k", "io_size=%d" % (size // 4),
-            "norandommap=0", "end_fsync=1", *WRITE)
+    with ctx.counting("clone.overwrite_iops") as c:
+        j = fio(ctx, "clone-overwrite", clone, size, "rw=randwrite", "bs=4k", "io_size=%d" % (size // 4),
+                "norandommap=0", "end_fsync=1", *WRITE)
+        c["ops"] = j["write"]["total_ios"]
     r["clone.overwrite_iops"] = _iops(j, "write")
     drop_caches()
-    j = fio(ctx, "clone-read", clone, size, "rw=read", "bs=1M")
+    with ctx.counting("clone.read_mbps", size >> 20, "MiB"):
+        j = fio(ctx, "clone-read", clone, size, "rw=read", "bs=1M")
     r["clone.read_mbps"] = _mbps(j, "read")
     run(["rm", "-f", clone], timeout=ctx.timeout)
     run(["sync"], timeout=ctx.timeout)
@@ -394,7 +438,8 @@ def job_copyup(ctx):
         ctx.res.add_mount(ctx.merged)
         drop_caches()
         used0 = statfs_used(ctx.target)
-        r = helper(ctx, "copyup", os.path.join(ctx.merged, "big.bin"))
+        with ctx.counting("copyup.time_s", size >> 20, "MiB"):
+            r = helper(ctx, "copyup", os.path.join(ctx.merged, "big.bin"))
         run(["sync"], timeout=ctx.timeout)
         used1 = statfs_used(ctx.target)
     finally:
