@@ -28,6 +28,12 @@ constexpr std::uint64_t kDenseGapBlocks = 16;
 // A cow_unit copy has up to this many shared blocks after its unit read
 // ahead (see PrefetchedBlocks) once fewer than half as many are in memory.
 constexpr std::uint64_t kReadAheadBlocks = 256;
+// Small files read whole, one after another in the order they lie on the
+// device, have the blocks after them read ahead (see read_ahead_small_files).
+constexpr std::uint64_t kSmallFileReadBytes = 64 << 10;
+// "One after another": the next file starts at most this far from where the
+// previous one ended (a few blocks of files not read, or of directories).
+constexpr std::uint64_t kNextFileGapBlocks = 64;
 // A read loads the whole chunk windows around its range (for the chunk
 // index) under the stripes of the range only: stripes must be whole windows.
 static_assert(RangeLocks::kStripeBlocks * kBlockSize % kChunkBytes == 0);
@@ -120,6 +126,10 @@ int FileSystem::read_locked(Ino ino, std::uint64_t off, std::size_t size, Aligne
     else
       std::memset(dst + (s.lblk - first) * kBlockSize, 0, s.len * kBlockSize);
   }
+  if (loaded && off == 0 && len == loaded->size && len <= kSmallFileReadBytes) read_ahead_small_files(stored);
+  std::erase_if(stored, [&](const Segment& s) {
+    return prefetched_.take(s.pblk, s.len, dst + (s.lblk - first) * kBlockSize);
+  });
   if (int rc = read_segments(stored, first, dst); rc < 0) return rc;
   for (const Segment& s : segs)
     if (is_packed(s.flags)) unpack_in_place(dst + (s.lblk - first) * kBlockSize, s.flags);
@@ -129,6 +139,29 @@ int FileSystem::read_locked(Ino ino, std::uint64_t off, std::size_t size, Aligne
     loaded->bytes = {dst, std::min(nblk * kBlockSize, loaded->size - loaded->off)};
   }
   return 0;
+}
+
+// An image layer's files are written one after another into their region
+// (an extraction), and a container that starts, like `cat` of a tree, reads
+// many of them whole in much the same order. Each such read costs a device
+// round trip of its own, for a few KiB. When a whole small file starts near
+// where the previous one ended on the device, the blocks after it are read
+// ahead on the BlockReader's thread, and the next files' reads take them
+// from memory (PrefetchedBlocks, which every write to them drops). Reads of
+// small files elsewhere on the device trigger nothing.
+void FileSystem::read_ahead_small_files(std::span<const Segment> stored) {
+  if (stored.empty()) return;
+  BlockNo start = stored.front().pblk, end = start;
+  for (const Segment& s : stored) {
+    start = std::min<BlockNo>(start, s.pblk);
+    end = std::max<BlockNo>(end, s.pblk + s.len);
+  }
+  const BlockNo previous_end = last_small_read_end_.exchange(end, std::memory_order_relaxed);
+  if (start + kNextFileGapBlocks < previous_end || start > previous_end + kNextFileGapBlocks) return;
+  const BlockNo from = prefetched_.kept_end(end);
+  const BlockNo device_end = sb_.total_blocks;
+  if (from - end >= kReadAheadBlocks / 2 || from >= device_end) return;
+  block_reader().request({from, std::min<std::uint64_t>(kReadAheadBlocks, device_end - from)});
 }
 
 namespace {

@@ -378,6 +378,7 @@ class FileSystem {
   int read_segments(std::span<const Segment> segs, std::uint64_t first, std::byte* dst);
   // Started on first use (only a cow_unit copy reads ahead).
   BlockReader& block_reader();
+  void read_ahead_small_files(std::span<const Segment> stored);
   Extent shared_run_after(const Inode& in, std::uint64_t last, std::uint64_t size) const;
   void complete_window(Ino ino, std::uint64_t w, std::uint64_t generation, bool* blocks_changed);
   BlockNo placement_hint(const Inode& in, std::uint64_t lblk, bool dense = false) const;
@@ -459,8 +460,11 @@ class FileSystem {
   void checkpointer_loop();
   void request_checkpoint();
 
-  // Blocks a cow_unit copy read ahead; dev_ reports every write to it.
+  // Blocks read ahead for cow_unit copies and for small files read in
+  // device order; dev_ reports every write to it.
   PrefetchedBlocks prefetched_;
+  // Where the device blocks of the last small file read whole ended.
+  std::atomic<BlockNo> last_small_read_end_{0};
   std::unique_ptr<Device> dev_;
   std::once_flag block_reader_once_;
   std::unique_ptr<BlockReader> block_reader_;  // after dev_: stopped before it goes

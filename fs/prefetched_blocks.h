@@ -8,7 +8,9 @@
 // ones that follow: one read of the old extent ahead of the write then
 // serves the loads of several units. (25% random 4 KiB overwrites of a
 // 1 GiB clone with a 32 KiB unit: 27.8k loads of one unit each, which were
-// what the overwrites waited on.)
+// what the overwrites waited on.) Small files read whole in device order
+// use it too (FileSystem::read_ahead_small_files): the files that follow
+// one just read lie right after it.
 //
 // Blocks are kept by device block number. Every device write to a block
 // drops it (WatchedDevice below reports them), so a kept block always holds

@@ -1717,4 +1717,64 @@ TEST_CASE("filesystem: stats", "[filesystem]") {
   CHECK(fs->stats().available_blocks == s0.available_blocks - 1);
 }
 
+// Small files read whole in the order they lie on the device (a container
+// starting, `cat` of an extracted tree) have the blocks after them read
+// ahead on another thread; the next files come from memory, and a write
+// to a file read ahead is what a later read returns.
+TEST_CASE("filesystem: small files read in device order come from blocks read ahead", "[filesystem][readahead]") {
+  // The hook and what it counts outlive the filesystem (the reader thread
+  // may be inside the hook until the filesystem is gone) and the hook is
+  // never changed: counting is switched on and off.
+  const std::thread::id reader = std::this_thread::get_id();
+  std::atomic<bool> counting = false;
+  std::atomic<int> own_reads = 0, ahead_reads = 0;
+  std::uint64_t data_area = 0;
+  auto hook = std::make_shared<test::IoHook>([&](std::span<const DeviceIo> ios) {
+    if (!counting) return 0;
+    for (const DeviceIo& io : ios)
+      if (io.op == DeviceIo::Op::Read && io.offset >= data_area)
+        ++(std::this_thread::get_id() == reader ? own_reads : ahead_reads);
+    return 0;
+  });
+  auto medium = test::format_medium(64ULL << 20);
+  std::string error;
+  auto fs = test::try_open_fs(medium, error, {}, hook);
+  REQUIRE(fs);
+  constexpr int kFiles = 200;
+  std::vector<Ino> files;
+  std::vector<std::string> contents;
+  for (int i = 0; i < kFiles; ++i) {
+    contents.push_back(pattern(6000 + 37 * i, 900 + i));
+    files.push_back(test::write_file(*fs, kRootIno, "f" + std::to_string(i), contents.back()));
+  }
+  data_area = fs->superblock().data_start * kBlockSize;
+  counting = true;
+
+  SECTION("in order: a few device reads serve them all") {
+    for (int i = 0; i < kFiles; ++i) {
+      CHECK(read_file(*fs, files[i]) == contents[i]);
+      // (Let the read ahead land, as the next file's requests would.)
+      if (i % 16 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    INFO("own reads " << own_reads << ", read ahead " << ahead_reads);
+    CHECK(own_reads <= kFiles / 8);
+    CHECK(ahead_reads >= 1);
+    // A file read ahead and then written: the write drops the kept blocks.
+    const std::string fresh = pattern(5000, 7);
+    counting = false;
+    CHECK(read_file(*fs, files[150]).size() == contents[150].size());
+    test::write_at(*fs, files[150], 0, fresh);
+    contents[150].replace(0, fresh.size(), fresh);
+    for (int i = 140; i < 160; ++i) CHECK(read_file(*fs, files[i]) == contents[i]);
+  }
+  SECTION("far apart on the device: nothing is read ahead") {
+    for (int i = 0; i < kFiles / 2; ++i) {
+      CHECK(read_file(*fs, files[i]) == contents[i]);
+      CHECK(read_file(*fs, files[i + kFiles / 2]) == contents[i + kFiles / 2]);
+    }
+    CHECK(ahead_reads == 0);
+    CHECK(own_reads == kFiles);
+  }
+}
+
 }  // namespace dhfs

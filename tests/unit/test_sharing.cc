@@ -970,11 +970,20 @@ TEST_CASE("sharing: cow_unit copies the aligned unit around a write to a shared 
 // with a hook that counts the data-area reads `counts` says to count.
 struct CowUnitRig {
   std::shared_ptr<MemDevice> medium = test::format_medium(128 * kMiB);
-  std::shared_ptr<test::IoHook> hook = std::make_shared<test::IoHook>();
+  // Installed once and never changed: the reader thread may be inside it at
+  // any time, so counting is switched on and off instead.
+  std::function<void(const DeviceIo&)> count;
+  std::atomic<bool> counting = false;
+  std::uint64_t data_area = 0;
+  std::shared_ptr<test::IoHook> hook = std::make_shared<test::IoHook>([this](std::span<const DeviceIo> ios) {
+    if (!counting) return 0;
+    for (const DeviceIo& io : ios)
+      if (io.op == DeviceIo::Op::Read && io.offset >= data_area) count(io);
+    return 0;
+  });
   std::unique_ptr<FileSystem> fs;
   std::string ma;
   Ino a = 0, b = 0;
-  std::uint64_t data_area = 0;
 
   CowUnitRig(std::uint64_t cow_unit, std::size_t bytes, int seed) : ma(pattern(bytes, seed)) {
     FsOptions o;
@@ -986,13 +995,11 @@ struct CowUnitRig {
     b = clone_whole(*fs, a, ma.size());
     data_area = fs->superblock().data_start * kBlockSize;
   }
-  void count_reads(const std::function<void(const DeviceIo&)>& count) {
-    *hook = [this, count](std::span<const DeviceIo> ios) {
-      for (const DeviceIo& io : ios)
-        if (io.op == DeviceIo::Op::Read && io.offset >= data_area) count(io);
-      return 0;
-    };
+  void count_reads(std::function<void(const DeviceIo&)> fn) {
+    count = std::move(fn);
+    counting = true;
   }
+  void stop_counting() { counting = false; }
 };
 
 // The blocks of the unit before and after the write are two pieces of the
@@ -1013,7 +1020,7 @@ TEST_CASE("sharing: a cow_unit copy loads the rest of its unit in one device rea
   model_write(mb, 100 * kB, std::string(kB, 'w'));
   CHECK(reads == 1);
   CHECK(read_blocks == 16);  // the unit, with the block the write replaces
-  *rig.hook = nullptr;
+  rig.stop_counting();
   CHECK_CONTENT(*rig.fs, rig.b, mb);
   CHECK_CONTENT(*rig.fs, rig.a, rig.ma);
   CHECK(frag_of(*rig.fs, rig.b).shared_blocks == kMiB / kB - 16);
@@ -1044,7 +1051,7 @@ TEST_CASE("sharing: cow_unit copies in file order load the next units from block
   INFO("device reads " << reads << ", of them loads of one unit " << small_reads);
   CHECK(small_reads <= units / 8);
   CHECK(reads <= units / 4);
-  *rig.hook = nullptr;
+  rig.stop_counting();
   CHECK_CONTENT(*rig.fs, rig.b, mb);
   CHECK_CONTENT(*rig.fs, rig.a, rig.ma);
 }
