@@ -376,7 +376,7 @@ class FileSystem {
   // Reads the blocks of `segs` (file blocks counted from `first`) into
   // `dst`, merging segments close together on the device into one I/O.
   int read_segments(std::span<const Segment> segs, std::uint64_t first, std::byte* dst);
-  // Started on first use (only a cow_unit copy reads ahead).
+  // Started on first use (by a cow_unit copy or small files read in order).
   BlockReader& block_reader();
   void read_ahead_small_files(std::span<const Segment> stored);
   Extent shared_run_after(const Inode& in, std::uint64_t last, std::uint64_t size) const;
