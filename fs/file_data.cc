@@ -127,9 +127,7 @@ int FileSystem::read_locked(Ino ino, std::uint64_t off, std::size_t size, Aligne
       std::memset(dst + (s.lblk - first) * kBlockSize, 0, s.len * kBlockSize);
   }
   if (loaded && off == 0 && len == loaded->size && len <= kSmallFileReadBytes) read_ahead_small_files(stored);
-  std::erase_if(stored, [&](const Segment& s) {
-    return prefetched_.take(s.pblk, s.len, dst + (s.lblk - first) * kBlockSize);
-  });
+  take_prefetched(stored, first, dst);
   if (int rc = read_segments(stored, first, dst); rc < 0) return rc;
   for (const Segment& s : segs)
     if (is_packed(s.flags)) unpack_in_place(dst + (s.lblk - first) * kBlockSize, s.flags);
@@ -158,10 +156,19 @@ void FileSystem::read_ahead_small_files(std::span<const Segment> stored) {
   }
   const BlockNo previous_end = last_small_read_end_.exchange(end, std::memory_order_relaxed);
   if (start + kNextFileGapBlocks < previous_end || start > previous_end + kNextFileGapBlocks) return;
-  const BlockNo from = prefetched_.kept_end(end);
-  const BlockNo device_end = sb_.total_blocks;
-  if (from - end >= kReadAheadBlocks / 2 || from >= device_end) return;
-  block_reader().request({from, std::min<std::uint64_t>(kReadAheadBlocks, device_end - from)});
+  read_ahead_from(end, sb_.total_blocks);
+}
+
+void FileSystem::read_ahead_from(BlockNo at, BlockNo limit) {
+  const BlockNo from = prefetched_.kept_end(at);
+  if (from - at < kReadAheadBlocks / 2 && from < limit)
+    block_reader().request({from, std::min<std::uint64_t>(limit - from, kReadAheadBlocks)});
+}
+
+void FileSystem::take_prefetched(std::vector<Segment>& segs, std::uint64_t first, std::byte* dst) {
+  std::erase_if(segs, [&](const Segment& s) {
+    return prefetched_.take(s.pblk, s.len, dst + (s.lblk - first) * kBlockSize);
+  });
 }
 
 namespace {
@@ -768,14 +775,8 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   if (last > wlast) load_blocks(wlast + 1, last + 1);
   // (Blocks not loaded, holes and unwritten extents, stay as the buffer
   // starts: zeros.)
-  std::erase_if(loads, [&](const Segment& sg) {
-    return prefetched_.take(sg.pblk, sg.len, buf + (sg.lblk - first) * kBlockSize);
-  });
-  if (read_ahead.len) {
-    const BlockNo from = prefetched_.kept_end(read_ahead.start);
-    if (from - read_ahead.start < kReadAheadBlocks / 2 && from < read_ahead.end())
-      block_reader().request({from, std::min<std::uint64_t>(read_ahead.end() - from, kReadAheadBlocks)});
-  }
+  take_prefetched(loads, first, buf);
+  if (read_ahead.len) read_ahead_from(read_ahead.start, read_ahead.end());
   if (int rc = read_segments(loads, first, buf); rc < 0) return rc;
   for (const auto& [at, flags] : packed_loads) unpack_in_place(at, flags);
   for (std::uint64_t l : loaded) {

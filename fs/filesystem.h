@@ -379,6 +379,12 @@ class FileSystem {
   // Started on first use (by a cow_unit copy or small files read in order).
   BlockReader& block_reader();
   void read_ahead_small_files(std::span<const Segment> stored);
+  // Asks the BlockReader for up to kReadAheadBlocks from `at` (below
+  // `limit`) unless half as many after `at` are kept already.
+  void read_ahead_from(BlockNo at, BlockNo limit);
+  // Fills `dst` (file blocks counted from `first`) with the segments kept
+  // in prefetched_ and drops them from `segs`.
+  void take_prefetched(std::vector<Segment>& segs, std::uint64_t first, std::byte* dst);
   Extent shared_run_after(const Inode& in, std::uint64_t last, std::uint64_t size) const;
   void complete_window(Ino ino, std::uint64_t w, std::uint64_t generation, bool* blocks_changed);
   BlockNo placement_hint(const Inode& in, std::uint64_t lblk, bool dense = false) const;
