@@ -208,7 +208,10 @@ std::string base_of(const std::string& p) {
 
 class Workload {
  public:
-  Workload(std::uint64_t seed, std::size_t ops) : rng_(seed), nops_(ops) {}
+  // `kernel_times`: as under FUSE's writeback cache, the kernel keeps the
+  // times of written files (an overwrite in place then commits nothing).
+  Workload(std::uint64_t seed, std::size_t ops, bool kernel_times)
+      : rng_(seed), nops_(ops), kernel_times_(kernel_times) {}
 
   // Runs the workload on a fresh image; everything it needs for the crash
   // images goes into `rec`. Returns "" or what went wrong.
@@ -226,6 +229,7 @@ class Workload {
 
   std::mt19937_64 rng_;
   std::size_t nops_;
+  bool kernel_times_;
   FileSystem* fs_ = nullptr;
   RecordingDevice* rec_dev_ = nullptr;
   Recorded* rec_ = nullptr;
@@ -468,6 +472,7 @@ std::string Workload::run(Recorded& rec) {
   std::string error;
   auto fs = FileSystem::open(std::move(dev), quiet_options(), error);
   if (!fs) return "open: " + error;
+  fs->set_kernel_write_times(kernel_times_);
   fs_ = fs.get();
   rec.states.emplace_back();
   if (auto e = walk(*fs, rec.states.back()); !e.empty()) return e;
@@ -747,7 +752,7 @@ TEST_CASE("powercut: every crash image mounts, is clean and keeps what was durab
     const std::uint64_t wseed = seed * 1000003 + w;
     INFO("DHFS_POWERCUT_SEED=" << seed << " workload " << w);
     Recorded rec;
-    Workload wl(wseed, 60);
+    Workload wl(wseed, 60, w % 2 == 1);  // every other one as under FUSE
     const std::string werr = wl.run(rec);
     INFO("workload: " << werr);
     REQUIRE(werr.empty());
@@ -902,6 +907,68 @@ TEST_CASE("powercut: fsync after an overwrite in place flushes once, after an ap
   want.replace(8192, page.size(), page);
   want += page;
   CHECK(test::read_file(*fs, ino) == want);
+}
+
+// Under the kernel's writeback cache (FUSE), the kernel keeps the times of
+// written files: an overwrite in place then changes no metadata, commits
+// nothing, and its fsync is the device flush alone, with no journal write.
+// Writes that map blocks or grow the file still commit, and what an fsync
+// made durable survives a crash right after it.
+TEST_CASE("powercut: with kernel-kept times an overwrite in place commits nothing", "[powercut]") {
+  auto medium = test::format_medium(64ULL << 20);
+  auto owned = std::make_unique<RecordingDevice>(medium);
+  RecordingDevice* dev = owned.get();
+  FsOptions o = quiet_options();
+  o.dedup = false;  // no content hash to withdraw (that is a commit of its own)
+  std::string error;
+  auto fs = FileSystem::open(std::move(owned), o, error);
+  REQUIRE(fs);
+  fs->set_kernel_write_times(true);
+  const std::string first = pattern(64 << 10, 3);
+  const Ino ino = test::write_file(*fs, kRootIno, "db", first);
+  REQUIRE(fs->syncfs() == 0);
+  const Attr before = test::getattr_of(*fs, ino);
+  const std::string page = pattern(4096, 4);
+  auto write = [&](std::uint64_t off) {
+    bool blocks_changed = true;
+    REQUIRE(fs->write(ino, off, {reinterpret_cast<const std::byte*>(page.data()), page.size()}, &blocks_changed) ==
+            static_cast<ssize_t>(page.size()));
+    return blocks_changed;
+  };
+  auto writes_since = [&](std::size_t from) {
+    const std::vector<test::LoggedIo> log = dev->log();
+    return std::count_if(log.begin() + static_cast<std::ptrdiff_t>(from), log.end(),
+                         [](const test::LoggedIo& e) { return !e.flush; });
+  };
+
+  std::size_t at = dev->position();
+  CHECK_FALSE(write(8192));
+  REQUIRE(fs->fsync(ino, false) == 0);
+  CHECK(flushes_since(*dev, at) == 1);
+  CHECK(writes_since(at) == 1);  // the page itself, no journal batch
+  const Attr after = test::getattr_of(*fs, ino);
+  CHECK(after.size == before.size);
+  CHECK(after.mtime_ns == before.mtime_ns);  // the kernel's setattr sets them
+
+  at = dev->position();
+  CHECK(write(first.size()));  // appends: maps a block and grows the file
+  REQUIRE(fs->fsync(ino, false) == 0);
+  CHECK(flushes_since(*dev, at) == 2);
+  CHECK(writes_since(at) == 2);  // the page, then the journal batch
+
+  std::string want = first;
+  want.replace(8192, page.size(), page);
+  want += page;
+  CHECK(test::read_file(*fs, ino) == want);
+  // A crash now, with no unmount: a copy of the medium as it is mounts
+  // with both writes.
+  auto crashed = std::make_shared<MemDevice>(medium->size_bytes());
+  crashed->bytes() = medium->bytes();
+  auto again = FileSystem::open(std::make_unique<RecordingDevice>(crashed), quiet_options(), error);
+  REQUIRE(again);
+  Attr found;
+  REQUIRE(again->lookup(kRootIno, "db", &found) == 0);
+  CHECK(test::read_file(*again, found.ino) == want);
 }
 
 }  // namespace dhfs
