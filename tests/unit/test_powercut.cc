@@ -868,6 +868,36 @@ std::size_t flushes_since(const RecordingDevice& dev, std::size_t from) {
   return static_cast<std::size_t>(
       std::count_if(log.begin() + static_cast<std::ptrdiff_t>(from), log.end(), [](const test::LoggedIo& e) { return e.flush; }));
 }
+// A 64 KiB file "db", written and synced, on a filesystem whose device
+// logs every I/O; write() overwrites one 4 KiB page of it.
+struct RecordedDb {
+  explicit RecordedDb(bool kernel_times) {
+    auto owned = std::make_unique<RecordingDevice>(medium);
+    dev = owned.get();
+    FsOptions o = quiet_options();
+    o.dedup = false;  // no content hash to withdraw (that is a commit of its own)
+    std::string error;
+    fs = FileSystem::open(std::move(owned), o, error);
+    REQUIRE(fs);
+    fs->set_kernel_write_times(kernel_times);
+    ino = test::write_file(*fs, kRootIno, "db", first);
+    REQUIRE(fs->syncfs() == 0);
+  }
+  // Returns whether the write mapped new blocks.
+  bool write(std::uint64_t off) {
+    bool blocks_changed = true;
+    REQUIRE(fs->write(ino, off, {reinterpret_cast<const std::byte*>(page.data()), page.size()}, &blocks_changed) ==
+            static_cast<ssize_t>(page.size()));
+    return blocks_changed;
+  }
+
+  std::shared_ptr<MemDevice> medium = test::format_medium(64ULL << 20);
+  RecordingDevice* dev = nullptr;
+  std::unique_ptr<FileSystem> fs;
+  const std::string first = pattern(64 << 10, 1);
+  const std::string page = pattern(4096, 2);
+  Ino ino = 0;
+};
 }  // namespace
 
 // data=ordered where it matters, and no more: a transaction that maps,
@@ -876,37 +906,22 @@ std::size_t flushes_since(const RecordingDevice& dev, std::size_t from) {
 // its fsync costs one device flush. (The crash test above checks that
 // every crash image still holds what fsync made durable.)
 TEST_CASE("powercut: fsync after an overwrite in place flushes once, after an append twice", "[powercut]") {
-  auto medium = test::format_medium(64ULL << 20);
-  auto owned = std::make_unique<RecordingDevice>(medium);
-  RecordingDevice* dev = owned.get();
-  FsOptions o = quiet_options();
-  o.dedup = false;  // no content hash to withdraw (that is a commit of its own)
-  std::string error;
-  auto fs = FileSystem::open(std::move(owned), o, error);
-  REQUIRE(fs);
-  const std::string first = pattern(64 << 10, 1);
-  const Ino ino = test::write_file(*fs, kRootIno, "db", first);
-  REQUIRE(fs->syncfs() == 0);
-  const std::string page = pattern(4096, 2);
-  auto write = [&](std::uint64_t off) {
-    REQUIRE(fs->write(ino, off, {reinterpret_cast<const std::byte*>(page.data()), page.size()}) ==
-            static_cast<ssize_t>(page.size()));
-  };
+  RecordedDb db(false);
 
-  std::size_t at = dev->position();
-  write(8192);
-  REQUIRE(fs->fsync(ino, false) == 0);
-  CHECK(flushes_since(*dev, at) == 1);
+  std::size_t at = db.dev->position();
+  db.write(8192);
+  REQUIRE(db.fs->fsync(db.ino, false) == 0);
+  CHECK(flushes_since(*db.dev, at) == 1);
 
-  at = dev->position();
-  write(first.size());  // appends: the size grows, a block is mapped
-  REQUIRE(fs->fsync(ino, false) == 0);
-  CHECK(flushes_since(*dev, at) == 2);
+  at = db.dev->position();
+  db.write(db.first.size());  // appends: the size grows, a block is mapped
+  REQUIRE(db.fs->fsync(db.ino, false) == 0);
+  CHECK(flushes_since(*db.dev, at) == 2);
 
-  std::string want = first;
-  want.replace(8192, page.size(), page);
-  want += page;
-  CHECK(test::read_file(*fs, ino) == want);
+  std::string want = db.first;
+  want.replace(8192, db.page.size(), db.page);
+  want += db.page;
+  CHECK(test::read_file(*db.fs, db.ino) == want);
 }
 
 // Under the kernel's writeback cache (FUSE), the kernel keeps the times of
@@ -915,55 +930,38 @@ TEST_CASE("powercut: fsync after an overwrite in place flushes once, after an ap
 // Writes that map blocks or grow the file still commit, and what an fsync
 // made durable survives a crash right after it.
 TEST_CASE("powercut: with kernel-kept times an overwrite in place commits nothing", "[powercut]") {
-  auto medium = test::format_medium(64ULL << 20);
-  auto owned = std::make_unique<RecordingDevice>(medium);
-  RecordingDevice* dev = owned.get();
-  FsOptions o = quiet_options();
-  o.dedup = false;  // no content hash to withdraw (that is a commit of its own)
-  std::string error;
-  auto fs = FileSystem::open(std::move(owned), o, error);
-  REQUIRE(fs);
-  fs->set_kernel_write_times(true);
-  const std::string first = pattern(64 << 10, 3);
-  const Ino ino = test::write_file(*fs, kRootIno, "db", first);
-  REQUIRE(fs->syncfs() == 0);
-  const Attr before = test::getattr_of(*fs, ino);
-  const std::string page = pattern(4096, 4);
-  auto write = [&](std::uint64_t off) {
-    bool blocks_changed = true;
-    REQUIRE(fs->write(ino, off, {reinterpret_cast<const std::byte*>(page.data()), page.size()}, &blocks_changed) ==
-            static_cast<ssize_t>(page.size()));
-    return blocks_changed;
-  };
+  RecordedDb db(true);
+  const Attr before = test::getattr_of(*db.fs, db.ino);
   auto writes_since = [&](std::size_t from) {
-    const std::vector<test::LoggedIo> log = dev->log();
+    const std::vector<test::LoggedIo> log = db.dev->log();
     return std::count_if(log.begin() + static_cast<std::ptrdiff_t>(from), log.end(),
                          [](const test::LoggedIo& e) { return !e.flush; });
   };
 
-  std::size_t at = dev->position();
-  CHECK_FALSE(write(8192));
-  REQUIRE(fs->fsync(ino, false) == 0);
-  CHECK(flushes_since(*dev, at) == 1);
+  std::size_t at = db.dev->position();
+  CHECK_FALSE(db.write(8192));
+  REQUIRE(db.fs->fsync(db.ino, false) == 0);
+  CHECK(flushes_since(*db.dev, at) == 1);
   CHECK(writes_since(at) == 1);  // the page itself, no journal batch
-  const Attr after = test::getattr_of(*fs, ino);
+  const Attr after = test::getattr_of(*db.fs, db.ino);
   CHECK(after.size == before.size);
   CHECK(after.mtime_ns == before.mtime_ns);  // the kernel's setattr sets them
 
-  at = dev->position();
-  CHECK(write(first.size()));  // appends: maps a block and grows the file
-  REQUIRE(fs->fsync(ino, false) == 0);
-  CHECK(flushes_since(*dev, at) == 2);
+  at = db.dev->position();
+  CHECK(db.write(db.first.size()));  // appends: maps a block and grows the file
+  REQUIRE(db.fs->fsync(db.ino, false) == 0);
+  CHECK(flushes_since(*db.dev, at) == 2);
   CHECK(writes_since(at) == 2);  // the page, then the journal batch
 
-  std::string want = first;
-  want.replace(8192, page.size(), page);
-  want += page;
-  CHECK(test::read_file(*fs, ino) == want);
+  std::string want = db.first;
+  want.replace(8192, db.page.size(), db.page);
+  want += db.page;
+  CHECK(test::read_file(*db.fs, db.ino) == want);
   // A crash now, with no unmount: a copy of the medium as it is mounts
   // with both writes.
-  auto crashed = std::make_shared<MemDevice>(medium->size_bytes());
-  crashed->bytes() = medium->bytes();
+  auto crashed = std::make_shared<MemDevice>(db.medium->size_bytes());
+  crashed->bytes() = db.medium->bytes();
+  std::string error;
   auto again = FileSystem::open(std::make_unique<RecordingDevice>(crashed), quiet_options(), error);
   REQUIRE(again);
   Attr found;
