@@ -198,6 +198,28 @@ int Journal::sync() {
     lk.unlock();
     return dev_.flush();
   }
+  if (const int err = error_.load(); err != 0) return err;
+  if (pending_.empty() && !committing_) {
+    // Every record appended is durable already. Flushing here saves two
+    // thread wake-ups (of the committer, then of this caller), a fifth
+    // of a 4 KiB write + fsync's time on the bench VM. Nothing dirty and
+    // no other caller's flush under way: nothing to wait for.
+    if (!data_dirty_.load(std::memory_order_acquire) && direct_flushes_ == 0) return 0;
+    ++direct_flushes_;
+    data_dirty_.store(false, std::memory_order_release);
+    lk.unlock();
+    const int rc = dev_.flush();
+    lk.lock();
+    --direct_flushes_;
+    if (rc != 0) {
+      // As when the committer's flush fails: the journal stops.
+      error_.store(rc);
+      work_cv_.notify_one();
+      done_cv_.notify_all();
+      room_cv_.notify_all();
+    }
+    return rc;
+  }
   std::uint64_t ticket = ++sync_requested_;
   work_cv_.notify_one();
   done_cv_.wait(lk, [&] { return sync_done_ >= ticket || error_.load() != 0; });
@@ -273,6 +295,7 @@ void Journal::run() {
       if (stopping_) break;
       if (!data_dirty_.load(std::memory_order_acquire)) continue;  // idle timer tick
     }
+    committing_ = true;
     std::vector<std::uint8_t> batch;
     std::vector<std::size_t> ends;
     batch.swap(pending_);
@@ -324,6 +347,7 @@ void Journal::run() {
       room_cv_.notify_all();
       break;
     }
+    committing_ = false;
     head_ += padded;
     sync_done_ = std::max(sync_done_, ticket);
     done_cv_.notify_all();

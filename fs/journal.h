@@ -110,7 +110,9 @@ class Journal {
   std::uint64_t append(std::span<const std::uint8_t> records, bool data_first = true);
 
   // Returns once everything appended before the call, and all data written
-  // before it, is durable. Returns 0 or a negative errno.
+  // before it, is durable. Returns 0 or a negative errno. With no record
+  // pending and no commit under way, only data can be: the caller flushes
+  // the device itself, with no trip through the committer thread.
   int sync();
 
   // File data was written; the next commit must flush before its batch.
@@ -155,6 +157,8 @@ class Journal {
   std::uint64_t tail_ = 0;
   std::uint64_t sync_requested_ = 0;
   std::uint64_t sync_done_ = 0;
+  bool committing_ = false;       // run() works on a batch it took from pending_
+  unsigned direct_flushes_ = 0;   // sync() callers flushing on their own thread
   bool stopping_ = false;
   bool running_ = false;
   bool checkpoint_requested_ = false;

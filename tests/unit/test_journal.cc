@@ -219,6 +219,75 @@ TEST_CASE("journal: sync with nothing appended writes no batch", "[journal]") {
   CHECK(idle.sync() == 0);
 }
 
+namespace {
+// Forwards to a Ring's device and notes which thread made each flush; the
+// flushes fail once `fail_flush` is set.
+class FlushWatch final : public Device {
+ public:
+  explicit FlushWatch(MemDevice& inner) : inner_(inner) {}
+  int submit(std::span<const DeviceIo> ios) override { return inner_.submit(ios); }
+  int flush() override {
+    std::lock_guard lock(mu_);
+    flushers_.push_back(std::this_thread::get_id());
+    return fail_flush ? -EIO : inner_.flush();
+  }
+  std::uint64_t size_bytes() const override { return inner_.size_bytes(); }
+  bool read_only() const override { return false; }
+  std::string describe() const override { return "flush watch"; }
+  std::vector<std::thread::id> flushers() {
+    std::lock_guard lock(mu_);
+    return std::exchange(flushers_, {});
+  }
+  std::atomic<bool> fail_flush{false};
+
+ private:
+  MemDevice& inner_;
+  std::mutex mu_;
+  std::vector<std::thread::id> flushers_;
+};
+}  // namespace
+
+// With no record pending and no commit under way, sync() flushes the data
+// on the caller's own thread; records still go through the committer.
+TEST_CASE("journal: a sync with only data to make durable flushes on the caller's thread", "[journal]") {
+  Ring r(64);
+  FlushWatch dev(r.dev);
+  Journal j(dev, r.geo);
+  j.set_commit_interval(std::chrono::milliseconds(3600 * 1000));
+  j.start(0, 0, [](std::uint64_t) {}, [] {});
+  const auto me = std::this_thread::get_id();
+
+  REQUIRE(j.sync() == 0);  // nothing written: nothing to flush
+  CHECK(dev.flushers().empty());
+
+  j.note_data_written();
+  REQUIRE(j.sync() == 0);
+  CHECK(dev.flushers() == std::vector<std::thread::id>{me});
+  REQUIRE(j.sync() == 0);  // flushed already
+  CHECK(dev.flushers().empty());
+
+  j.append(payload(100, 1));
+  j.note_data_written();
+  REQUIRE(j.sync() == 0);
+  const auto by_committer = dev.flushers();  // data first, then the batch
+  CHECK(by_committer.size() == 2);
+  for (const auto& id : by_committer) CHECK(id != me);
+  CHECK(j.head_lsn() > 0);
+
+  // A failed flush on the caller's thread stops the journal as the
+  // committer's would: this sync and every later one report it.
+  dev.fail_flush = true;
+  j.note_data_written();
+  CHECK(j.sync() == -EIO);
+  dev.fail_flush = false;
+  CHECK(j.sync() == -EIO);
+  CHECK(j.error() == -EIO);
+  j.stop();
+  const Replayed rep = replay(r);
+  REQUIRE(rep.ok);
+  CHECK(rep.batches.size() == 1);
+}
+
 TEST_CASE("journal: stop commits what is pending", "[journal]") {
   Ring r(64);
   Bytes p = payload(500, 9);
