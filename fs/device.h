@@ -99,6 +99,10 @@ class Device {
   // Makes every completed write durable (FLUSH / fdatasync).
   virtual int flush() = 0;
 
+  // The medium's page cache may let go of the blocks of these I/Os (read
+  // `cached` once, not needed again). A hint: dirty blocks stay.
+  virtual void drop_cached(std::span<const DeviceIo> /*ios*/) {}
+
   virtual std::uint64_t size_bytes() const = 0;
   virtual bool read_only() const = 0;
   virtual std::string describe() const = 0;  // path, for messages

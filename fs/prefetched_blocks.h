@@ -139,6 +139,7 @@ class WatchedDevice final : public Device {
       : inner_(std::move(inner)), blocks_(blocks) {}
   int submit(std::span<const DeviceIo> ios) override;
   int flush() override { return inner_->flush(); }
+  void drop_cached(std::span<const DeviceIo> ios) override { inner_->drop_cached(ios); }
   std::uint64_t size_bytes() const override { return inner_->size_bytes(); }
   bool read_only() const override { return inner_->read_only(); }
   std::string describe() const override { return inner_->describe(); }

@@ -548,38 +548,50 @@ TEST_CASE("cached and direct reads and writes of an image file see each other", 
 
 // The page cache state of a file's pages, from cachestat(2) (Linux 6.5;
 // Debian 12's headers predate it, and its number is the same on every
-// architecture). False where the kernel lacks it.
-bool cached_pages(int fd, std::uint64_t& dirty_or_writeback) {
+// architecture). Empty where the kernel lacks it.
+struct PageCacheState {
+  std::uint64_t cached = 0;               // pages in the page cache
+  std::uint64_t dirty_or_writeback = 0;   // of those, not yet on the medium
+};
+// Of the whole file, or of `len` bytes at `off`.
+std::optional<PageCacheState> page_cache_state(int fd, std::uint64_t off = 0, std::uint64_t len = 0) {
   struct Range {
     std::uint64_t off, len;
-  } range{0, 0};  // the whole file
+  } range{off, len};
   struct Stat {
     std::uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
   } st{};
   constexpr long kCachestat = 451;
-  if (::syscall(kCachestat, fd, &range, &st, 0) != 0) return false;
-  dirty_or_writeback = st.nr_dirty + st.nr_writeback;
-  return true;
+  if (::syscall(kCachestat, fd, &range, &st, 0) != 0) return std::nullopt;
+  return PageCacheState{st.nr_cache, st.nr_dirty + st.nr_writeback};
 }
 
-// Cached writes start their own write-back once a MiB has gone through the
-// page cache (WritebackStarter), so a flush later finds little to write.
-TEST_CASE("cached writes past a MiB are written back without a flush", "[device]") {
+// For the tests that watch the page cache: a disk-backed TMPDIR, and a
+// kernel with cachestat(2). False (with the reason WARNed) where either is
+// missing.
+bool page_cache_watchable() {
   struct statfs sfs {};
   REQUIRE(::statfs(temp_dir().c_str(), &sfs) == 0);
   if (sfs.f_type == kTmpfsMagic) {
     WARN("SKIP: " << temp_dir() << " is a tmpfs, whose pages are never written back");
-    return;
+    return false;
   }
+  TempImage probe_img(kBlock);
+  UniqueFd probe(::open(probe_img.path().c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(probe);
+  if (!page_cache_state(probe.get())) {
+    WARN("SKIP: no cachestat(2) in this kernel (before 6.5), the page cache cannot be inspected");
+    return false;
+  }
+  return true;
+}
+
+TEST_CASE("cached writes past a MiB are written back without a flush", "[device]") {
+  if (!page_cache_watchable()) return;
   TempImage img(1024 * kBlock);
   auto dev = must_open(img.path());
   UniqueFd probe(::open(img.path().c_str(), O_RDONLY | O_CLOEXEC));
   REQUIRE(probe);
-  std::uint64_t pending = 0;
-  if (!cached_pages(probe.get(), pending)) {
-    WARN("SKIP: no cachestat(2) in this kernel (before 6.5), the page cache cannot be inspected");
-    return;
-  }
   const AlignedBuffer data = pattern_buffer(kBlock, 21);
   auto cached_write = [&](std::uint64_t block) {
     const DeviceIo io{.op = DeviceIo::Op::Write, .offset = block * kBlock, .buf = const_cast<std::byte*>(data.data()),
@@ -590,15 +602,47 @@ TEST_CASE("cached writes past a MiB are written back without a flush", "[device]
   // write-back waits 30 s by default).
   for (std::uint64_t b = 0; b < 256; b += 2) REQUIRE(cached_write(b) == 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  REQUIRE(cached_pages(probe.get(), pending));
-  CHECK(pending == 128);
+  auto state = page_cache_state(probe.get());
+  REQUIRE(state);
+  CHECK(state->dirty_or_writeback == 128);
   // Another MiB crosses the threshold: everything dirty is written back,
   // the first half MiB too, with no flush().
   for (std::uint64_t b = 512; b < 768; ++b) REQUIRE(cached_write(b) == 0);
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (cached_pages(probe.get(), pending) && pending > 0 && std::chrono::steady_clock::now() < until)
+  while ((state = page_cache_state(probe.get())) && state->dirty_or_writeback > 0 &&
+         std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  CHECK(pending == 0);
+  REQUIRE(state);
+  CHECK(state->dirty_or_writeback == 0);
+}
+
+// Blocks read `cached` stay in the medium's page cache until drop_cached()
+// lets them go; blocks dirty there stay until written back.
+TEST_CASE("drop_cached lets clean cached blocks leave the page cache", "[device]") {
+  if (!page_cache_watchable()) return;
+  TempImage img(1024 * kBlock);
+  auto dev = must_open(img.path());
+  UniqueFd probe(::open(img.path().c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(probe);
+  AlignedBuffer buf(256 * kBlock);
+  const DeviceIo read{.op = DeviceIo::Op::Read, .offset = 0, .buf = buf.data(), .len = 256 * kBlock, .cached = true};
+  REQUIRE(dev->submit({&read, 1}) == 0);
+  auto state = page_cache_state(probe.get(), 0, 256 * kBlock);
+  REQUIRE(state);
+  CHECK(state->cached == 256);
+  const DeviceIo dirty{.op = DeviceIo::Op::Write, .offset = 512 * kBlock, .buf = buf.data(), .len = kBlock,
+                       .cached = true};
+  REQUIRE(dev->submit({&dirty, 1}) == 0);
+
+  const DeviceIo both[] = {read, dirty};
+  dev->drop_cached(both);
+  state = page_cache_state(probe.get(), 0, 256 * kBlock);  // (read-ahead beyond it may stay)
+  REQUIRE(state);
+  CHECK(state->cached == 0);
+  REQUIRE(dev->flush() == 0);
+  AlignedBuffer back(kBlock);
+  REQUIRE(dev->read(512 * kBlock, back.data(), kBlock) == 0);
+  CHECK(same(back.data(), buf.data(), kBlock));
 }
 
 TEST_CASE("an image file serves a batch of 200 mixed I/Os", "[device][uring]") {

@@ -521,6 +521,75 @@ TEST_CASE("sharing: whole-chunk writes of stored bytes share them", "[sharing]")
 
 // ---------------------------------------------- persistence of the counts
 
+namespace {
+// Forwards to a MemDevice and counts the bytes read through the medium's
+// page cache and not, and the bytes it was told it may drop from there.
+class CacheWatch final : public Device {
+ public:
+  explicit CacheWatch(std::shared_ptr<MemDevice> inner) : inner_(std::move(inner)) {}
+  int submit(std::span<const DeviceIo> ios) override {
+    for (const DeviceIo& io : ios)
+      if (io.op == DeviceIo::Op::Read) (io.cached ? cached_reads : direct_reads).fetch_add(io.len);
+    return inner_->submit(ios);
+  }
+  int flush() override { return inner_->flush(); }
+  void drop_cached(std::span<const DeviceIo> ios) override {
+    for (const DeviceIo& io : ios) dropped.fetch_add(io.len);
+  }
+  std::uint64_t size_bytes() const override { return inner_->size_bytes(); }
+  bool read_only() const override { return false; }
+  std::string describe() const override { return "cache watch"; }
+  void reset() { cached_reads = direct_reads = dropped = 0; }
+
+  std::atomic<std::uint64_t> cached_reads{0}, direct_reads{0}, dropped{0};
+
+ private:
+  std::shared_ptr<MemDevice> inner_;
+};
+}  // namespace
+
+// An overlay copy-up (or cp) first asks where the source's data lies
+// (SEEK_DATA), then reads it, then writes the same bytes: the source is
+// read through the medium's page cache from then on, so the comparison
+// that shares the copy's blocks with it reads memory, and those pages may
+// go once compared. Other files are read directly.
+TEST_CASE("sharing: a file asked where its data lies is read through the page cache for its copy",
+          "[sharing]") {
+  auto owned = std::make_unique<CacheWatch>(test::format_medium(256 * kMiB));
+  CacheWatch& dev = *owned;
+  std::string error;
+  auto fs = FileSystem::open(std::move(owned), Rig::exact_cow(), error);
+  REQUIRE(fs);
+  const std::string data = pattern(4 * kMiB, 31);
+  const Ino a = create_empty(*fs, kRootIno, "a");
+  write_chunked(*fs, a, 0, data);
+  REQUIRE(fs->syncfs() == 0);
+  const FsStats s0 = synced(*fs);
+
+  dev.reset();
+  CHECK(read_at(*fs, a, 0, kMiB) == data.substr(0, kMiB));
+  CHECK(dev.direct_reads >= kMiB);
+  CHECK(dev.cached_reads == 0);
+
+  REQUIRE(fs->lseek(a, 0, SEEK_DATA) == 0);
+  dev.reset();
+  CHECK(read_at(*fs, a, kMiB, kMiB) == data.substr(kMiB, kMiB));
+  CHECK(dev.cached_reads >= kMiB);
+  CHECK(dev.direct_reads == 0);
+
+  // The copy: every chunk is compared through the cache and shared.
+  dev.reset();
+  const Ino b = create_empty(*fs, kRootIno, "b");
+  write_chunked(*fs, b, 0, data);
+  REQUIRE(fs->syncfs() == 0);
+  CHECK(synced(*fs).saved_blocks == s0.saved_blocks + data.size() / kB);
+  CHECK(dev.cached_reads >= data.size());
+  CHECK(dev.direct_reads == 0);
+  CHECK(dev.dropped == data.size());
+  CHECK_CONTENT(*fs, b, data);
+  CHECK_CONTENT(*fs, a, data);
+}
+
 TEST_CASE("sharing: bytes of a deleted file are written side by side, not down the exclusive path", "[sharing]") {
   // The chunk index still names the deleted file's windows; such entries
   // must not count as stored chunks (which send large writes down the
