@@ -85,8 +85,11 @@ struct Inode {
   bool hash_withdrawing = false;  // withdrawn, not yet durable
   // Someone asked where its data lies (SEEK_DATA / SEEK_HOLE), as overlayfs
   // and cp do before they copy a file: its reads go through the medium's
-  // page cache from then on (see FileSystem::read_locked). In memory only;
-  // set and read through std::atomic_ref (set under the shared lock).
+  // page cache from then on (see FileSystem::read_locked). A copy that
+  // shares its blocks drops those pages again; a copy to another
+  // filesystem leaves them to the kernel's reclaim (they are clean). In
+  // memory only; set and read through std::atomic_ref (set under the
+  // shared lock).
   bool copy_source = false;
 
  private:
