@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -72,6 +73,19 @@ TEST_CASE("writeback starter: writers never wait for a start that blocks", "[wri
         cv.wait(lock, [&] { return release; });
       },
       kEvery);
+  auto let_go = [&] {
+    {
+      std::lock_guard lock(mu);
+      release = true;
+    }
+    cv.notify_all();
+  };
+  // Whatever fails below, the blocked start is let go before the starter
+  // joins its thread (or the test would hang instead of failing).
+  struct LetGo {
+    std::function<void()> fn;
+    ~LetGo() { fn(); }
+  } guard{let_go};
 
   // The first crossing starts a write-back that stays blocked (a full
   // device queue); further crossings meanwhile collapse into one more start.
@@ -83,11 +97,7 @@ TEST_CASE("writeback starter: writers never wait for a start that blocks", "[wri
   for (int i = 0; i < 100; ++i) starter.wrote(kEvery);
   CHECK(std::chrono::steady_clock::now() - t0 < 1s);
   CHECK(starter.starts() == 0);
-  {
-    std::lock_guard lock(mu);
-    release = true;
-  }
-  cv.notify_all();
+  let_go();
   REQUIRE(reaches(starter, 2));
   std::this_thread::sleep_for(50ms);
   CHECK(starter.starts() == 2);
