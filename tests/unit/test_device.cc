@@ -586,12 +586,20 @@ bool page_cache_watchable() {
   return true;
 }
 
+// A 4 MiB image file opened as a Device, and a second descriptor of it to
+// ask cachestat(2) about.
+struct WatchedImage {
+  TempImage img{1024 * kBlock};
+  std::unique_ptr<Device> dev = must_open(img.path());
+  UniqueFd probe{::open(img.path().c_str(), O_RDONLY | O_CLOEXEC)};
+};
+
 TEST_CASE("cached writes past a MiB are written back without a flush", "[device]") {
   if (!page_cache_watchable()) return;
-  TempImage img(1024 * kBlock);
-  auto dev = must_open(img.path());
-  UniqueFd probe(::open(img.path().c_str(), O_RDONLY | O_CLOEXEC));
-  REQUIRE(probe);
+  WatchedImage w;
+  REQUIRE(w.probe);
+  auto& dev = w.dev;
+  const UniqueFd& probe = w.probe;
   const AlignedBuffer data = pattern_buffer(kBlock, 21);
   auto cached_write = [&](std::uint64_t block) {
     const DeviceIo io{.op = DeviceIo::Op::Write, .offset = block * kBlock, .buf = const_cast<std::byte*>(data.data()),
@@ -620,10 +628,10 @@ TEST_CASE("cached writes past a MiB are written back without a flush", "[device]
 // lets them go; blocks dirty there stay until written back.
 TEST_CASE("drop_cached lets clean cached blocks leave the page cache", "[device]") {
   if (!page_cache_watchable()) return;
-  TempImage img(1024 * kBlock);
-  auto dev = must_open(img.path());
-  UniqueFd probe(::open(img.path().c_str(), O_RDONLY | O_CLOEXEC));
-  REQUIRE(probe);
+  WatchedImage w;
+  REQUIRE(w.probe);
+  auto& dev = w.dev;
+  const UniqueFd& probe = w.probe;
   AlignedBuffer buf(256 * kBlock);
   const DeviceIo read{.op = DeviceIo::Op::Read, .offset = 0, .buf = buf.data(), .len = 256 * kBlock, .cached = true};
   REQUIRE(dev->submit({&read, 1}) == 0);
