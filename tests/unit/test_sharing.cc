@@ -519,8 +519,6 @@ TEST_CASE("sharing: whole-chunk writes of stored bytes share them", "[sharing]")
   }
 }
 
-// ---------------------------------------------- persistence of the counts
-
 namespace {
 // Forwards to a MemDevice and counts the bytes read through the medium's
 // page cache and not, and the bytes it was told it may drop from there.
@@ -589,6 +587,8 @@ TEST_CASE("sharing: a file asked where its data lies is read through the page ca
   CHECK_CONTENT(*fs, b, data);
   CHECK_CONTENT(*fs, a, data);
 }
+
+// ---------------------------------------------- persistence of the counts
 
 TEST_CASE("sharing: bytes of a deleted file are written side by side, not down the exclusive path", "[sharing]") {
   // The chunk index still names the deleted file's windows; such entries
