@@ -3,9 +3,11 @@
 //
 // All I/O is in whole 4 KiB blocks from 4 KiB-aligned buffers, so the real
 // implementation can use O_DIRECT and data is not cached twice (the kernel
-// already caches file pages above FUSE); only small I/O marked `cached`
-// passes through the medium's page cache (see DeviceIo). Each thread submits through its own
-// io_uring, so no lock is held across device I/O.
+// already caches file pages above FUSE); only I/O marked `cached` (small
+// reads and writes, new files written whole below 1 MiB, the reads of a
+// file being copied) passes through the medium's page cache (see DeviceIo).
+// Each thread submits through its own io_uring, so no lock is held across
+// device I/O.
 #pragma once
 
 #include <cstddef>
@@ -76,10 +78,10 @@ struct DeviceIo {
   std::uint64_t offset = 0;  // bytes, multiple of 4096
   void* buf = nullptr;       // 4096-aligned
   std::uint32_t len = 0;     // bytes, multiple of 4096
-  // A small write that may go through the medium's own page cache and be
-  // written back by the next flush(): a small random write then costs a
-  // memory copy instead of a device round trip, and the kernel merges the
-  // write-back. Direct I/O on the same blocks stays coherent (the kernel
+  // A write that may go through the medium's own page cache and be written
+  // back by the next flush(): a small random write (or a new file written
+  // whole, as by an untar) then costs a memory copy instead of a device
+  // round trip, and the kernel merges the write-back. Direct I/O on the same blocks stays coherent (the kernel
   // writes such pages back before direct I/O touches them).
   // A small read marked so goes through the same cache: blocks written that
   // way lately are found in memory, where a direct read would first have

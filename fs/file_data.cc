@@ -21,6 +21,13 @@ constexpr std::uint64_t kMaxIoBytes = 8ULL << 20;  // one core write is split in
 // Writes up to this size run beside each other (write_small_inside) and may
 // be cached by the medium (DeviceIo::cached).
 constexpr std::uint64_t kSmallWriteBytes = 64 << 10;
+// A new file that arrives whole in one write below this size (a FUSE WRITE
+// carries at most 1 MiB) goes through the medium's page cache as well. An
+// untar or a layer extraction waits for every file's write-back (utimensat
+// flushes the file first), and written directly, each file larger than a
+// small write also waited for the device. The first MiB of a file written
+// in a stream arrives as a full 1 MiB and is still written directly.
+constexpr std::uint64_t kWholeFileCachedBytes = 1 << 20;
 constexpr std::int64_t kDayNs = 86400LL * 1000000000LL;
 // A block copied on write this near after the file's previous block of its
 // own goes right after that block (see placement_hint).
@@ -832,8 +839,10 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   }
   // Small writes go through the medium's page cache (see DeviceIo::cached):
   // random 4 KiB writes then cost no device round trip each, and the
-  // journal's flush before the next commit writes them back together.
-  if (nblk * kBlockSize <= kSmallWriteBytes)
+  // journal's flush before the next commit writes them back together. So
+  // does a whole new file below kWholeFileCachedBytes.
+  const bool whole_new_file = off == 0 && old_size == 0 && data.size() < kWholeFileCachedBytes;
+  if (nblk * kBlockSize <= kSmallWriteBytes || whole_new_file)
     for (DeviceIo& io : ios) io.cached = true;
   if (int rc = dev_->submit(ios); rc < 0) {
     release_fresh();

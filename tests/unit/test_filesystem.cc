@@ -950,26 +950,37 @@ TEST_CASE("filesystem: a read fills the caller's buffer in place only where all 
   CHECK(std::all_of(place.span().begin(), place.span().end(), [](std::byte b) { return b == std::byte{'p'}; }));
 }
 
+// A filesystem on a fresh medium whose every I/O batch the test may watch
+// (set *hook), and where on the medium its data area begins: the journal
+// (its own area) may be written meanwhile, from the committer's thread.
+struct HookedFs {
+  std::shared_ptr<MemDevice> medium = test::format_medium();
+  std::shared_ptr<test::IoHook> hook = std::make_shared<test::IoHook>();
+  std::unique_ptr<FileSystem> fs;
+  std::uint64_t data_area = 0;  // bytes
+  HookedFs() {
+    std::string error;
+    fs = test::try_open_fs(medium, error, {}, hook);
+    REQUIRE(fs);
+    data_area = fs->superblock().data_start * kBlockSize;
+  }
+};
+
 TEST_CASE("filesystem: whole blocks in an aligned buffer go to the device from it, other writes from a copy",
           "[filesystem][data]") {
-  auto medium = test::format_medium();
-  auto hook = std::make_shared<test::IoHook>();
-  std::string error;
-  auto fs = test::try_open_fs(medium, error, {}, hook);
-  REQUIRE(fs);
+  HookedFs rig;
+  auto& fs = rig.fs;
+  auto& hook = rig.hook;
   Ino f = write_file(*fs, kRootIno, "f", "");
   const std::string bytes = pattern(512 << 10, 41);
   AlignedBuffer caller(bytes.size() + 3 * kBlockSize);
   std::memcpy(caller.data(), bytes.data(), bytes.size());
   std::byte* const unaligned = caller.data() + bytes.size() + 1;
   std::memcpy(unaligned, bytes.data(), 8192);
-  // Data writes only: the journal (its own area) may be written meanwhile,
-  // from the committer's thread.
-  const std::uint64_t data_area = fs->superblock().data_start * kBlockSize;
-  std::atomic<std::size_t> from_caller = 0, writes = 0;
+  std::atomic<std::size_t> from_caller = 0, writes = 0;  // data writes only
   *hook = [&](std::span<const DeviceIo> ios) {
     for (const DeviceIo& io : ios) {
-      if (io.op != DeviceIo::Op::Write || io.offset < data_area) continue;
+      if (io.op != DeviceIo::Op::Write || io.offset < rig.data_area) continue;
       ++writes;
       const auto* at = static_cast<const std::byte*>(io.buf);
       if (at >= caller.data() && at < caller.data() + caller.size()) ++from_caller;
@@ -1007,8 +1018,61 @@ TEST_CASE("filesystem: whole blocks in an aligned buffer go to the device from i
   CHECK(read_file(*fs, f) == model);
   REQUIRE(fs->syncfs() == 0);
   fs.reset();
-  fs = test::open_fs(medium);
+  fs = test::open_fs(rig.medium);
   CHECK(read_file(*fs, f) == model);
+}
+
+// An untar waits for every file's write-back: a new file written whole in
+// one write below 1 MiB goes through the medium's page cache (written back
+// by the flush before the next commit), as small writes do; the first MiB
+// of a stream, appends and rewrites above 64 KiB go to the device directly.
+TEST_CASE("filesystem: a new file written whole below 1 MiB goes through the medium's page cache",
+          "[filesystem][data]") {
+  HookedFs rig;
+  auto& fs = rig.fs;
+  auto& hook = rig.hook;
+  std::atomic<std::uint64_t> cached = 0, direct = 0;
+  *hook = [&](std::span<const DeviceIo> ios) {
+    for (const DeviceIo& io : ios)
+      if (io.op == DeviceIo::Op::Write && io.offset >= rig.data_area) (io.cached ? cached : direct) += io.len;
+    return 0;
+  };
+  auto write_at = [&](Ino f, std::uint64_t off, const std::string& bytes) {
+    cached = direct = 0;
+    REQUIRE(fs->write(f, off, {reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}) ==
+            static_cast<ssize_t>(bytes.size()));
+  };
+  const std::string whole = pattern((1 << 20) - kBlockSize, 51), first_mib = pattern(1 << 20, 52);
+  const std::string more = pattern(256 << 10, 53), small = pattern(16 << 10, 54);
+
+  const Ino a = write_file(*fs, kRootIno, "a", "");
+  write_at(a, 0, whole);
+  CHECK(cached == whole.size());
+  CHECK(direct == 0);
+  write_at(a, 0, more);  // a rewrite of a file with data
+  CHECK(cached == 0);
+  CHECK(direct == more.size());
+  write_at(a, 8192, small);  // a small write, as before
+  CHECK(cached == small.size());
+  CHECK(direct == 0);
+
+  const Ino b = write_file(*fs, kRootIno, "b", "");
+  write_at(b, 0, first_mib);  // the first MiB of a stream
+  CHECK(cached == 0);
+  CHECK(direct == first_mib.size());
+  write_at(b, first_mib.size(), more);  // and what follows
+  CHECK(cached == 0);
+  CHECK(direct == more.size());
+  *hook = nullptr;
+
+  std::string model_a = whole;
+  model_a.replace(0, more.size(), more);
+  model_a.replace(8192, small.size(), small);
+  REQUIRE(fs->syncfs() == 0);
+  fs.reset();
+  fs = test::open_fs(rig.medium);
+  CHECK(read_file(*fs, test::lookup_ino(*fs, kRootIno, "a")) == model_a);
+  CHECK(read_file(*fs, test::lookup_ino(*fs, kRootIno, "b")) == first_mib + more);
 }
 
 TEST_CASE("filesystem: a write larger than 8 MiB", "[filesystem][data]") {
