@@ -81,8 +81,9 @@ struct DeviceIo {
   // A write that may go through the medium's own page cache and be written
   // back by the next flush(): a small random write (or a new file written
   // whole, as by an untar) then costs a memory copy instead of a device
-  // round trip, and the kernel merges the write-back. Direct I/O on the same blocks stays coherent (the kernel
-  // writes such pages back before direct I/O touches them).
+  // round trip, and the kernel merges the write-back. Direct I/O on the same
+  // blocks stays coherent (the kernel writes such pages back before direct
+  // I/O touches them).
   // A small read marked so goes through the same cache: blocks written that
   // way lately are found in memory, where a direct read would first have
   // the kernel write them back and then read them from the device.
