@@ -21,12 +21,13 @@ constexpr std::uint64_t kMaxIoBytes = 8ULL << 20;  // one core write is split in
 // Writes up to this size run beside each other (write_small_inside) and may
 // be cached by the medium (DeviceIo::cached).
 constexpr std::uint64_t kSmallWriteBytes = 64 << 10;
-// A new file that arrives whole in one write below this size (a FUSE WRITE
-// carries at most 1 MiB) goes through the medium's page cache as well. An
-// untar or a layer extraction waits for every file's write-back (utimensat
-// flushes the file first), and written directly, each file larger than a
-// small write also waited for the device. The first MiB of a file written
-// in a stream arrives as a full 1 MiB and is still written directly.
+// The first write of a new file, at offset 0 and below this size, goes
+// through the medium's page cache as well: most often that is the whole
+// file (a FUSE WRITE carries at most 1 MiB). An untar or a layer extraction
+// waits for every file's write-back (utimensat flushes the file first), and
+// written directly, each file larger than a small write also waited for the
+// device. The first MiB of a file written in a stream arrives as a full
+// 1 MiB and is still written directly.
 constexpr std::uint64_t kWholeFileCachedBytes = 1 << 20;
 constexpr std::int64_t kDayNs = 86400LL * 1000000000LL;
 // A block copied on write this near after the file's previous block of its
