@@ -4,8 +4,8 @@
 // All I/O is in whole 4 KiB blocks from 4 KiB-aligned buffers, so the real
 // implementation can use O_DIRECT and data is not cached twice (the kernel
 // already caches file pages above FUSE); only I/O marked `cached` (small
-// reads and writes, new files written whole below 1 MiB, the reads of a
-// file being copied) passes through the medium's page cache (see DeviceIo).
+// reads and writes, the first write of an empty file below 1 MiB, the reads
+// of a file being copied) passes through the medium's page cache (see DeviceIo).
 // Each thread submits through its own io_uring, so no lock is held across
 // device I/O.
 #pragma once
@@ -79,11 +79,11 @@ struct DeviceIo {
   void* buf = nullptr;       // 4096-aligned
   std::uint32_t len = 0;     // bytes, multiple of 4096
   // A write that may go through the medium's own page cache and be written
-  // back by the next flush(): a small random write (or a new file written
-  // whole, as by an untar) then costs a memory copy instead of a device
-  // round trip, and the kernel merges the write-back. Direct I/O on the same
-  // blocks stays coherent (the kernel writes such pages back before direct
-  // I/O touches them).
+  // back by the next flush(): a small random write (or the first write of an
+  // empty file below 1 MiB, most often all of it, as an untar writes) then
+  // costs a memory copy instead of a device round trip, and the kernel
+  // merges the write-back. Direct I/O on the same blocks stays coherent (the
+  // kernel writes such pages back before direct I/O touches them).
   // A small read marked so goes through the same cache: blocks written that
   // way lately are found in memory, where a direct read would first have
   // the kernel write them back and then read them from the device.

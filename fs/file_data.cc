@@ -841,7 +841,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   // Small writes go through the medium's page cache (see DeviceIo::cached):
   // random 4 KiB writes then cost no device round trip each, and the
   // journal's flush before the next commit writes them back together. So
-  // does a whole new file below kWholeFileCachedBytes.
+  // does the first write of an empty file below kWholeFileCachedBytes.
   const bool whole_new_file = off == 0 && old_size == 0 && data.size() < kWholeFileCachedBytes;
   if (nblk * kBlockSize <= kSmallWriteBytes || whole_new_file)
     for (DeviceIo& io : ios) io.cached = true;

@@ -1071,8 +1071,8 @@ TEST_CASE("filesystem: a new file written whole below 1 MiB goes through the med
   REQUIRE(fs->syncfs() == 0);
   fs.reset();
   fs = test::open_fs(rig.medium);
-  CHECK(read_file(*fs, test::lookup_ino(*fs, kRootIno, "a")) == model_a);
-  CHECK(read_file(*fs, test::lookup_ino(*fs, kRootIno, "b")) == first_mib + more);
+  CHECK(read_file(*fs, lookup_ino(*fs, kRootIno, "a")) == model_a);
+  CHECK(read_file(*fs, lookup_ino(*fs, kRootIno, "b")) == first_mib + more);
 }
 
 TEST_CASE("filesystem: a write larger than 8 MiB", "[filesystem][data]") {
