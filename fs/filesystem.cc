@@ -14,6 +14,8 @@
 #include <tuple>
 #include <vector>
 
+#include "fs/copy_up_target.h"
+
 namespace dhfs {
 
 namespace {
@@ -331,7 +333,17 @@ int FileSystem::mknod(Ino parent, std::string_view name, std::uint32_t mode, std
   if (type == 0) mode |= S_IFREG;
   else if (type != S_IFREG && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO && type != S_IFSOCK)
     return -EINVAL;
-  return make_node(parent, name, mode, rdev, {}, cred, out, false);
+  if (int rc = make_node(parent, name, mode, rdev, {}, cred, out, false); rc) return rc;
+  if (S_ISREG(mode) && is_overlay_temp_name(name)) {
+    std::unique_lock m(meta_mu_);
+    // ... and only in overlayfs's work directory: one named "work".
+    const Inode* dir = inodes_.get(parent);
+    const Inode* above = dir && dir->parent() ? inodes_.get(dir->parent()) : nullptr;
+    const auto work = above && above->dir() ? above->dir()->lookup(kOverlayWorkDirName) : std::nullopt;
+    Inode* in = inodes_.get(out->ino);
+    if (in && work && work->ino == parent) in->copy_up_target = true;
+  }
+  return 0;
 }
 
 int FileSystem::mkdir(Ino parent, std::string_view name, std::uint32_t mode, const Cred& cred, Attr* out) {
@@ -372,6 +384,7 @@ int FileSystem::link(Ino ino, Ino newparent, std::string_view newname, Attr* out
   if (dir->dir()->lookup(newname)) return -EEXIST;
   const std::int64_t now = now_ns();
   ++in->nlink;
+  in->copy_up_target = false;
   mark_changed(*in, now, false);
   ++in->lookups;
   dir->dir()->add(newname, ino, dtype_of(in->mode));
@@ -470,6 +483,8 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
     return -EMLINK;
 
   const std::int64_t now = now_ns();
+  in->copy_up_target = false;  // a file renamed is a user's file (see copy_up_target.h)
+  if (victim) victim->copy_up_target = false;
   Txn txn;
   if (flags & kRenameExchange) {
     from_dir->dir()->replace(name, victim->ino, dtype_of(victim->mode));
@@ -536,7 +551,7 @@ int FileSystem::rename(Ino parent, std::string_view name, Ino newparent, std::st
 
 // ------------------------------------------------------------ open handles
 
-int FileSystem::open(Ino ino, int flags) {
+int FileSystem::open(Ino ino, int flags, OpenAdvice* advice) {
   if (opts_.read_only && (flags & O_ACCMODE) != O_RDONLY) return -EROFS;
   if (flags & O_TRUNC) {
     SetAttr sa;
@@ -558,6 +573,15 @@ int FileSystem::open(Ino ino, int flags) {
   if (!in) return -ENOENT;
   opened_for_dedup(*in, flags);
   ++in->opens;
+  // Written around the page cache only where the copy's bytes can be
+  // shared: across regions under dedup_scope=region, or with dedup off,
+  // every byte is written, and the page cache's write-back does that in
+  // larger, parallel pieces (a 1 GiB copy-up from a tmpfs lower layer took
+  // 1.59-2.25 s around it against 1.26-2.00 s through it, bench VM).
+  if (advice)
+    advice->direct_io = in->copy_up_target && (flags & O_ACCMODE) == O_WRONLY && opts_.dedup &&
+                        !opts_.dedup_region_scope;
+  in->copy_up_target = false;
   return 0;
 }
 

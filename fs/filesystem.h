@@ -208,7 +208,14 @@ class FileSystem {
   int access(Ino ino, int mask, const Cred& cred);
 
   // ---- files. open/create count an open handle, release drops it.
-  int open(Ino ino, int flags);
+  // What the kernel should do with the pages of a file opened by open().
+  struct OpenAdvice {
+    // Write around the page cache (FOPEN_DIRECT_IO): the handle an overlay
+    // copy-up writes through, when the copied bytes may be shared with the
+    // stored ones (see copy_up_target.h).
+    bool direct_io = false;
+  };
+  int open(Ino ino, int flags, OpenAdvice* advice = nullptr);
   int create(Ino parent, std::string_view name, std::uint32_t mode, int flags, const Cred& cred, Attr* out);
   void release(Ino ino);
   // Reads into `scratch`; `*out` is set to the bytes read (may be short at

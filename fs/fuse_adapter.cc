@@ -280,13 +280,15 @@ int kill_suidgid_if_asked(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  int rc = fs_of(req).open(ino, fi->flags);
+  FileSystem::OpenAdvice advice;
+  int rc = fs_of(req).open(ino, fi->flags, &advice);
   if (rc == 0 && (fi->flags & O_TRUNC)) rc = kill_suidgid_if_asked(req, ino);
   if (rc < 0) {
     fuse_reply_err(req, -rc);
     return;
   }
   fi->keep_cache = 1;  // nobody else changes the file behind the page cache
+  fi->direct_io = advice.direct_io;
   fuse_reply_open(req, fi);
 }
 

@@ -91,6 +91,10 @@ struct Inode {
   // memory only; set and read through std::atomic_ref (set under the
   // shared lock).
   bool copy_source = false;
+  // Made by MKNOD under overlayfs's temporary name and neither opened nor
+  // renamed since: what an overlay copy-up writes into (see
+  // copy_up_target.h). In memory only; under meta_mu_.
+  bool copy_up_target = false;
 
  private:
   Payload kind_ = Payload::kNone;

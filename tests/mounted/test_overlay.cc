@@ -292,6 +292,21 @@ TEST_CASE("overlay: unlink of a lower file leaves a whiteout", "[overlay][whiteo
   CHECK_BYTES(read_file(o.m("a")), "recreated");
   CHECK(S_ISREG(lstat_of(o.u("a")).st_mode));
   CHECK_BYTES(read_file(o.l("a")), "lower a");
+
+  // A file made over a whiteout is an ordinary file: writes change its
+  // mtime (overlayfs makes it in its work directory, as it does the file it
+  // copies a lower file into; dhfs writes only the latter around the page
+  // cache, and the kernel changes no times for such writes).
+  SYS(::unlink(o.m("b").c_str()));
+  {
+    Fd fd = open_fd(o.m("b"), O_WRONLY | O_CREAT | O_EXCL, 0644);
+    const struct timespec old_times[2] = {{1000, 0}, {1000, 0}};
+    SYS(::futimens(fd, old_times));
+    pwrite_all(fd, "made over a whiteout", 0);
+    CHECK(fstat_of(fd).st_mtim.tv_sec > 1000);
+  }
+  CHECK(lstat_of(o.m("b")).st_mtim.tv_sec > 1000);
+  CHECK_BYTES(read_file(o.m("b")), "made over a whiteout");
 }
 
 TEST_CASE("overlay: a removed and recreated directory is opaque", "[overlay][opaque]") {

@@ -4,6 +4,7 @@
 // storing them again, and the upper file then lives on its own. Space is
 // measured with `dhfsctl --json df`, placement with `dhfsctl --json frag`.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
@@ -26,6 +27,22 @@ constexpr std::uint64_t kBig = 256 * kMiB;
 
 // Compares a file with `want` (read cold when caches were dropped).
 #define CHECK_FILE(path, want) CHECK_BYTES(read_file(path), (want))
+
+// How many of a file's pages the kernel holds in its page cache (mincore of
+// a mapping, which faults nothing in).
+std::size_t resident_pages(const std::string& path) {
+  Fd fd = open_fd(path, O_RDONLY);
+  const std::size_t size = static_cast<std::size_t>(fstat_of(fd).st_size);
+  if (size == 0) return 0;
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  REQUIRE(map != MAP_FAILED);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  std::vector<unsigned char> in_core((size + page - 1) / page);
+  const int rc = ::mincore(map, size, in_core.data());
+  ::munmap(map, size);
+  REQUIRE(rc == 0);
+  return static_cast<std::size_t>(std::count_if(in_core.begin(), in_core.end(), [](unsigned char c) { return c & 1; }));
+}
 
 }  // namespace
 
@@ -151,6 +168,9 @@ TEST_CASE("sharing: overlay copy-up of a 256 MiB lower file shares its extents",
   }
   REQUIRE(exists(upper + "/big"));
   CHECK(stat_of(upper + "/big").st_size == static_cast<off_t>(kBig));
+  // The copy went around the upper file's page cache (copy_up_target.h):
+  // through it, all 65536 pages would be there now.
+  CHECK(resident_pages(upper + "/big") == 0);
   ctl_sync(fs);
   const Df d1 = df(fs);
   INFO("physical bytes before the copy-up " << d0.physical << ", after " << d1.physical);

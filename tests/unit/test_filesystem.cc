@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "fs/copy_up_target.h"
 #include "fs/filesystem.h"
 #include "fs/inode.h"
 #include "fs/mkfs.h"
@@ -1438,6 +1439,84 @@ TEST_CASE("filesystem: atime follows relatime, noatime and strictatime", "[files
   }
   CHECK(second.ctime_ns == written.ctime_ns);  // reading changes no ctime
   CHECK(second.mtime_ns == written.mtime_ns);
+}
+
+TEST_CASE("filesystem: overlayfs's copy-up file, and only it, is written around the page cache",
+          "[filesystem][overlay]") {
+  CHECK(is_overlay_temp_name("#1f"));
+  CHECK(is_overlay_temp_name("#0"));
+  CHECK_FALSE(is_overlay_temp_name("#"));
+  CHECK_FALSE(is_overlay_temp_name("#1F"));
+  CHECK_FALSE(is_overlay_temp_name("#1g"));
+  CHECK_FALSE(is_overlay_temp_name("a#1"));
+  CHECK_FALSE(is_overlay_temp_name("#123456789abcdef01"));
+
+  FsOptions opts;
+  auto fs = test::make_fs(nullptr, test::kDefaultDeviceBytes, opts);
+  // workdir=/wd: overlayfs works in /wd/work.
+  const Ino wd = mkdir_(*fs, kRootIno, "wd").ino;
+  const Ino work = mkdir_(*fs, wd, "work").ino;
+  const Ino elsewhere = mkdir_(*fs, kRootIno, "elsewhere").ino;
+  auto advised = [&](Ino ino, int flags) {
+    FileSystem::OpenAdvice advice;
+    REQUIRE(fs->open(ino, flags, &advice) == 0);
+    fs->release(ino);
+    return advice.direct_io;
+  };
+
+  SECTION("the copy-up target, once") {
+    const Ino t = mknod_(*fs, work, "#1f", S_IFREG | 0644).ino;
+    CHECK(advised(t, O_WRONLY | O_LARGEFILE));
+    CHECK_FALSE(advised(t, O_WRONLY));  // a later open is a user's
+  }
+  SECTION("opened to read first") {
+    const Ino t = mknod_(*fs, work, "#20", S_IFREG | 0644).ino;
+    CHECK_FALSE(advised(t, O_RDWR));
+    CHECK_FALSE(advised(t, O_WRONLY));
+  }
+  SECTION("renamed before it is opened: a file made over a whiteout") {
+    const Ino t = mknod_(*fs, work, "#21", S_IFREG | 0644).ino;
+    REQUIRE(fs->rename(work, "#21", kRootIno, "user-file", 0, kRoot) == 0);
+    CHECK_FALSE(advised(t, O_WRONLY));
+  }
+  SECTION("exchanged with another name before it is opened") {
+    const Ino t = mknod_(*fs, work, "#22", S_IFREG | 0644).ino;
+    mknod_(*fs, kRootIno, "whiteout", S_IFCHR, 0);
+    REQUIRE(fs->rename(work, "#22", kRootIno, "whiteout", kRenameExchange, kRoot) == 0);
+    CHECK_FALSE(advised(t, O_WRONLY));
+  }
+  SECTION("hard-linked before it is opened") {
+    const Ino t = mknod_(*fs, work, "#23", S_IFREG | 0644).ino;
+    Attr a;
+    REQUIRE(fs->link(t, kRootIno, "second-name", &a) == 0);
+    fs->forget(t, 1);
+    CHECK_FALSE(advised(t, O_WRONLY));
+  }
+  SECTION("other names, other directories, other ways of making it") {
+    CHECK_FALSE(advised(mknod_(*fs, work, "plain", S_IFREG | 0644).ino, O_WRONLY));
+    CHECK_FALSE(advised(mknod_(*fs, elsewhere, "#24", S_IFREG | 0644).ino, O_WRONLY));
+    CHECK_FALSE(advised(mknod_(*fs, wd, "#25", S_IFREG | 0644).ino, O_WRONLY));  // the workdir itself
+    Attr a;
+    REQUIRE(fs->create(work, "#26", 0644, O_WRONLY | O_CREAT, kRoot, &a) == 0);  // open(2) with O_CREAT
+    fs->release(a.ino);
+    fs->forget(a.ino, 1);
+    CHECK_FALSE(advised(a.ino, O_WRONLY));
+  }
+}
+
+TEST_CASE("filesystem: a copy-up keeps the page cache where its bytes cannot be shared", "[filesystem][overlay]") {
+  const bool dedup_off = GENERATE(true, false);
+  INFO((dedup_off ? "dedup=off" : "dedup_scope=region"));
+  FsOptions opts;
+  if (dedup_off) opts.dedup = false;
+  else opts.dedup_region_scope = true;
+  auto fs = test::make_fs(nullptr, test::kDefaultDeviceBytes, opts);
+  const Ino work = mkdir_(*fs, mkdir_(*fs, kRootIno, "wd").ino, "work").ino;
+  const Ino t = mknod_(*fs, work, "#1", S_IFREG | 0644).ino;
+  FileSystem::OpenAdvice advice;
+  REQUIRE(fs->open(t, O_WRONLY, &advice) == 0);
+  CHECK_FALSE(advice.direct_io);
+  fs->release(t);
 }
 
 TEST_CASE("filesystem: a read-only mount reads everything and writes nothing", "[filesystem]") {
