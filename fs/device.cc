@@ -121,12 +121,6 @@ class FileDevice final : public Device {
   // to the disk as well.
   int flush() override { return ::fdatasync(fd_.get()) == 0 ? 0 : -errno; }
 
-  void drop_cached(std::span<const DeviceIo> ios) override {
-    if (!cached_fd_) return;
-    for (const DeviceIo& io : ios)
-      (void)::posix_fadvise(cached_fd_.get(), static_cast<off_t>(io.offset), io.len, POSIX_FADV_DONTNEED);
-  }
-
   std::uint64_t size_bytes() const override { return size_; }
   bool read_only() const override { return read_only_; }
   std::string describe() const override { return path_; }

@@ -4,8 +4,8 @@
 // All I/O is in whole 4 KiB blocks from 4 KiB-aligned buffers, so the real
 // implementation can use O_DIRECT and data is not cached twice (the kernel
 // already caches file pages above FUSE); only I/O marked `cached` (small
-// reads and writes, the first write of an empty file below 1 MiB, the reads
-// of a file being copied) passes through the medium's page cache (see DeviceIo).
+// reads and writes, the first write of an empty file below 1 MiB) passes
+// through the medium's page cache (see DeviceIo).
 // Each thread submits through its own io_uring, so no lock is held across
 // device I/O.
 #pragma once
@@ -101,10 +101,6 @@ class Device {
 
   // Makes every completed write durable (FLUSH / fdatasync).
   virtual int flush() = 0;
-
-  // The medium's page cache may let go of the blocks of these I/Os (read
-  // `cached` once, not needed again). A hint: dirty blocks stay.
-  virtual void drop_cached(std::span<const DeviceIo> /*ios*/) {}
 
   virtual std::uint64_t size_bytes() const = 0;
   virtual bool read_only() const = 0;

@@ -475,8 +475,12 @@ class FileSystem {
   void request_checkpoint();
 
   // Blocks read ahead for cow_unit copies and for small files read in
-  // device order; dev_ reports every write to it.
-  PrefetchedBlocks prefetched_;
+  // device order, and the blocks a file being copied served until the
+  // copy's writes compared them; dev_ reports every write to it. Room for
+  // the kernel's read-ahead of a copy source, up to two windows (4 MiB
+  // each by default) ahead of the copy's writes, four times over; with a
+  // larger readahead= a copy's comparisons may read the device again.
+  PrefetchedBlocks prefetched_{32 << 20};
   // Where the device blocks of the last small file read whole ended.
   std::atomic<BlockNo> last_small_read_end_{0};
   std::unique_ptr<Device> dev_;

@@ -22,9 +22,9 @@ PrefetchedBlocks::Read::Read(PrefetchedBlocks& owner, Extent blocks) : owner_(ow
     owner.reading_.push_back(blocks);
     owner.idle_.store(false);
     since_ = owner.seq_;
+    buf_ = owner.buffer_for(blocks.len * kBlockSize);
   }
   wanted_ = true;
-  buf_ = AlignedBuffer::uninitialized(blocks.len * kBlockSize);
 }
 
 PrefetchedBlocks::Read::~Read() {
@@ -32,10 +32,7 @@ PrefetchedBlocks::Read::~Read() {
   std::lock_guard lk(owner_.mu_);
   auto& r = owner_.reading_;
   r.erase(std::find(r.begin(), r.end(), blocks_));
-  if (r.empty() && owner_.runs_.empty()) {
-    owner_.idle_.store(true);
-    owner_.log_.clear();  // only reads under way look at it
-  }
+  owner_.settle_if_idle();
 }
 
 void PrefetchedBlocks::Read::keep() {
@@ -52,12 +49,7 @@ void PrefetchedBlocks::Read::keep() {
   o.lru_.push_back(blocks_.start);
   o.runs_.emplace(blocks_.start, Run{blocks_.len, std::move(buf_), std::prev(o.lru_.end())});
   o.bytes_ += blocks_.len * kBlockSize;
-  while (o.bytes_ > o.max_bytes_ && !o.lru_.empty()) {
-    auto it = o.runs_.find(o.lru_.front());
-    o.bytes_ -= it->second.len * kBlockSize;
-    o.runs_.erase(it);
-    o.lru_.pop_front();
-  }
+  while (o.bytes_ > o.max_bytes_ && !o.lru_.empty()) o.drop(o.runs_.find(o.lru_.front()));
 }
 
 bool PrefetchedBlocks::take(BlockNo start, std::uint64_t n, std::byte* dst) {
@@ -88,7 +80,7 @@ void PrefetchedBlocks::writing(Extent e) {
     log_.emplace_back(++seq_, e);
     if (log_.size() > kLogEntries) log_.pop_front();
   }
-  if (reading_.empty() && runs_.empty()) idle_.store(true);
+  settle_if_idle();
 }
 
 std::size_t PrefetchedBlocks::kept_bytes() const {
@@ -99,11 +91,54 @@ std::size_t PrefetchedBlocks::kept_bytes() const {
 void PrefetchedBlocks::drop_overlapping(Extent e) {
   auto it = runs_.upper_bound(e.start);
   if (it != runs_.begin() && std::prev(it)->first + std::prev(it)->second.len > e.start) --it;
-  while (it != runs_.end() && it->first < e.end()) {
-    bytes_ -= it->second.len * kBlockSize;
-    lru_.erase(it->second.age);
-    it = runs_.erase(it);
+  while (it != runs_.end() && it->first < e.end()) drop(it++);
+}
+
+void PrefetchedBlocks::drop(std::map<BlockNo, Run>::iterator run) {
+  bytes_ -= run->second.len * kBlockSize;
+  lru_.erase(run->second.age);
+  if (spare_bytes_ + run->second.data.size() <= max_bytes_) {
+    spare_bytes_ += run->second.data.size();
+    spare_.push_back(std::move(run->second.data));
   }
+  runs_.erase(run);
+}
+
+void PrefetchedBlocks::settle_if_idle() {
+  if (!reading_.empty() || !runs_.empty()) return;
+  idle_.store(true);
+  log_.clear();  // only reads under way look at it
+  spare_.clear();
+  spare_bytes_ = 0;
+}
+
+bool PrefetchedBlocks::compare_kept(BlockNo start, std::span<const std::byte> data) {
+  if (idle_.load() || data.empty()) return false;
+  const std::uint64_t n = (data.size() + kBlockSize - 1) / kBlockSize;
+  std::lock_guard lk(mu_);
+  auto it = runs_.upper_bound(start);
+  if (it == runs_.begin()) return false;
+  --it;
+  const BlockNo end = it->first + it->second.len;
+  if (end < start + n) return false;
+  if (std::memcmp(it->second.data.data() + (start - it->first) * kBlockSize, data.data(), data.size()) != 0)
+    return false;
+  if (start + n == end) {
+    drop(it);
+    settle_if_idle();
+  }
+  return true;
+}
+
+AlignedBuffer PrefetchedBlocks::buffer_for(std::size_t bytes) {
+  for (auto it = spare_.begin(); it != spare_.end(); ++it)
+    if (it->size() >= bytes) {
+      AlignedBuffer b = std::move(*it);
+      spare_bytes_ -= b.size();
+      spare_.erase(it);
+      return b;
+    }
+  return AlignedBuffer::uninitialized(bytes);
 }
 
 BlockReader::BlockReader(Device& dev, PrefetchedBlocks& blocks)

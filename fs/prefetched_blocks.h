@@ -10,7 +10,10 @@
 // 1 GiB clone with a 32 KiB unit: 27.8k loads of one unit each, which were
 // what the overwrites waited on.) Small files read whole in device order
 // use it too (FileSystem::read_ahead_small_files): the files that follow
-// one just read lie right after it.
+// one just read lie right after it. A file being copied (an overlay
+// copy-up reads the lower file, then writes the same bytes) keeps the
+// blocks it served here, and share_stored_chunk compares the copy's writes
+// with them instead of reading the device again.
 //
 // Blocks are kept by device block number. Every device write to a block
 // drops it (WatchedDevice below reports them), so a kept block always holds
@@ -84,6 +87,12 @@ class PrefetchedBlocks {
 
   std::size_t kept_bytes() const;
 
+  // True if one kept run holds the blocks from `start` on that `data`
+  // covers and they begin with its bytes. A run compared up to its end goes
+  // (its memory serves the next reads): a copy compares each block once, in
+  // file order.
+  bool compare_kept(BlockNo start, std::span<const std::byte> data);
+
  private:
   struct Run {
     std::uint64_t len;
@@ -92,12 +101,23 @@ class PrefetchedBlocks {
   };
   static constexpr std::size_t kLogEntries = 4096;
 
-  void drop_overlapping(Extent e);  // mu_ held
+  // The rest hold mu_.
+  void drop_overlapping(Extent e);
+  void drop(std::map<BlockNo, Run>::iterator run);
+  // Nothing kept and no read under way: writes need not take mu_, and the
+  // spare buffers go.
+  void settle_if_idle();
+  // The buffers of runs that went serve the next reads, up to max_bytes_ in
+  // all while anything is kept or read: fresh memory costs a page fault and
+  // a zeroed page per 4 KiB (a copy-up keeps 1 GiB, 1 MiB at a time).
+  AlignedBuffer buffer_for(std::size_t bytes);
 
   const std::size_t max_bytes_;
   mutable std::mutex mu_;
   std::map<BlockNo, Run> runs_;  // by start block; runs do not overlap
   std::list<BlockNo> lru_;       // run starts, oldest first
+  std::vector<AlignedBuffer> spare_;
+  std::size_t spare_bytes_ = 0;
   std::size_t bytes_ = 0;
   std::vector<Extent> reading_;  // reads under way
   // Writes that started or ended while a read was under way, with their
@@ -139,7 +159,6 @@ class WatchedDevice final : public Device {
       : inner_(std::move(inner)), blocks_(blocks) {}
   int submit(std::span<const DeviceIo> ios) override;
   int flush() override { return inner_->flush(); }
-  void drop_cached(std::span<const DeviceIo> ios) override { inner_->drop_cached(ios); }
   std::uint64_t size_bytes() const override { return inner_->size_bytes(); }
   bool read_only() const override { return inner_->read_only(); }
   std::string describe() const override { return inner_->describe(); }

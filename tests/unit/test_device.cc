@@ -624,35 +624,6 @@ TEST_CASE("cached writes past a MiB are written back without a flush", "[device]
   CHECK(state->dirty_or_writeback == 0);
 }
 
-// Blocks read `cached` stay in the medium's page cache until drop_cached()
-// lets them go; blocks dirty there stay until written back.
-TEST_CASE("drop_cached lets clean cached blocks leave the page cache", "[device]") {
-  if (!page_cache_watchable()) return;
-  WatchedImage w;
-  REQUIRE(w.probe);
-  auto& dev = w.dev;
-  const UniqueFd& probe = w.probe;
-  AlignedBuffer buf(256 * kBlock);
-  const DeviceIo read{.op = DeviceIo::Op::Read, .offset = 0, .buf = buf.data(), .len = 256 * kBlock, .cached = true};
-  REQUIRE(dev->submit({&read, 1}) == 0);
-  auto state = page_cache_state(probe.get(), 0, 256 * kBlock);
-  REQUIRE(state);
-  CHECK(state->cached == 256);
-  const DeviceIo dirty{.op = DeviceIo::Op::Write, .offset = 512 * kBlock, .buf = buf.data(), .len = kBlock,
-                       .cached = true};
-  REQUIRE(dev->submit({&dirty, 1}) == 0);
-
-  const DeviceIo both[] = {read, dirty};
-  dev->drop_cached(both);
-  state = page_cache_state(probe.get(), 0, 256 * kBlock);  // (read-ahead beyond it may stay)
-  REQUIRE(state);
-  CHECK(state->cached == 0);
-  REQUIRE(dev->flush() == 0);
-  AlignedBuffer back(kBlock);
-  REQUIRE(dev->read(512 * kBlock, back.data(), kBlock) == 0);
-  CHECK(same(back.data(), buf.data(), kBlock));
-}
-
 TEST_CASE("an image file serves a batch of 200 mixed I/Os", "[device][uring]") {
   TempImage img(1024 * kBlock);
   auto dev = must_open(img.path());

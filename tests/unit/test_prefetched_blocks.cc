@@ -59,6 +59,44 @@ TEST_CASE("prefetched blocks: kept blocks are handed out until a write touches t
   CHECK(p.kept_bytes() == 0);
 }
 
+// What a copy's write compares with (share_stored_chunk): the bytes must
+// match, the blocks must lie in one kept run, and a run compared up to its
+// end goes, its buffer serving the next read.
+TEST_CASE("prefetched blocks: a copy's writes are compared with kept runs, which go once compared to their end",
+          "[prefetch]") {
+  PrefetchedBlocks p;
+  auto keep_run = [&](BlockNo start, std::uint64_t len) {
+    PrefetchedBlocks::Read r(p, {start, len});
+    REQUIRE(r.wanted());
+    fill(r);
+    r.keep();
+  };
+  auto device_bytes = [](BlockNo start, std::size_t bytes) {
+    std::vector<std::byte> v(bytes);
+    for (std::size_t i = 0; i < bytes; ++i) v[i] = std::byte(((start + i / kBlockSize) % 251) & 0xff);
+    return v;
+  };
+  CHECK_FALSE(p.compare_kept(100, device_bytes(100, kBlockSize)));  // nothing kept
+  keep_run(100, 16);
+
+  std::vector<std::byte> differs = device_bytes(100, 2 * kBlockSize);
+  differs[kBlockSize + 17] ^= std::byte{1};
+  CHECK_FALSE(p.compare_kept(100, differs));
+  CHECK_FALSE(p.compare_kept(110, device_bytes(110, 8 * kBlockSize)));  // runs past the kept blocks
+  CHECK(p.compare_kept(100, device_bytes(100, 8 * kBlockSize)));
+  CHECK(p.compare_kept(108, device_bytes(108, 4 * kBlockSize + 100)));  // a file's short last block
+  CHECK(p.kept_bytes() == 16 * kBlockSize);                             // not compared to its end yet
+  CHECK(p.compare_kept(100, device_bytes(100, kBlockSize)));           // again: a run is compared as often as asked
+  CHECK(p.compare_kept(113, device_bytes(113, 3 * kBlockSize)));
+  CHECK(p.kept_bytes() == 0);  // compared to its end: gone
+  CHECK_FALSE(p.compare_kept(113, device_bytes(113, kBlockSize)));
+
+  // A write to kept blocks drops them before any comparison.
+  keep_run(200, 4);
+  p.writing({201, 1});
+  CHECK_FALSE(p.compare_kept(200, device_bytes(200, kBlockSize)));
+}
+
 TEST_CASE("prefetched blocks: a read that a write overlapped is not kept", "[prefetch]") {
   PrefetchedBlocks p;
   AlignedBuffer out(kBlockSize);
