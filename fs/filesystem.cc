@@ -587,17 +587,27 @@ int FileSystem::open(Ino ino, int flags, OpenAdvice* advice) {
 
 void FileSystem::release(Ino ino) {
   DedupAfterClose dedup;
+  std::vector<Extent> served;
   {
     std::unique_lock m(meta_mu_);
     Inode* in = inodes_.get(ino);
     if (!in) return;
     if (in->opens > 0) --in->opens;
+    if (in->opens == 0 && std::atomic_ref(in->copy_source).exchange(false, std::memory_order_relaxed)) {
+      // The copy is over (overlayfs closes the lower file once its writes
+      // were compared; cp to another filesystem never compares): the blocks
+      // the file kept for it go, and a later copy asks SEEK_DATA again.
+      if (const ExtentMap* map = in->map())
+        for (const FileExtent& e : *map)
+          if (!is_packed(e.flags)) served.push_back({e.pblk, e.len});
+    }
     closed_for_dedup(*in, &dedup);
     if (!in->in_use() && !opts_.read_only) {
       Txn txn;
       release_if_unused(*in, txn);
     }
   }
+  for (const Extent& e : served) prefetched_.forget(e);
   // The last close of a changed file: find a stored copy of its contents.
   if (dedup.ino) dedup_after_close(dedup);
 }

@@ -84,12 +84,11 @@ struct Inode {
   bool hash_valid = false;
   bool hash_withdrawing = false;  // withdrawn, not yet durable
   // Someone asked where its data lies (SEEK_DATA / SEEK_HOLE), as overlayfs
-  // and cp do before they copy a file: its reads go through the medium's
-  // page cache from then on (see FileSystem::read_locked). A copy that
-  // shares its blocks drops those pages again; a copy to another
-  // filesystem leaves them to the kernel's reclaim (they are clean). In
-  // memory only; set and read through std::atomic_ref (set under the
-  // shared lock).
+  // and cp do before they copy a file: until its last handle closes, the
+  // blocks its reads serve stay in memory for the copy's comparison (see
+  // FileSystem::read_locked). In memory only; set and read through
+  // std::atomic_ref (set under the shared lock, cleared under the
+  // exclusive one).
   bool copy_source = false;
   // Made by MKNOD under overlayfs's temporary name and neither opened nor
   // renamed since: what an overlay copy-up writes into (see

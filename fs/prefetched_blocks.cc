@@ -83,6 +83,13 @@ void PrefetchedBlocks::writing(Extent e) {
   settle_if_idle();
 }
 
+void PrefetchedBlocks::forget(Extent e) {
+  if (idle_.load()) return;
+  std::lock_guard lk(mu_);
+  drop_overlapping(e);
+  settle_if_idle();
+}
+
 std::size_t PrefetchedBlocks::kept_bytes() const {
   std::lock_guard lk(mu_);
   return bytes_;

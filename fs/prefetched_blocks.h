@@ -84,6 +84,8 @@ class PrefetchedBlocks {
 
   // A device write to `e` starts or has ended (see WatchedDevice).
   void writing(Extent e);
+  // The kept blocks in `e` are not needed any more.
+  void forget(Extent e);
 
   std::size_t kept_bytes() const;
 

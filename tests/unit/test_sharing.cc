@@ -584,6 +584,24 @@ TEST_CASE("sharing: a file asked where its data lies keeps the blocks it serves 
   CHECK(dev.cached_reads == 0);
   CHECK_CONTENT(*fs, b, data);
   CHECK_CONTENT(*fs, a, data);
+
+  // The source's last handle closes before a copy compares (cp to another
+  // filesystem never compares): the blocks it kept go. A copy that asks
+  // again but reads nothing then finds none to compare with.
+  REQUIRE(fs->open(a, O_RDONLY) == 0);
+  REQUIRE(fs->lseek(a, 0, SEEK_DATA) == 0);
+  for (std::uint64_t off = 0; off < data.size(); off += kMiB) read_at(*fs, a, off, kMiB);
+  fs->release(a);
+  REQUIRE(fs->open(a, O_RDONLY) == 0);
+  REQUIRE(fs->lseek(a, 0, SEEK_DATA) == 0);
+  dev.reset();
+  const Ino c = create_empty(*fs, kRootIno, "c");
+  write_chunked(*fs, c, 0, data);
+  REQUIRE(fs->syncfs() == 0);
+  CHECK(synced(*fs).saved_blocks == s0.saved_blocks + 2 * data.size() / kB);
+  CHECK(dev.direct_reads >= data.size());
+  fs->release(a);
+  CHECK_CONTENT(*fs, c, data);
 }
 
 // ---------------------------------------------- persistence of the counts
