@@ -8,7 +8,7 @@
 // kernel first copies every byte into the new file's pages and later out of
 // them again for the write-back; written around it, each 64 KiB piece goes
 // to the daemon at once, and neither copy nor the page cache's fresh memory
-// is paid. A 1 GiB copy-up took 1.21-1.58 s instead of 1.82-2.39 s, and
+// is paid. A 1 GiB copy-up took 1.21-1.58 s instead of 1.59-2.39 s, and
 // ext4 1.56-1.93 s (one loop device on the bench VM; see the README).
 //
 // How it is told apart: overlayfs creates that file with vfs_create, which

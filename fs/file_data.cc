@@ -169,7 +169,7 @@ int FileSystem::read_locked(Ino ino, std::uint64_t off, std::size_t size, Aligne
   // then reads memory, not the device a second time. (Reading through the
   // medium's page cache did that too, but the daemon's copies out of that
   // cold memory cost more than the device reads: a 1 GiB overlay copy-up
-  // took 1.40-1.62 s that way against 1.00-1.21 s, bench VM.)
+  // took 1.30-1.62 s that way against 1.00-1.21 s, bench VM.)
   std::optional<KeepServedBlocks> keeping;
   if (copy_source) keeping.emplace(prefetched_, stored);
   if (int rc = read_segments(stored, first, dst, false); rc < 0) return rc;
