@@ -172,7 +172,7 @@ int FileSystem::read_locked(Ino ino, std::uint64_t off, std::size_t size, Aligne
   // took 1.30-1.62 s that way against 1.00-1.21 s, bench VM.)
   std::optional<KeepServedBlocks> keeping;
   if (copy_source) keeping.emplace(prefetched_, stored);
-  if (int rc = read_segments(stored, first, dst, false); rc < 0) return rc;
+  if (int rc = read_segments(stored, first, dst); rc < 0) return rc;
   if (keeping) keeping->keep(first, dst);
   for (const Segment& s : segs)
     if (is_packed(s.flags)) unpack_in_place(dst + (s.lblk - first) * kBlockSize, s.flags);
@@ -226,15 +226,11 @@ constexpr std::uint64_t kReadGapBlocks = 16;
 constexpr std::uint64_t kMaxSpanBlocks = 1024;  // 4 MiB, the most one merged read spans
 }  // namespace
 
-int FileSystem::read_segments(std::span<const Segment> segs, std::uint64_t first, std::byte* dst, bool cached) {
+int FileSystem::read_segments(std::span<const Segment> segs, std::uint64_t first, std::byte* dst) {
   std::vector<DeviceIo> ios;
-  auto submit = [&] {
-    for (DeviceIo& io : ios) io.cached = cached;
-    return dev_->submit(ios);
-  };
   if (segs.size() <= 1) {
     for (const Segment& s : segs) add_io(ios, DeviceIo::Op::Read, s.pblk, dst + (s.lblk - first) * kBlockSize, s.len);
-    return submit();
+    return dev_->submit(ios);
   }
   // Groups of segments close together on the device, in device order.
   std::vector<const Segment*> order;
@@ -275,7 +271,7 @@ int FileSystem::read_segments(std::span<const Segment> segs, std::uint64_t first
     merged.emplace_back(&g, at);
     at += g.end - g.start;
   }
-  if (int rc = submit(); rc < 0) return rc;
+  if (int rc = dev_->submit(ios); rc < 0) return rc;
   for (const auto& [g, place] : merged)
     for (std::size_t i = g->from; i < g->to; ++i) {
       const Segment& s = *order[i];

@@ -382,8 +382,7 @@ class FileSystem {
   void remember_read(Ino ino, const LoadedWindows& loaded);
   // Reads the blocks of `segs` (file blocks counted from `first`) into
   // `dst`, merging segments close together on the device into one I/O.
-  // `cached`: through the medium's page cache (DeviceIo::cached).
-  int read_segments(std::span<const Segment> segs, std::uint64_t first, std::byte* dst, bool cached = false);
+  int read_segments(std::span<const Segment> segs, std::uint64_t first, std::byte* dst);
   // Started on first use (by a cow_unit copy or small files read in order).
   BlockReader& block_reader();
   void read_ahead_small_files(std::span<const Segment> stored);
