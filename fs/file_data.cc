@@ -29,6 +29,11 @@ constexpr std::uint64_t kSmallWriteBytes = 64 << 10;
 // device. The first MiB of a file written in a stream arrives as a full
 // 1 MiB and is still written directly.
 constexpr std::uint64_t kWholeFileCachedBytes = 1 << 20;
+// Whether a write of `bytes` at `off` to a file of `old_size` is the first
+// write of an empty file below kWholeFileCachedBytes (most often all of it).
+bool whole_new_file(std::uint64_t off, std::uint64_t old_size, std::uint64_t bytes) {
+  return off == 0 && old_size == 0 && bytes < kWholeFileCachedBytes;
+}
 constexpr std::int64_t kDayNs = 86400LL * 1000000000LL;
 // A block copied on write this near after the file's previous block of its
 // own goes right after that block (see placement_hint).
@@ -868,8 +873,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   // random 4 KiB writes then cost no device round trip each, and the
   // journal's flush before the next commit writes them back together. So
   // does the first write of an empty file below kWholeFileCachedBytes.
-  const bool whole_new_file = off == 0 && old_size == 0 && data.size() < kWholeFileCachedBytes;
-  if (nblk * kBlockSize <= kSmallWriteBytes || whole_new_file)
+  if (nblk * kBlockSize <= kSmallWriteBytes || whole_new_file(off, old_size, data.size()))
     for (DeviceIo& io : ios) io.cached = true;
   if (int rc = dev_->submit(ios); rc < 0) {
     release_fresh();
@@ -973,10 +977,12 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
   }
   // Byte for byte, never on the hash alone. A file being copied left the
   // blocks it served in prefetched_ (see read_locked), which hold what the
-  // device holds. Otherwise the source is read: a small one was most likely
-  // written through the medium's page cache (DeviceIo::cached) and is read
-  // from there, so a layer that repeats files of the one extracted before
-  // it costs no device reads.
+  // device holds. Otherwise the source is read: a small run, or one that a
+  // whole new file repeats, was most likely written through the medium's
+  // page cache as well (DeviceIo::cached) and is read from there, so a
+  // layer that repeats files of the one extracted before it costs no device
+  // reads. (Read directly, the medium would first write back those blocks if
+  // still dirty, and the write would wait for both.)
   auto equal_to_kept = [&] {
     for (const Segment& s : segs) {
       const std::size_t at = (s.lblk - home.lblk) * kBlockSize;
@@ -991,7 +997,7 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
     std::vector<DeviceIo> ios;
     for (const Segment& s : segs)
       add_io(ios, DeviceIo::Op::Read, s.pblk, buf.data() + (s.lblk - home.lblk) * kBlockSize, s.len);
-    if (nblk * kBlockSize <= kSmallWriteBytes)
+    if (nblk * kBlockSize <= kSmallWriteBytes || whole_new_file(off, old_size, data.size()))
       for (DeviceIo& io : ios) io.cached = true;
     if (dev_->submit(ios) < 0) return false;
     for (const Segment& s : segs)
