@@ -966,6 +966,19 @@ struct HookedFs {
     REQUIRE(fs);
     data_area = fs->superblock().data_start * kBlockSize;
   }
+  // Bytes of file data the filesystem reads or writes (`op`) through the
+  // medium's page cache and directly, counted from now on.
+  struct DataBytes {
+    std::atomic<std::uint64_t> cached = 0, direct = 0;
+    void reset() { cached = direct = 0; }
+  };
+  void count_data(DeviceIo::Op op, DataBytes& out) {
+    *hook = [this, op, &out](std::span<const DeviceIo> ios) {
+      for (const DeviceIo& io : ios)
+        if (io.op == op && io.offset >= data_area) (io.cached ? out.cached : out.direct) += io.len;
+      return 0;
+    };
+  }
 };
 
 TEST_CASE("filesystem: whole blocks in an aligned buffer go to the device from it, other writes from a copy",
@@ -1033,14 +1046,12 @@ TEST_CASE("filesystem: a new file written whole below 1 MiB goes through the med
   HookedFs rig;
   auto& fs = rig.fs;
   auto& hook = rig.hook;
-  std::atomic<std::uint64_t> cached = 0, direct = 0;
-  *hook = [&](std::span<const DeviceIo> ios) {
-    for (const DeviceIo& io : ios)
-      if (io.op == DeviceIo::Op::Write && io.offset >= rig.data_area) (io.cached ? cached : direct) += io.len;
-    return 0;
-  };
+  HookedFs::DataBytes bytes_of;
+  rig.count_data(DeviceIo::Op::Write, bytes_of);
+  auto& cached = bytes_of.cached;
+  auto& direct = bytes_of.direct;
   auto write_at = [&](Ino f, std::uint64_t off, const std::string& bytes) {
-    cached = direct = 0;
+    bytes_of.reset();
     REQUIRE(fs->write(f, off, {reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}) ==
             static_cast<ssize_t>(bytes.size()));
   };
@@ -1089,12 +1100,10 @@ TEST_CASE("filesystem: a whole new file that repeats a stored one is verified th
   HookedFs rig;
   auto& fs = rig.fs;
   auto& hook = rig.hook;
-  std::atomic<std::uint64_t> cached = 0, direct = 0;
-  *hook = [&](std::span<const DeviceIo> ios) {
-    for (const DeviceIo& io : ios)
-      if (io.op == DeviceIo::Op::Read && io.offset >= rig.data_area) (io.cached ? cached : direct) += io.len;
-    return 0;
-  };
+  HookedFs::DataBytes bytes_of;
+  rig.count_data(DeviceIo::Op::Read, bytes_of);
+  auto& cached = bytes_of.cached;
+  auto& direct = bytes_of.direct;
   auto write_new = [&](std::string_view name, const std::string& bytes) {
     const Ino f = write_file(*fs, kRootIno, name, "");
     REQUIRE(fs->write(f, 0, {reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}) ==
@@ -1105,7 +1114,7 @@ TEST_CASE("filesystem: a whole new file that repeats a stored one is verified th
 
   write_new("a", whole);
   const std::uint64_t after_a = sharing_test::physical_blocks(*fs);
-  cached = direct = 0;
+  bytes_of.reset();
   const Ino b = write_new("b", whole);
   CHECK(sharing_test::physical_blocks(*fs) == after_a);  // shared, not written
   CHECK(cached >= whole.size());
@@ -1113,7 +1122,7 @@ TEST_CASE("filesystem: a whole new file that repeats a stored one is verified th
 
   write_new("c", first_mib);
   const std::uint64_t after_c = sharing_test::physical_blocks(*fs);
-  cached = direct = 0;
+  bytes_of.reset();
   const Ino d = write_new("d", first_mib);
   CHECK(sharing_test::physical_blocks(*fs) == after_c);
   CHECK(direct >= first_mib.size());
