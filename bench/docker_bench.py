@@ -44,7 +44,7 @@ REPO = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, BENCH_DIR)
 sys.dont_write_bytecode = True
 
-from benchlib import report  # noqa: E402  (machine description, shared with run.py)
+from benchlib import fuse_cost, report  # noqa: E402  (FUSE request costs; machine description, shared with run.py)
 from benchlib.util import BenchError, Interrupted, log, log_quiet, parse_size, run, set_log_file  # noqa: E402
 
 DOCKER, DOCKERD, REGISTRY, BUSYBOX = "/usr/bin/docker", "/usr/sbin/dockerd", "/usr/bin/docker-registry", "/bin/busybox"
@@ -251,6 +251,8 @@ class DockerHost:
         self.dockerd = None
         self.registry = None
         self.port = None
+        self.requests = None  # dhfs: fuse_cost.RequestCounter of the mount
+        self.round_trip_us = None  # dhfs: one FUSE round trip on this machine
 
     # --- set-up
     def start(self, rep):
@@ -284,6 +286,8 @@ class DockerHost:
                 if proc.poll() is not None or time.monotonic() > end:
                     raise BenchError("dhfs did not mount %s" % dev)
                 time.sleep(0.05)
+            self.requests = fuse_cost.RequestCounter(os.path.join(b, "dhfsctl"), self.mnt)
+            self.round_trip_us = fuse_cost.round_trip_us(self.mnt, self.short)
         self.start_dockerd(rep)
         self.start_registry()
 
@@ -371,15 +375,31 @@ class DockerHost:
 
         def step(name, fn):
             run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], timeout=600)
+            before = self.requests.snapshot() if self.requests else None
             t = time.perf_counter()
             fn()
             res[name + "_s"] = time.perf_counter() - t
+            if before:
+                # Everything on the mount during the step: docker's, containerd's and the
+                # containers' requests alike.
+                d = self.requests.difference(before, self.requests.snapshot())
+                if d:
+                    res[name + "_requests"] = d["count"]
+                    res[name + "_waited"] = fuse_cost.waited_requests(d["kinds"])
+                    res[name + "_daemon_s"] = d["daemon_s"]
+                    res[name + "_round_trips_s"] = res[name + "_waited"] * self.round_trip_us / 1e6
+                    for kind, n in d["kinds"].items():
+                        res["%s_count_%s" % (name, kind)] = n
+                    for kind, sec in d["kind_s"].items():
+                        res["%s_seconds_%s" % (name, kind)] = sec
             res[name + "_used"] = self.used_bytes()
             if self.fs == "dhfs":
                 res[name + "_saved"] = self.saved_bytes()
             log("  %s %s: %.2f s, %.1f MiB used" % (self.fs, name, res[name + "_s"], res[name + "_used"] / 2 ** 20))
 
         res["start_used"] = self.used_bytes()
+        if self.round_trip_us is not None:
+            res["round_trip_us"] = self.round_trip_us
 
         def do_import():
             with open(tarball, "rb") as f:
@@ -464,6 +484,30 @@ def table(fss, med):
     line = lambda r: "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
                                           for i, (c, w) in enumerate(zip(r, widths))) + " |"
     sep = "| " + " | ".join("-" * w if i == 0 else "-" * (w - 1) + ":" for i, w in enumerate(widths)) + " |"
+    return "\n".join([line(cols), sep] + [line(r) for r in rows])
+
+
+def requests_table(m):
+    """dhfs's FUSE requests per step (medians), or None if none were counted."""
+    if not any(m.get(k + "_requests") is not None for k, _ in STEPS):
+        return None
+    cols = ["step", "dhfs s", "requests", "waited for", "commonest kinds", "daemon s", "daemon's longest (s)",
+            "round trips s"]
+    rows = []
+    for key, title in STEPS:
+        if m.get(key + "_requests") is None:
+            continue
+        def by_kind(prefix):
+            return sorted(((k[len(prefix):], v) for k, v in m.items() if k.startswith(prefix)), key=lambda kv: -kv[1])
+        kinds, kind_s = by_kind(key + "_count_"), by_kind(key + "_seconds_")
+        rows.append([title.split(" (")[0], fmt_s(m[key + "_s"]), "%.0f" % m[key + "_requests"],
+                     "%.0f" % m[key + "_waited"], ", ".join("%s %.0f" % kv for kv in kinds[:4]),
+                     fmt_s(m[key + "_daemon_s"]), ", ".join("%s %.2f" % kv for kv in kind_s[:3]),
+                     fmt_s(m[key + "_round_trips_s"])])
+    widths = [max(len(str(r[i])) for r in rows + [cols]) for i in range(len(cols))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) if i in (0, 4, 6) else str(c).rjust(w)
+                                          for i, (c, w) in enumerate(zip(r, widths))) + " |"
+    sep = "| " + " | ".join("-" * w if i in (0, 4, 6) else "-" * (w - 1) + ":" for i, w in enumerate(widths)) + " |"
     return "\n".join([line(cols), sep] + [line(r) for r in rows])
 
 
@@ -574,6 +618,17 @@ def main(argv):
              "and appends to the files of 4 payload directories." % (
                  a.base_files, a.base_mib, a.copy_mib, a.containers, a.write_mib), "",
              "## Results", "", tbl, ""]
+    rq = requests_table(med["dhfs"]) if "dhfs" in med else None
+    if rq:
+        lines += ["## dhfs's FUSE requests per step", "",
+                  "Medians of the requests dhfs answered during each step (`dhfsctl --json requests` before "
+                  "and after; docker's, containerd's and the containers' requests alike), those someone waited "
+                  "for (all but %s), the daemon's own time for them (summed over its threads), and the "
+                  "waited-for requests times one round trip (%.1f us here, a getxattr answered at once; see "
+                  "bench/README.md, \"Where dhfs's time goes\"). Many processes issue requests at once in "
+                  "most steps, so the round trips are not a floor under the step's time as they are for an "
+                  "untar." % (", ".join(sorted(fuse_cost.BACKGROUND_KINDS)), med["dhfs"].get("round_trip_us", 0)),
+                  "", rq, ""]
     if failures:
         lines += ["## Failures", ""] + ["- %s rep %s: %s" % (f["fs"], f["rep"], f["error"]) for f in failures] + [""]
     lines += ["## Machine", ""] + ["- %s: %s" % (k, v) for k, v in machine.items()] + [""]

@@ -54,8 +54,8 @@ class RequestCounter:
             return None
 
     def difference(self, before, after):
-        """{count, daemon_s, kinds: {name: count}} between two snapshots, or None when the
-        counters went back (the daemon was restarted in between)."""
+        """{count, daemon_s, kinds: {name: count}, kind_s: {name: daemon seconds}} between two
+        snapshots, or None when the counters went back (the daemon was restarted in between)."""
         if not before or not after or after["count"] < before["count"]:
             return None
         d = _difference(before, after)
@@ -69,13 +69,14 @@ class RequestCounter:
 
 
 def _difference(a, b):
-    kinds, total_ns = {}, 0
+    kinds, kind_s, total_ns = {}, {}, 0
     for name, (count, ns) in b["kinds"].items():
         c0, ns0 = a["kinds"].get(name, (0, 0))
         if count > c0:
             kinds[name] = count - c0
+            kind_s[name] = max(0, ns - ns0) / 1e9
         total_ns += max(0, ns - ns0)
-    return {"count": sum(kinds.values()), "daemon_s": total_ns / 1e9, "kinds": kinds}
+    return {"count": sum(kinds.values()), "daemon_s": total_ns / 1e9, "kinds": kinds, "kind_s": kind_s}
 
 
 def _getxattr_loop_us(path, calls):
