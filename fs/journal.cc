@@ -305,6 +305,9 @@ void Journal::run() {
     const std::uint64_t first_seq = next_seq_ - ends.size();
     const std::uint64_t ticket = sync_requested_;
     const std::uint64_t lsn = head_;
+    // A sync() caller's flush under way has cleared data_dirty_ but made
+    // nothing durable yet. (None can start while committing_.)
+    const bool data_flush_under_way = direct_flushes_ > 0;
     const std::vector<BatchPlan> plan = plan_batches(ends);
     std::uint64_t padded = 0;
     for (const BatchPlan& b : plan) padded += b.padded;
@@ -319,11 +322,15 @@ void Journal::run() {
     lk.unlock();
 
     // Data written so far goes first (data=ordered), unless no transaction
-    // of the batch depends on it: then the flush after the batch makes
-    // both durable.
+    // of the batch depends on it, or no data was written since the last
+    // flush (a rename's commit, a copy-up's that shares all it wrote): then
+    // the flush after the batch makes everything durable, and an fsync costs
+    // one device flush, not two. (Whenever data_dirty_ is cleared, a flush
+    // follows, before or after the batch: data written before it is durable
+    // once that flush is.)
     int rc = 0;
-    const bool data_dirty = data_dirty_.exchange(false, std::memory_order_acq_rel);
-    if (batch.empty() ? data_dirty : data_first) rc = dev_.flush();
+    const bool data_dirty = data_dirty_.exchange(false, std::memory_order_acq_rel) || data_flush_under_way;
+    if (data_dirty && (batch.empty() || data_first)) rc = dev_.flush();
     std::uint64_t at = lsn;
     for (const BatchPlan& b : plan) {
       if (rc != 0) break;

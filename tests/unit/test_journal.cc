@@ -6,9 +6,11 @@
 //
 // Catch2 assertions are not thread-safe: extra threads only record what
 // they saw, and the test thread asserts.
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <deque>
@@ -227,9 +229,33 @@ class FlushWatch final : public Device {
   explicit FlushWatch(MemDevice& inner) : inner_(inner) {}
   int submit(std::span<const DeviceIo> ios) override { return inner_.submit(ios); }
   int flush() override {
-    std::lock_guard lock(mu_);
-    flushers_.push_back(std::this_thread::get_id());
+    {
+      std::unique_lock lock(mu_);
+      flushers_.push_back(std::this_thread::get_id());
+      if (hold_next_) {
+        // Stays under way until release(): a flush that has begun and
+        // made nothing durable yet.
+        hold_next_ = false;
+        ++held_;
+        cv_.notify_all();
+        cv_.wait(lock, [&] { return !holding_; });
+      }
+    }
     return fail_flush ? -EIO : inner_.flush();
+  }
+  // The next flush waits for release(); wait_held() returns once it does.
+  void hold_next() {
+    std::lock_guard lock(mu_);
+    hold_next_ = holding_ = true;
+  }
+  void wait_held() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return held_ > 0; });
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    holding_ = false;
+    cv_.notify_all();
   }
   std::uint64_t size_bytes() const override { return inner_.size_bytes(); }
   bool read_only() const override { return false; }
@@ -243,7 +269,10 @@ class FlushWatch final : public Device {
  private:
   MemDevice& inner_;
   std::mutex mu_;
+  std::condition_variable cv_;
   std::vector<std::thread::id> flushers_;
+  bool hold_next_ = false, holding_ = false;
+  unsigned held_ = 0;
 };
 }  // namespace
 
@@ -286,6 +315,48 @@ TEST_CASE("journal: a sync with only data to make durable flushes on the caller'
   const Replayed rep = replay(r);
   REQUIRE(rep.ok);
   CHECK(rep.batches.size() == 1);
+}
+
+// A commit flushes before its batch only for data written since the last
+// flush: a metadata-only fsync (a rename, a copy-up that shares all it
+// wrote) costs one device flush, after the batch. A sync() caller's flush
+// still under way does not count as done: the commit flushes first.
+TEST_CASE("journal: a commit flushes data first only if data was written since the last flush", "[journal]") {
+  Ring r(64);
+  FlushWatch dev(r.dev);
+  Journal j(dev, r.geo);
+  j.set_commit_interval(std::chrono::milliseconds(3600 * 1000));
+  j.start(0, 0, [](std::uint64_t) {}, [] {});
+
+  j.append(payload(100, 1));  // depends on data (the default), but none was written
+  REQUIRE(j.sync() == 0);
+  CHECK(dev.flushers().size() == 1);  // the batch's
+
+  j.note_data_written();
+  j.append(payload(100, 2));
+  REQUIRE(j.sync() == 0);
+  CHECK(dev.flushers().size() == 2);  // data first, then the batch
+  j.append(payload(100, 3));
+  REQUIRE(j.sync() == 0);
+  CHECK(dev.flushers().size() == 1);  // that data is durable already
+
+  // Data, then a sync() that flushes on its own thread and is held there:
+  // its flush has begun (data_dirty_ reads clean) but made nothing durable.
+  j.note_data_written();
+  dev.hold_next();
+  std::thread direct([&] { CHECK(j.sync() == 0); });
+  dev.wait_held();
+  j.append(payload(100, 4));
+  REQUIRE(j.sync() == 0);  // the committer's flushes are not held
+  const auto flushers = dev.flushers();
+  CHECK(std::count(flushers.begin(), flushers.end(), direct.get_id()) == 1);
+  CHECK(flushers.size() == 3);  // the held one, then the committer's data flush and batch flush
+  dev.release();
+  direct.join();
+  j.stop();
+  const Replayed rep = replay(r);
+  REQUIRE(rep.ok);
+  CHECK(rep.batches.size() == 4);
 }
 
 TEST_CASE("journal: stop commits what is pending", "[journal]") {
