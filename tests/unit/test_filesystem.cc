@@ -1093,8 +1093,8 @@ TEST_CASE("filesystem: a new file written whole below 1 MiB goes through the med
 // below 1 MiB most likely put into the medium's page cache; it is read from
 // there. (Read directly, the medium would first write back those blocks if
 // still dirty, and the extraction waited for both: a 64 KiB-1 MiB file took
-// the daemon a median 150 us, 50 us read from the cache; bench VM.) The
-// first MiB of a stream was written directly and is read so.
+// the daemon a median of about 150 us, 43-66 us read from the cache; bench
+// VM.) The first MiB of a stream was written directly and is read so.
 TEST_CASE("filesystem: a whole new file that repeats a stored one is verified through the medium's page cache",
           "[filesystem][data][dedup]") {
   HookedFs rig;

@@ -344,15 +344,26 @@ TEST_CASE("journal: a commit flushes data first only if data was written since t
   // its flush has begun (data_dirty_ reads clean) but made nothing durable.
   j.note_data_written();
   dev.hold_next();
-  std::thread direct([&] { CHECK(j.sync() == 0); });
+  std::atomic<int> direct_rc = 1;
+  std::thread direct([&] { direct_rc = j.sync(); });
+  const std::thread::id direct_id = direct.get_id();
+  struct ReleaseAndJoin {  // also when an assertion below throws
+    FlushWatch& dev;
+    std::thread& t;
+    ~ReleaseAndJoin() {
+      dev.release();
+      if (t.joinable()) t.join();
+    }
+  } release_and_join{dev, direct};
   dev.wait_held();
   j.append(payload(100, 4));
   REQUIRE(j.sync() == 0);  // the committer's flushes are not held
   const auto flushers = dev.flushers();
-  CHECK(std::count(flushers.begin(), flushers.end(), direct.get_id()) == 1);
+  CHECK(std::count(flushers.begin(), flushers.end(), direct_id) == 1);
   CHECK(flushers.size() == 3);  // the held one, then the committer's data flush and batch flush
   dev.release();
   direct.join();
+  CHECK(direct_rc == 0);
   j.stop();
   const Replayed rep = replay(r);
   REQUIRE(rep.ok);
