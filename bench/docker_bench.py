@@ -491,14 +491,15 @@ def requests_table(m):
     """dhfs's FUSE requests per step (medians), or None if none were counted."""
     if not any(m.get(k + "_requests") is not None for k, _ in STEPS):
         return None
-    cols = ["step", "dhfs s", "requests", "waited for", "commonest kinds", "daemon s", "daemon's longest (s)",
+    cols = ["step", "dhfs s", "requests", "waited for", "commonest kinds", "daemon s", "most daemon time (s)",
             "round trips s"]
+
+    def by_kind(prefix):  # (kind, value) of the keys `prefix`KIND, largest first
+        return sorted(((k[len(prefix):], v) for k, v in m.items() if k.startswith(prefix)), key=lambda kv: -kv[1])
     rows = []
     for key, title in STEPS:
         if m.get(key + "_requests") is None:
             continue
-        def by_kind(prefix):
-            return sorted(((k[len(prefix):], v) for k, v in m.items() if k.startswith(prefix)), key=lambda kv: -kv[1])
         kinds, kind_s = by_kind(key + "_count_"), by_kind(key + "_seconds_")
         rows.append([title.split(" (")[0], fmt_s(m[key + "_s"]), "%.0f" % m[key + "_requests"],
                      "%.0f" % m[key + "_waited"], ", ".join("%s %.0f" % kv for kv in kinds[:4]),
