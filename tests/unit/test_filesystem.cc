@@ -1088,6 +1088,64 @@ TEST_CASE("filesystem: a new file written whole below 1 MiB goes through the med
   CHECK(read_file(*fs, lookup_ino(*fs, kRootIno, "b")) == first_mib + more);
 }
 
+// Appending to a file, the kernel writes its last page back from the page's
+// start to the new end: every old byte of that block is in the data, the
+// rest lies past the old end (zeros), and nothing is read from the device,
+// shared block (a copy-up's, copied on write) or not. A write that leaves
+// old bytes of a block outside it still reads them.
+TEST_CASE("filesystem: the write-back of an appended file's last page reads nothing from the device",
+          "[filesystem][data]") {
+  HookedFs rig;
+  auto& fs = rig.fs;
+  auto& hook = rig.hook;
+  HookedFs::DataBytes reads;
+  const std::string base = pattern(36568, 71);  // 8 blocks and 3800 bytes
+  const Ino f = write_file(*fs, kRootIno, "f", base);
+  const std::uint64_t blocks_of_f = sharing_test::physical_blocks(*fs);
+  const Ino c = write_file(*fs, kRootIno, "c", base);  // dedup: all of c's blocks are f's
+  REQUIRE(sharing_test::physical_blocks(*fs) == blocks_of_f);
+  rig.count_data(DeviceIo::Op::Read, reads);
+  auto write_at = [&](Ino ino, std::uint64_t off, const std::string& bytes) {
+    REQUIRE(fs->write(ino, off, {reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}) ==
+            static_cast<ssize_t>(bytes.size()));
+  };
+  std::string model_f = base, model_c = base;
+
+  // "c\n" appended: the last page again, 3802 bytes from its start.
+  const std::string tail = base.substr(32768) + "c\n";
+  write_at(f, 32768, tail);
+  write_at(c, 32768, tail);
+  model_f += "c\n";
+  model_c += "c\n";
+  CHECK(reads.cached + reads.direct == 0);
+
+  // A single-block file rewritten whole and longer from offset 0.
+  const Ino s1 = write_file(*fs, kRootIno, "s", "0123456789");
+  REQUIRE(fs->syncfs() == 0);
+  reads.reset();
+  write_at(s1, 0, "abcdefghijkl");
+  CHECK(reads.cached + reads.direct == 0);
+
+  // Old bytes outside the data: read.
+  write_at(f, 32768, "xyz");
+  model_f.replace(0 + 32768, 3, "xyz");
+  CHECK(reads.cached + reads.direct >= kBlockSize);
+  reads.reset();
+  write_at(c, 32770, std::string(4000, 'q'));  // from inside the block to past the end
+  model_c.replace(32770, std::string::npos, std::string(4000, 'q'));
+  CHECK(reads.cached + reads.direct >= kBlockSize);
+  *hook = nullptr;
+
+  CHECK(read_file(*fs, f) == model_f);
+  CHECK(read_file(*fs, c) == model_c);
+  CHECK(read_file(*fs, s1) == "abcdefghijkl");
+  REQUIRE(fs->syncfs() == 0);
+  fs.reset();
+  fs = test::open_fs(rig.medium);
+  CHECK(read_file(*fs, lookup_ino(*fs, kRootIno, "f")) == model_f);
+  CHECK(read_file(*fs, lookup_ino(*fs, kRootIno, "c")) == model_c);
+}
+
 // A layer that repeats a file of the one extracted before it: the new file
 // is verified byte for byte against the stored one, which a whole new file
 // below 1 MiB most likely put into the medium's page cache; it is read from
