@@ -1052,8 +1052,7 @@ TEST_CASE("filesystem: a new file written whole below 1 MiB goes through the med
   auto& direct = bytes_of.direct;
   auto write_at = [&](Ino f, std::uint64_t off, const std::string& bytes) {
     bytes_of.reset();
-    REQUIRE(fs->write(f, off, {reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}) ==
-            static_cast<ssize_t>(bytes.size()));
+    sharing_test::write_bytes(*fs, f, off, bytes);
   };
   const std::string whole = pattern((1 << 20) - kBlockSize, 51), first_mib = pattern(1 << 20, 52);
   const std::string more = pattern(256 << 10, 53), small = pattern(16 << 10, 54);
@@ -1105,9 +1104,8 @@ TEST_CASE("filesystem: the write-back of an appended file's last page reads noth
   const Ino c = write_file(*fs, kRootIno, "c", base);  // dedup: all of c's blocks are f's
   REQUIRE(sharing_test::physical_blocks(*fs) == blocks_of_f);
   rig.count_data(DeviceIo::Op::Read, reads);
-  auto write_at = [&](Ino ino, std::uint64_t off, const std::string& bytes) {
-    REQUIRE(fs->write(ino, off, {reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}) ==
-            static_cast<ssize_t>(bytes.size()));
+  auto write_at = [&](Ino ino, std::uint64_t off, std::string_view bytes) {
+    sharing_test::write_bytes(*fs, ino, off, bytes);
   };
   std::string model_f = base, model_c = base;
 
@@ -1164,8 +1162,7 @@ TEST_CASE("filesystem: a whole new file that repeats a stored one is verified th
   auto& direct = bytes_of.direct;
   auto write_new = [&](std::string_view name, const std::string& bytes) {
     const Ino f = write_file(*fs, kRootIno, name, "");
-    REQUIRE(fs->write(f, 0, {reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}) ==
-            static_cast<ssize_t>(bytes.size()));
+    sharing_test::write_bytes(*fs, f, 0, bytes);
     return f;
   };
   const std::string whole = pattern(300 << 10, 61), first_mib = pattern(1 << 20, 62);
