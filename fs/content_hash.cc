@@ -84,7 +84,10 @@ void HashStream::feed(std::uint64_t off, std::span<const std::byte> data) {
 
 void HashStream::feed_chunk(std::uint64_t index, std::size_t at, std::span<const std::byte> data) {
   if (index >= kMaxChunks) return fail();
-  if (index < done_.size() && done_[index]) return fail();  // rewrites a hashed chunk
+  if (index < done_.size() && done_[index]) {  // rewrites a hashed chunk
+    rewritten_ = true;
+    return fail();
+  }
   std::unique_ptr<Chunk>& slot = open_[index];
   if (!slot) {
     if (open_.size() > kMaxOpenChunks) return fail();  // scattered writes, not a file streaming in
@@ -92,7 +95,10 @@ void HashStream::feed_chunk(std::uint64_t index, std::size_t at, std::span<const
   }
   Chunk& c = *slot;
   if (!c.st) return fail();  // (out of memory: no dedup for this file)
-  if (at < c.upto) return fail();  // rewrites hashed bytes
+  if (at < c.upto) {  // rewrites hashed bytes
+    rewritten_ = true;
+    return fail();
+  }
   if (at > c.upto) {
     // Ahead of the hashed bytes: waits, unless it overlaps a waiting write.
     auto next = c.waiting.lower_bound(at);
@@ -122,6 +128,11 @@ void HashStream::feed_chunk(std::uint64_t index, std::size_t at, std::span<const
   if (done_.size() <= index) done_.resize(index + 1);
   done_[index] = ContentHash{h.low64, h.high64};
   open_.erase(index);
+}
+
+bool HashStream::rewritten() {
+  std::lock_guard lk(mu_);
+  return rewritten_;
 }
 
 void HashStream::break_off() {

@@ -59,6 +59,10 @@ class HashStream {
   void break_off();
   // The hash of the file if its contents are exactly the `size` bytes fed.
   std::optional<ContentHash> digest(std::uint64_t size);
+  // Whether a write went into bytes already hashed: the file was changed in
+  // place, or its last page written back again by an append (as after an
+  // overlay copy-up whose handle the kernel had not released yet).
+  bool rewritten();
 
   static constexpr std::size_t kChunkBytes = 1 << 20;
   static constexpr std::size_t kMaxWaitingBytes = 32 << 20;
@@ -75,6 +79,7 @@ class HashStream {
 
   std::mutex mu_;
   bool broken_ = false;
+  bool rewritten_ = false;
   std::map<std::uint64_t, std::unique_ptr<Chunk>> open_;  // chunks partly hashed, by index
   std::vector<std::optional<ContentHash>> done_;          // by index: the hashes of complete chunks
   std::size_t waiting_bytes_ = 0;

@@ -77,8 +77,10 @@ TEST_CASE("dedup: the streamed hash takes writes out of order, not rewrites", "[
   {
     HashStream s;  // a rewrite of hashed bytes
     s.feed(0, piece(0, 100000));
+    CHECK_FALSE(s.rewritten());
     s.feed(50000, piece(50000, 150000));
     CHECK_FALSE(s.digest(data.size()));
+    CHECK(s.rewritten());
   }
   {
     HashStream s;  // overlapping writes ahead
@@ -102,7 +104,65 @@ TEST_CASE("dedup: the streamed hash takes writes out of order, not rewrites", "[
     s.break_off();
     s.feed(100000, piece(100000, 100000));
     CHECK_FALSE(s.digest(data.size()));
+    CHECK_FALSE(s.rewritten());  // broken, but by something else
   }
+}
+
+// overlayfs truncates every file it copies up to the size it has: no byte
+// changes, so the file keeps its content hash (and a stream its hashing).
+TEST_CASE("dedup: a truncate to the file's own size is no change of its contents", "[dedup]") {
+  Rig rig(256 * kMiB, dedup_opts());
+  const std::string data = pattern(3 * kMiB + 123, 31);
+  const Ino a = make_file(*rig.fs, kRootIno, "a", data);
+  REQUIRE(rig.fs->content_hash_of(a));
+  truncate_to(*rig.fs, a, data.size());
+  CHECK(rig.fs->content_hash_of(a));  // not withdrawn
+  const std::uint64_t one = physical_blocks(*rig.fs);
+  make_file(*rig.fs, kRootIno, "b", data);  // finds a by its hash
+  CHECK(physical_blocks(*rig.fs) == one);
+
+  // Copied up: written from empty, truncated to its size, closed: hashed
+  // from the stream, and shared like any copy.
+  Attr c;
+  REQUIRE(rig.fs->create(kRootIno, "c", 0644, O_WRONLY | O_CREAT, kRoot, &c) == 0);
+  write_chunked(*rig.fs, c.ino, 0, data);
+  truncate_to(*rig.fs, c.ino, data.size());
+  rig.fs->release(c.ino);
+  CHECK(rig.fs->content_hash_of(c.ino));
+  CHECK(physical_blocks(*rig.fs) == one);
+
+  truncate_to(*rig.fs, a, data.size() - 1);  // a real one
+  CHECK_FALSE(rig.fs->content_hash_of(a));
+  CHECK_CONTENT(*rig.fs, a, data.substr(0, data.size() - 1));
+  CHECK_CONTENT(*rig.fs, c.ino, data);
+}
+
+// A file written from empty whose written bytes are written again before
+// its last close (a copy-up appended to while overlayfs's handle is still
+// open: the append writes the last page back again) was changed in place:
+// like a file opened with data, it is left to offline dedup rather than
+// read back at its close.
+TEST_CASE("dedup: a file rewritten while open is not hashed at its close", "[dedup]") {
+  Rig rig(256 * kMiB, dedup_opts());
+  const std::string data = pattern(36568, 32);
+  const Ino a = make_file(*rig.fs, kRootIno, "a", data);
+  const std::uint64_t one = physical_blocks(*rig.fs);
+  Attr b;
+  REQUIRE(rig.fs->create(kRootIno, "b", 0644, O_WRONLY | O_CREAT, kRoot, &b) == 0);
+  write_bytes(*rig.fs, b.ino, 0, data);  // the copy: shared with a
+  const std::string appended = data + "c\n";
+  write_bytes(*rig.fs, b.ino, 32768, std::string_view(appended).substr(32768));  // the append's write-back
+  rig.fs->release(b.ino);
+  CHECK_FALSE(rig.fs->content_hash_of(b.ino));
+  CHECK_CONTENT(*rig.fs, b.ino, appended);
+  CHECK_CONTENT(*rig.fs, a, data);
+
+  // Offline dedup still hashes it.
+  DedupOutcome out;
+  REQUIRE(rig.fs->dedup_file(b.ino, &out) == 0);
+  CHECK(out.hashed);
+  CHECK(rig.fs->content_hash_of(b.ino));
+  CHECK(physical_blocks(*rig.fs) >= one);
 }
 
 TEST_CASE("dedup: the file hash is the hash of its 1 MiB chunks' hashes, in any order of chunks", "[dedup]") {
