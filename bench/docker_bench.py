@@ -480,11 +480,7 @@ def table(fss, med):
             if len(cols) > len(fss) + 1:
                 row.append("—")
             rows.append(row)
-    widths = [max(len(str(r[i])) for r in rows + [cols]) for i in range(len(cols))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                          for i, (c, w) in enumerate(zip(r, widths))) + " |"
-    sep = "| " + " | ".join("-" * w if i == 0 else "-" * (w - 1) + ":" for i, w in enumerate(widths)) + " |"
-    return "\n".join([line(cols), sep] + [line(r) for r in rows])
+    return report.table(cols, rows)
 
 
 def requests_table(m):
@@ -505,11 +501,7 @@ def requests_table(m):
                      "%.0f" % m[key + "_waited"], ", ".join("%s %.0f" % kv for kv in kinds[:4]),
                      fmt_s(m[key + "_daemon_s"]), ", ".join("%s %.2f" % kv for kv in kind_s[:3]),
                      fmt_s(m[key + "_round_trips_s"])])
-    widths = [max(len(str(r[i])) for r in rows + [cols]) for i in range(len(cols))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) if i in (0, 4, 6) else str(c).rjust(w)
-                                          for i, (c, w) in enumerate(zip(r, widths))) + " |"
-    sep = "| " + " | ".join("-" * w if i in (0, 4, 6) else "-" * (w - 1) + ":" for i, w in enumerate(widths)) + " |"
-    return "\n".join([line(cols), sep] + [line(r) for r in rows])
+    return report.table(cols, rows)
 
 
 # ------------------------------------------------------------------ main

@@ -29,10 +29,12 @@ constexpr std::uint64_t kSmallWriteBytes = 64 << 10;
 // device. The first MiB of a file written in a stream arrives as a full
 // 1 MiB and is still written directly.
 constexpr std::uint64_t kWholeFileCachedBytes = 1 << 20;
-// Whether a write of `bytes` at `off` to a file of `old_size` is the first
-// write of an empty file below kWholeFileCachedBytes (most often all of it).
-bool whole_new_file(std::uint64_t off, std::uint64_t old_size, std::uint64_t bytes) {
-  return off == 0 && old_size == 0 && bytes < kWholeFileCachedBytes;
+// Whether a write of `bytes` at `off` to a file of `old_size`, spanning
+// `span_bytes` of whole blocks, goes through the medium's page cache: a
+// small write, or the first write of an empty file below
+// kWholeFileCachedBytes (most often all of it).
+bool written_cached(std::uint64_t span_bytes, std::uint64_t off, std::uint64_t old_size, std::uint64_t bytes) {
+  return span_bytes <= kSmallWriteBytes || (off == 0 && old_size == 0 && bytes < kWholeFileCachedBytes);
 }
 constexpr std::int64_t kDayNs = 86400LL * 1000000000LL;
 // A block copied on write this near after the file's previous block of its
@@ -826,19 +828,18 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     }
     for (std::uint64_t l = from; l < to; ++l) loaded.push_back(l);
   };
-  // A block the data covers in part needs its current contents only where
-  // bytes below the old end of file lie outside the data. The write-back of
-  // an appended file's last page (from the page's start to the new end)
-  // needs none: it was read from the device before each such write, and the
-  // bytes beyond the data are zeros anyway.
+  // The first and last block of the data need their current contents only
+  // where bytes below the old end of file lie outside the data (bytes
+  // beyond it are zeros anyway). The write-back of an appended file's last
+  // page, from the page's start to the new end, needs none: it used to
+  // read that block from the device before every such write.
   auto keeps_old_bytes = [&](std::uint64_t l) {
     const std::uint64_t start = l * kBlockSize, live_end = std::min(start + kBlockSize, old_size);
     return live_end > start && (off > start || end < live_end);
   };
   if (first < wfirst) load_blocks(first, wfirst);
-  if ((off % kBlockSize || (wfirst == wlast && end % kBlockSize)) && keeps_old_bytes(wfirst))
-    load_blocks(wfirst, wfirst + 1);
-  if (wlast != wfirst && end % kBlockSize && keeps_old_bytes(wlast)) load_blocks(wlast, wlast + 1);
+  if (keeps_old_bytes(wfirst)) load_blocks(wfirst, wfirst + 1);
+  if (wlast != wfirst && keeps_old_bytes(wlast)) load_blocks(wlast, wlast + 1);
   if (last > wlast) load_blocks(wlast + 1, last + 1);
   // (Blocks not loaded, holes and unwritten extents, stay as the buffer
   // starts: zeros.)
@@ -890,7 +891,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   // random 4 KiB writes then cost no device round trip each, and the
   // journal's flush before the next commit writes them back together. So
   // does the first write of an empty file below kWholeFileCachedBytes.
-  if (nblk * kBlockSize <= kSmallWriteBytes || whole_new_file(off, old_size, data.size()))
+  if (written_cached(nblk * kBlockSize, off, old_size, data.size()))
     for (DeviceIo& io : ios) io.cached = true;
   if (int rc = dev_->submit(ios); rc < 0) {
     release_fresh();
@@ -1014,7 +1015,7 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
     std::vector<DeviceIo> ios;
     for (const Segment& s : segs)
       add_io(ios, DeviceIo::Op::Read, s.pblk, buf.data() + (s.lblk - home.lblk) * kBlockSize, s.len);
-    if (nblk * kBlockSize <= kSmallWriteBytes || whole_new_file(off, old_size, data.size()))
+    if (written_cached(nblk * kBlockSize, off, old_size, data.size()))  // as the source most likely was
       for (DeviceIo& io : ios) io.cached = true;
     if (dev_->submit(ios) < 0) return false;
     for (const Segment& s : segs)

@@ -966,16 +966,16 @@ struct HookedFs {
     REQUIRE(fs);
     data_area = fs->superblock().data_start * kBlockSize;
   }
-  // Bytes of file data the filesystem reads or writes (`op`) through the
-  // medium's page cache and directly, counted from now on.
-  struct DataBytes {
-    std::atomic<std::uint64_t> cached = 0, direct = 0;
-    void reset() { cached = direct = 0; }
-  };
-  void count_data(DeviceIo::Op op, DataBytes& out) {
-    *hook = [this, op, &out](std::span<const DeviceIo> ios) {
+  // Bytes of file data the filesystem reads or writes (the `op` given to
+  // count_data) through the medium's page cache and directly, counted from
+  // count_data() or the last reset() on.
+  std::atomic<std::uint64_t> cached = 0, direct = 0;
+  void reset() { cached = direct = 0; }
+  void count_data(DeviceIo::Op op) {
+    reset();
+    *hook = [this, op](std::span<const DeviceIo> ios) {
       for (const DeviceIo& io : ios)
-        if (io.op == op && io.offset >= data_area) (io.cached ? out.cached : out.direct) += io.len;
+        if (io.op == op && io.offset >= data_area) (io.cached ? cached : direct) += io.len;
       return 0;
     };
   }
@@ -1046,12 +1046,11 @@ TEST_CASE("filesystem: a new file written whole below 1 MiB goes through the med
   HookedFs rig;
   auto& fs = rig.fs;
   auto& hook = rig.hook;
-  HookedFs::DataBytes bytes_of;
-  rig.count_data(DeviceIo::Op::Write, bytes_of);
-  auto& cached = bytes_of.cached;
-  auto& direct = bytes_of.direct;
+  rig.count_data(DeviceIo::Op::Write);
+  auto& cached = rig.cached;
+  auto& direct = rig.direct;
   auto write_at = [&](Ino f, std::uint64_t off, const std::string& bytes) {
-    bytes_of.reset();
+    rig.reset();
     sharing_test::write_bytes(*fs, f, off, bytes);
   };
   const std::string whole = pattern((1 << 20) - kBlockSize, 51), first_mib = pattern(1 << 20, 52);
@@ -1097,41 +1096,39 @@ TEST_CASE("filesystem: the write-back of an appended file's last page reads noth
   HookedFs rig;
   auto& fs = rig.fs;
   auto& hook = rig.hook;
-  HookedFs::DataBytes reads;
   const std::string base = pattern(36568, 71);  // 8 blocks and 3800 bytes
   const Ino f = write_file(*fs, kRootIno, "f", base);
   const std::uint64_t blocks_of_f = sharing_test::physical_blocks(*fs);
   const Ino c = write_file(*fs, kRootIno, "c", base);  // dedup: all of c's blocks are f's
   REQUIRE(sharing_test::physical_blocks(*fs) == blocks_of_f);
-  rig.count_data(DeviceIo::Op::Read, reads);
-  auto write_at = [&](Ino ino, std::uint64_t off, std::string_view bytes) {
-    sharing_test::write_bytes(*fs, ino, off, bytes);
-  };
+  rig.count_data(DeviceIo::Op::Read);
+  const auto read_bytes = [&] { return rig.cached + rig.direct; };
+  using sharing_test::write_bytes;
   std::string model_f = base, model_c = base;
 
   // "c\n" appended: the last page again, 3802 bytes from its start.
   const std::string tail = base.substr(32768) + "c\n";
-  write_at(f, 32768, tail);
-  write_at(c, 32768, tail);
+  write_bytes(*fs, f, 32768, tail);
+  write_bytes(*fs, c, 32768, tail);
   model_f += "c\n";
   model_c += "c\n";
-  CHECK(reads.cached + reads.direct == 0);
+  CHECK(read_bytes() == 0);
 
   // A single-block file rewritten whole and longer from offset 0.
   const Ino s1 = write_file(*fs, kRootIno, "s", "0123456789");
   REQUIRE(fs->syncfs() == 0);
-  reads.reset();
-  write_at(s1, 0, "abcdefghijkl");
-  CHECK(reads.cached + reads.direct == 0);
+  rig.reset();
+  write_bytes(*fs, s1, 0, "abcdefghijkl");
+  CHECK(read_bytes() == 0);
 
   // Old bytes outside the data: read.
-  write_at(f, 32768, "xyz");
+  write_bytes(*fs, f, 32768, "xyz");
   model_f.replace(0 + 32768, 3, "xyz");
-  CHECK(reads.cached + reads.direct >= kBlockSize);
-  reads.reset();
-  write_at(c, 32770, std::string(4000, 'q'));  // from inside the block to past the end
+  CHECK(read_bytes() >= kBlockSize);
+  rig.reset();
+  write_bytes(*fs, c, 32770, std::string(4000, 'q'));  // from inside the block to past the end
   model_c.replace(32770, std::string::npos, std::string(4000, 'q'));
-  CHECK(reads.cached + reads.direct >= kBlockSize);
+  CHECK(read_bytes() >= kBlockSize);
   *hook = nullptr;
 
   CHECK(read_file(*fs, f) == model_f);
@@ -1156,10 +1153,9 @@ TEST_CASE("filesystem: a whole new file that repeats a stored one is verified th
   HookedFs rig;
   auto& fs = rig.fs;
   auto& hook = rig.hook;
-  HookedFs::DataBytes bytes_of;
-  rig.count_data(DeviceIo::Op::Read, bytes_of);
-  auto& cached = bytes_of.cached;
-  auto& direct = bytes_of.direct;
+  rig.count_data(DeviceIo::Op::Read);
+  auto& cached = rig.cached;
+  auto& direct = rig.direct;
   auto write_new = [&](std::string_view name, const std::string& bytes) {
     const Ino f = write_file(*fs, kRootIno, name, "");
     sharing_test::write_bytes(*fs, f, 0, bytes);
@@ -1169,7 +1165,7 @@ TEST_CASE("filesystem: a whole new file that repeats a stored one is verified th
 
   write_new("a", whole);
   const std::uint64_t after_a = sharing_test::physical_blocks(*fs);
-  bytes_of.reset();
+  rig.reset();
   const Ino b = write_new("b", whole);
   CHECK(sharing_test::physical_blocks(*fs) == after_a);  // shared, not written
   CHECK(cached >= whole.size());
@@ -1177,7 +1173,7 @@ TEST_CASE("filesystem: a whole new file that repeats a stored one is verified th
 
   write_new("c", first_mib);
   const std::uint64_t after_c = sharing_test::physical_blocks(*fs);
-  bytes_of.reset();
+  rig.reset();
   const Ino d = write_new("d", first_mib);
   CHECK(sharing_test::physical_blocks(*fs) == after_c);
   CHECK(direct >= first_mib.size());

@@ -274,16 +274,27 @@ class FlushWatch final : public Device {
   bool hold_next_ = false, holding_ = false;
   unsigned held_ = 0;
 };
+
+// A started journal on a FlushWatch, committing only when asked (the commit
+// interval is an hour), so that the tests see every flush it makes.
+struct WatchedJournal {
+  Ring r{64};
+  FlushWatch dev{r.dev};
+  Journal j{dev, r.geo};
+  WatchedJournal() {
+    j.set_commit_interval(std::chrono::milliseconds(3600 * 1000));
+    j.start(0, 0, [](std::uint64_t) {}, [] {});
+  }
+};
 }  // namespace
 
 // With no record pending and no commit under way, sync() flushes the data
 // on the caller's own thread; records still go through the committer.
 TEST_CASE("journal: a sync with only data to make durable flushes on the caller's thread", "[journal]") {
-  Ring r(64);
-  FlushWatch dev(r.dev);
-  Journal j(dev, r.geo);
-  j.set_commit_interval(std::chrono::milliseconds(3600 * 1000));
-  j.start(0, 0, [](std::uint64_t) {}, [] {});
+  WatchedJournal w;
+  Ring& r = w.r;
+  FlushWatch& dev = w.dev;
+  Journal& j = w.j;
   const auto me = std::this_thread::get_id();
 
   REQUIRE(j.sync() == 0);  // nothing written: nothing to flush
@@ -322,11 +333,10 @@ TEST_CASE("journal: a sync with only data to make durable flushes on the caller'
 // wrote) costs one device flush, after the batch. A sync() caller's flush
 // still under way does not count as done: the commit flushes first.
 TEST_CASE("journal: a commit flushes data first only if data was written since the last flush", "[journal]") {
-  Ring r(64);
-  FlushWatch dev(r.dev);
-  Journal j(dev, r.geo);
-  j.set_commit_interval(std::chrono::milliseconds(3600 * 1000));
-  j.start(0, 0, [](std::uint64_t) {}, [] {});
+  WatchedJournal w;
+  Ring& r = w.r;
+  FlushWatch& dev = w.dev;
+  Journal& j = w.j;
 
   j.append(payload(100, 1));  // depends on data (the default), but none was written
   REQUIRE(j.sync() == 0);
