@@ -674,7 +674,8 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
     struct statvfs sv {};
     if (::statvfs(opts.mountpoint.c_str(), &sv) != 0) return;
     if (fs.options().fuse_uring && ctx.channel.kernel_offers_uring()) {
-      const int rc = ring.start(opts.max_threads, ctx.channel.ring_payload_size(), fs.options().ring_spin);
+      const int rc = ring.start(opts.max_threads, ctx.channel.ring_payload_size(), fs.options().ring_spin,
+                                fs.options().ring_pin);
       if (rc < 0)
         fmt::print(stderr, "dhfs: the kernel refused a FUSE over io_uring entry ({}); where a CPU queue has "
                            "none, requests stay on /dev/fuse\n", std::strerror(-rc));

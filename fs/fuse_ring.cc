@@ -32,6 +32,23 @@ thread_local RingEntry* t_serving = nullptr;
 // What after_reply() left to run once that entry's reply is committed.
 thread_local std::vector<std::function<void()>> t_after_reply;
 
+// QueueLoad's settings: three requests in service at once let a queue's
+// threads leave its CPU for 20 ms. One process that waits for each reply
+// keeps at most two (its request, and a release or write-back beside it).
+constexpr unsigned kSpreadBusy = 3;
+constexpr std::chrono::milliseconds kSpreadHold{20};
+
+// Holds the calling thread to `cpu`, or lets it run on `any`; false if the
+// kernel refused (the thread then stays where it may run).
+bool run_on(const cpu_set_t* any, int cpu) {
+  cpu_set_t one;
+  if (cpu >= 0) {
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+  }
+  return ::pthread_setaffinity_np(::pthread_self(), sizeof(cpu_set_t), cpu >= 0 ? &one : any) == 0;
+}
+
 constexpr std::uint64_t kEntryTag = 1;
 constexpr std::uint64_t kStopTag = 2;
 
@@ -170,13 +187,20 @@ bool FuseRing::allow_in_kernel() {
   return fd && ::write(fd.get(), "Y", 1) == 1;
 }
 
-int FuseRing::start(unsigned max_threads, std::size_t payload_size, std::chrono::microseconds spin) {
+int FuseRing::start(unsigned max_threads, std::size_t payload_size, std::chrono::microseconds spin,
+                    FsOptions::RingPin pin) {
   stop_fd_.reset(::eventfd(0, EFD_CLOEXEC));
   if (!stop_fd_) return -errno;
   Startup startup;
   const unsigned queues = possible_cpus();
   spin_ = spin;
   spin_tickets_ = std::make_unique<std::atomic<std::uint64_t>[]>(queues);
+  pin_ = pin;
+  CPU_ZERO(&any_cpu_);
+  if (::sched_getaffinity(0, sizeof any_cpu_, &any_cpu_) != 0) pin_ = FsOptions::RingPin::kOff;
+  loads_.clear();
+  for (unsigned q = 0; q < queues; ++q)
+    loads_.push_back(std::make_unique<QueueLoad>(pin == FsOptions::RingPin::kAuto ? kSpreadBusy : 0, kSpreadHold));
   const unsigned total = queues * std::max(2u, max_threads / queues);
   for (unsigned i = 0; i < total; ++i)
     threads_.emplace_back([this, qid = i % queues, payload_size, &startup] { serve(qid, payload_size, startup); });
@@ -209,6 +233,17 @@ void FuseRing::after_reply(std::function<void()> fn) {
 }
 
 void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
+  // On the queue's CPU (see QueueLoad) unless told otherwise, or that CPU
+  // is not one the daemon may use; from the start, before the thread has a
+  // name by which anyone could look for it.
+  QueueLoad& load = *loads_[qid];
+  const int home = qid < CPU_SETSIZE && CPU_ISSET(qid, &any_cpu_) ? static_cast<int>(qid) : -1;
+  bool at_home = false;
+  auto place = [&](bool want_home) {
+    if (home < 0 || pin_ == FsOptions::RingPin::kOff || want_home == at_home) return;
+    if (run_on(&any_cpu_, want_home ? home : -1)) at_home = want_home;
+  };
+  place(true);
   name_thread(qid);
   CmdRing ring;
   if (int rc = ring.init(); rc < 0) return startup.report(rc);
@@ -243,6 +278,7 @@ void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
       }
     }
     if (!have) {
+      place(!load.spread(QueueLoad::Clock::now()));  // sleep where the next request will come from
       if (ring.submit(true) < 0) return;
       if (!ring.next(&tag, &res)) continue;
     }
@@ -254,6 +290,9 @@ void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
     if (raw.empty()) {
       entry.reply_error(EIO);
     } else {
+      const QueueLoad::Clock::time_point now = QueueLoad::Clock::now();
+      load.begin(now);
+      place(!load.spread(now));
       channel_.on_request(raw);
       const fuse_buf buf{.size = raw.size(), .flags = static_cast<fuse_buf_flags>(0), .mem = raw.data(), .fd = -1,
                          .pos = 0};
@@ -264,6 +303,7 @@ void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
       // without, comes over /dev/fuse); commit one anyway so that the entry
       // is not lost.
       if (!entry.take_replied()) entry.reply_error(EIO);
+      load.end();
     }
     if (!ring.push_cmd(fd, fuse_uring::kCmdCommitAndFetch, qid, entry)) return;  // submitted with the next wait
     if (!t_after_reply.empty()) {

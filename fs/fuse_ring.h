@@ -5,19 +5,21 @@
 // owns one io_uring and registers one RingEntry. The kernel hands a request
 // only to a free entry, so, as with threads reading /dev/fuse, a request
 // never waits behind a busy thread while another is idle, and a thread
-// blocked on the device holds up nothing but its own request. Threads are
-// not pinned to their queue's CPU (the kernel queues a request on the CPU
-// of the process that made it): pinned, a lone request's round trip was
-// shorter (getxattr 10-11 against 12-15 us) but one process's requests
-// could use one core only, and on the 2-core bench VM 4 KiB random reads
-// at QD32 fell from 37-59k to 10-13k IOPS, an untar and an overlay copy-up
-// took 10-30% longer (quick suite, 3 runs each, 2026-11-28).
+// blocked on the device holds up nothing but its own request. While a
+// queue serves its requests one or two at a time, its threads run on the
+// queue's CPU, where the process that made the request waits; once it
+// serves three at once they may run on any CPU, until that has not happened
+// for a while (see QueueLoad for why and the measurements). Held to their
+// queue's CPU for good, the threads left one process's many requests one
+// core only: on the 2-core bench VM 4 KiB random reads at QD32 fell from
+// 37-59k to 10-13k IOPS (2026-11-28, with guest halt polling on).
 //
 // The session's /dev/fuse loop keeps running beside it: the kernel still
 // sends FORGET and INTERRUPT there, and every request until all queues have
 // an entry registered.
 #pragma once
 
+#include <sched.h>
 #include <sys/uio.h>
 
 #include <atomic>
@@ -30,6 +32,8 @@
 #include <vector>
 
 #include "fs/kernel_channel.h"
+#include "fs/options.h"
+#include "fs/queue_load.h"
 #include "fs/unique_fd.h"
 
 struct fuse_session;
@@ -56,8 +60,10 @@ class FuseRing {
   // registration the kernel refused; the threads whose entries it took keep
   // serving (while a queue has none, every request stays on /dev/fuse).
   // After a reply, a thread asks for the next request for `spin` before it
-  // sleeps (FsOptions::ring_spin), one thread per queue at a time.
-  int start(unsigned max_threads, std::size_t payload_size, std::chrono::microseconds spin);
+  // sleeps (FsOptions::ring_spin), one thread per queue at a time. `pin`:
+  // where the threads run (FsOptions::ring_pin, fs/queue_load.h).
+  int start(unsigned max_threads, std::size_t payload_size, std::chrono::microseconds spin,
+            FsOptions::RingPin pin = FsOptions::RingPin::kAuto);
 
   // Stops the threads (their entries are cancelled with their rings).
   void stop();
@@ -97,6 +103,9 @@ class FuseRing {
   // Per queue: bumped by each thread that starts to spin, so that only the
   // latest one of the queue keeps on.
   std::unique_ptr<std::atomic<std::uint64_t>[]> spin_tickets_;
+  FsOptions::RingPin pin_ = FsOptions::RingPin::kAuto;
+  cpu_set_t any_cpu_{};  // the CPUs the daemon may use, for threads not held to one
+  std::vector<std::unique_ptr<QueueLoad>> loads_;  // per queue
   std::vector<std::jthread> threads_;
 };
 

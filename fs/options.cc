@@ -119,6 +119,14 @@ bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std
         return false;
       }
       fs.ring_spin = std::chrono::microseconds(us);
+    } else if (key == "ring_pin") {
+      if (val == "auto") fs.ring_pin = FsOptions::RingPin::kAuto;
+      else if (val == "on") fs.ring_pin = FsOptions::RingPin::kOn;
+      else if (val == "off") fs.ring_pin = FsOptions::RingPin::kOff;
+      else {
+        error = fmt::format("option '{}': ring_pin is 'auto', 'on' or 'off'", opt);
+        return false;
+      }
     } else if (key == "readahead") {
       auto bytes = parse_size(val);
       if (!bytes || *bytes < (128 << 10) || *bytes > (256ULL << 20)) {

@@ -64,6 +64,11 @@ struct FsOptions {
   // request itself. One thread per CPU queue does so at a time; 0: sleep at
   // once.
   std::chrono::microseconds ring_spin{200};
+  // Where ring threads run (see fs/queue_load.h): kAuto on the CPU of the
+  // queue they serve while it has fewer than three requests in service at
+  // once, anywhere otherwise; kOn always on it; kOff anywhere.
+  enum class RingPin { kAuto, kOn, kOff };
+  RingPin ring_pin = RingPin::kAuto;
 };
 
 // Splits a comma-separated -o list. Options dhfs understands are applied to

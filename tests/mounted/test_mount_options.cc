@@ -1,6 +1,10 @@
 // Mount options: ro refuses writes with EROFS; the generic options the kernel and
 // mount(8) pass are accepted.  (Reference mode emulates them with a bind mount.)
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
 #include <linux/fs.h>
 #include <stdio.h>
 #include <sys/statvfs.h>
@@ -8,8 +12,11 @@
 #include <sys/xattr.h>
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "dhfsctl_support.h"
 #include "fixture.h"
@@ -276,6 +283,103 @@ TEST_CASE("mount: requests go over io_uring with fuse_uring=on, over /dev/fuse w
   CHECK(read_file(fs.path("big")) == data);
   CHECK(read_file(fs.path("small-199")) == "file 199\n");
   CHECK((uring ? wait_for_ring_threads(fs.daemon_pid()) : ring_threads(fs.daemon_pid())).empty() != uring);
+}
+
+namespace {
+
+// The CPUs each ring thread of queue `queue` may run on ("0", "0-1", ...).
+std::vector<std::string> ring_thread_cpus(pid_t pid, unsigned queue) {
+  std::vector<std::string> found;
+  const std::string name = fmt::format("dhfs-ring-q{}", queue);
+  for (const auto& task : list_names(fmt::format("/proc/{}/task", pid))) {
+    std::ifstream comm_in(fmt::format("/proc/{}/task/{}/comm", pid, task));
+    std::string comm;
+    if (!std::getline(comm_in, comm) || comm != name) continue;
+    std::ifstream status(fmt::format("/proc/{}/task/{}/status", pid, task));
+    for (std::string line; std::getline(status, line);)
+      if (line.starts_with("Cpus_allowed_list:")) found.push_back(line.substr(line.find_first_not_of(" \t", 18)));
+  }
+  return found;
+}
+
+// Reads `files` at once from threads held to CPU 0, so that their requests
+// (and the read-ahead's, several 1 MiB READs each) all land in queue 0,
+// while `sample` runs now and then; stops when the readers are done.
+void read_from_cpu0(const std::vector<std::string>& files, const std::function<void()>& sample) {
+  std::atomic<int> running{static_cast<int>(files.size())};
+  std::vector<std::thread> readers;
+  for (const auto& f : files)
+    readers.emplace_back([&running, f] {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(0, &one);
+      ::pthread_setaffinity_np(::pthread_self(), sizeof one, &one);
+      for (int round = 0; round < 3; ++round) {
+        std::vector<char> buf(1 << 20);
+        const int fd = ::open(f.c_str(), O_RDONLY);
+        if (fd < 0) break;
+        ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        while (::read(fd, buf.data(), buf.size()) > 0) {
+        }
+        ::close(fd);
+      }
+      --running;
+    });
+  while (running > 0) {
+    sample();
+    sleep_ms(1);
+  }
+  for (auto& t : readers) t.join();
+}
+
+}  // namespace
+
+// ring_pin: the threads of CPU queue N serve on CPU N while requests come
+// one at a time (auto, the default) and always (on), so that the process
+// that waits for a reply and the thread that answers it share a CPU; with
+// auto, many requests at once on one queue let its threads use every CPU.
+// off: anywhere, always.
+TEST_CASE("mount: ring threads run on their queue's CPU unless the queue is busy (ring_pin)", "[mount][dhfs]") {
+  DHFS_ONLY_STRICT();
+  if (!exists("/sys/module/fuse/parameters/enable_uring")) {
+    WARN("skipped: this kernel has no FUSE over io_uring (Linux < 6.14)");
+    return;
+  }
+  const std::string pin = GENERATE(as<std::string>{}, "auto", "on", "off");
+  FsOptions options;
+  options.mount_opts = "ring_pin=" + pin;
+  MountedFs fs(options);
+  INFO(options.mount_opts);
+  REQUIRE_FALSE(wait_for_ring_threads(fs.daemon_pid()).empty());
+  cpu_set_t mine;
+  REQUIRE(::sched_getaffinity(0, sizeof mine, &mine) == 0);
+  const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  for (long q = 0; q < cpus; ++q) {
+    if (!CPU_ISSET(q, &mine)) continue;
+    for (const std::string& allowed : ring_thread_cpus(fs.daemon_pid(), static_cast<unsigned>(q))) {
+      if (pin == "off")
+        CHECK(allowed != std::to_string(q));
+      else
+        CHECK(allowed == std::to_string(q));
+    }
+  }
+  if (pin == "off") return;
+  if (cpus < 2 || !CPU_ISSET(0, &mine) || CPU_COUNT(&mine) < 2) {
+    WARN("skipped the busy queue: this machine lets the test use fewer than 2 CPUs");
+    return;
+  }
+  // Busy: four readers of 8 MiB each, all on CPU 0.
+  std::vector<std::string> files;
+  for (int i = 0; i < 4; ++i) {
+    files.push_back(fs.path(fmt::format("big{}", i)));
+    write_file(files.back(), std::string(8 << 20, static_cast<char>('a' + i)));
+  }
+  drop_caches();
+  bool spread = false;
+  read_from_cpu0(files, [&] {
+    for (const std::string& allowed : ring_thread_cpus(fs.daemon_pid(), 0)) spread = spread || allowed != "0";
+  });
+  CHECK(spread == (pin == "auto"));
 }
 
 // `dhfsctl requests`: the daemon counts every request it answers by kind,

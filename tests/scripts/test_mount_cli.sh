@@ -78,6 +78,7 @@ run dhfs "$img" "$mnt" -f -o bogus_option; expect_fail "unknown option" "unknown
 run dhfs "$img" "$mnt" -f -o fuse_uring=maybe; expect_fail "bad fuse_uring" "fuse_uring is 'on' or 'off'"
 run dhfs "$img" "$mnt" -f -o ring_spin=1001; expect_fail "ring_spin too long" "ring_spin is 0 to 1000 microseconds"
 run dhfs "$img" "$mnt" -f -o ring_spin=-5; expect_fail "negative ring_spin" "ring_spin is 0 to 1000 microseconds"
+run dhfs "$img" "$mnt" -f -o ring_pin=sometimes; expect_fail "bad ring_pin" "ring_pin is 'auto', 'on' or 'off'"
 run dhfs "$img" "$mnt" -f -o readahead=64K; expect_fail "read-ahead too small" "read-ahead must be between 128K and 256M"
 run dhfs "$img" "$mnt" -f -o readahead=lots; expect_fail "read-ahead not a size" "read-ahead must be between 128K and 256M"
 cp "$img" "$tmp/trunc.img"; truncate -s 128M "$tmp/trunc.img"
