@@ -37,6 +37,7 @@ def machine(workdir, backing, repo):
     mem = [l for l in read_file("/proc/meminfo").splitlines() if l.startswith("MemTotal")]
     info["ram"] = "%.1f GiB" % (int(mem[0].split()[1]) / 1048576.0) if mem else "?"
     info["kernel"] = "%s %s" % (platform.release(), platform.version())
+    info["cpu idle"] = cpu_idle()
     osr = dict(l.split("=", 1) for l in read_file("/etc/os-release").splitlines() if "=" in l)
     info["os"] = osr.get("PRETTY_NAME", "?").strip('"')
     # the disk under the image files (or the device itself)
@@ -64,6 +65,20 @@ def machine(workdir, backing, repo):
     info["python"] = platform.python_version()
     info["commit"] = repo_commit(repo)
     return info
+
+
+def cpu_idle():
+    """How idle CPUs wait: on a VM, whether an idle vCPU polls before it halts.
+
+    A halted vCPU costs a wake-up through the host for every request whose
+    reply it waits for, which doubles a FUSE round trip (bench/README.md)."""
+    base = "/sys/devices/system/cpu/cpuidle/"
+    driver = read_file(base + "current_driver").strip() or "?"
+    text = "driver %s, governor %s" % (driver, read_file(base + "current_governor").strip() or "?")
+    poll = read_file("/sys/module/haltpoll/parameters/guest_halt_poll_ns").strip()
+    if poll:
+        text += ", guest halt polling %s ns%s" % (poll, " (off: an idle vCPU halts at once)" if poll == "0" else "")
+    return text
 
 
 def repo_commit(repo):
