@@ -63,6 +63,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="bench/docker_bench.py", description=__doc__.split("\n")[0])
     p.add_argument("--dhfs-bin", default=os.path.join(REPO, "build", "release", "tools"),
                    help="directory of mkfs.dhfs, dhfs and dhfsctl (default build/release/tools)")
+    p.add_argument("--dhfs-mount-opts", default="", help="extra dhfs -o options (comma-separated)")
     p.add_argument("--size", default="4G", help="size of the image file (default 4G)")
     p.add_argument("--workdir", default="/var/tmp/dhfs-docker-bench",
                    help="image file, registries, contexts, mount points (default /var/tmp/dhfs-docker-bench)")
@@ -274,7 +275,8 @@ class DockerHost:
             b = self.a.dhfs_bin
             run([os.path.join(b, "mkfs.dhfs"), "-f", dev], timeout=300)
             logf = open(os.path.join(self.logs, "dhfs-rep%d.log" % rep), "a")
-            self.dhfs_proc = subprocess.Popen([os.path.join(b, "dhfs"), dev, self.mnt, "-f", "-o", "allow_other"],
+            self.dhfs_proc = subprocess.Popen([os.path.join(b, "dhfs"), dev, self.mnt, "-f", "-o",
+                                              ",".join(["allow_other"] + ([self.a.dhfs_mount_opts] if self.a.dhfs_mount_opts else []))],
                                               stdout=logf, stderr=subprocess.STDOUT)
             proc = self.dhfs_proc
             # undone in reverse: unmount first, then the daemon writes its
