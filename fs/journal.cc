@@ -211,18 +211,22 @@ int Journal::sync() {
     const int rc = dev_.flush();
     lk.lock();
     --direct_flushes_;
-    if (rc != 0) {
-      // As when the committer's flush fails: the journal stops.
-      error_.store(rc);
-      work_cv_.notify_one();
-      done_cv_.notify_all();
-      room_cv_.notify_all();
-    }
+    if (rc != 0) fail_locked(rc);  // as when a commit's flush fails: the journal stops
     return rc;
   }
-  std::uint64_t ticket = ++sync_requested_;
-  work_cv_.notify_one();
-  done_cv_.wait(lk, [&] { return sync_done_ >= ticket || error_.load() != 0; });
+  // The caller commits on its own thread (the commit is a device flush,
+  // the batch's write and another flush; handing it to the committer and
+  // back would add two thread wake-ups, each a vCPU's on a VM whose idle
+  // vCPUs halt). While another commit is under way, the caller waits for
+  // it; if that commit took its transactions, it is done, else it commits
+  // what is pending then, with everyone else's who came meanwhile.
+  const std::uint64_t ticket = ++sync_requested_;
+  while (sync_done_ < ticket && error_.load() == 0) {
+    if (committing_)
+      done_cv_.wait(lk);
+    else if (!commit_pending(lk))
+      break;
+  }
   return error_.load();
 }
 
@@ -288,84 +292,97 @@ void Journal::run() {
   std::unique_lock lk(mu_);
   while (true) {
     work_cv_.wait_for(lk, commit_interval_, [&] {
-      return stopping_ || sync_requested_ > sync_done_ || pending_.size() >= kEarlyCommitBytes;
+      return stopping_ || error_.load() != 0 || pending_.size() >= kEarlyCommitBytes;
     });
-    const bool want_sync = sync_requested_ > sync_done_;
-    if (pending_.empty() && !want_sync) {
+    // A sync() caller may be committing on its own thread: wait for it.
+    done_cv_.wait(lk, [&] { return !committing_ || error_.load() != 0; });
+    if (error_.load() != 0) break;
+    if (pending_.empty()) {
       if (stopping_) break;
       if (!data_dirty_.load(std::memory_order_acquire)) continue;  // idle timer tick
     }
-    committing_ = true;
-    std::vector<std::uint8_t> batch;
-    std::vector<std::size_t> ends;
-    batch.swap(pending_);
-    ends.swap(pending_ends_);
-    const bool data_first = std::exchange(pending_data_first_, false);
-    const std::uint64_t last_seq = next_seq_ - 1;
-    const std::uint64_t first_seq = next_seq_ - ends.size();
-    const std::uint64_t ticket = sync_requested_;
-    const std::uint64_t lsn = head_;
-    // A sync() caller's flush under way has cleared data_dirty_ but made
-    // nothing durable yet. (None can start while committing_.)
-    const bool data_flush_under_way = direct_flushes_ > 0;
-    const std::vector<BatchPlan> plan = plan_batches(ends);
-    std::uint64_t padded = 0;
-    for (const BatchPlan& b : plan) padded += b.padded;
-    if (head_ + padded - tail_ > geo_.capacity()) {
-      // Cannot happen while admit() throttles writers; refuse rather than
-      // overwrite the live part of the log.
-      error_.store(-ENOSPC);
-      done_cv_.notify_all();
-      room_cv_.notify_all();
-      break;
-    }
-    lk.unlock();
-
-    // Data written so far goes first (data=ordered), unless no transaction
-    // of the batch depends on it, or no data was written since the last
-    // flush (a rename's commit, a copy-up's that shares all it wrote): then
-    // the flush after the batch makes everything durable, and an fsync costs
-    // one device flush, not two. (Whenever data_dirty_ is cleared, a flush
-    // follows, before or after the batch: data written before it is durable
-    // once that flush is.)
-    int rc = 0;
-    const bool data_dirty = data_dirty_.exchange(false, std::memory_order_acq_rel) || data_flush_under_way;
-    if (data_dirty && (batch.empty() || data_first)) rc = dev_.flush();
-    std::uint64_t at = lsn;
-    for (const BatchPlan& b : plan) {
-      if (rc != 0) break;
-      // A later batch must never be on the device while an earlier one is
-      // not: replay would take the torn earlier batch for damage in the
-      // middle of the log and refuse to mount. (Only commits larger than
-      // max_batch_bytes() have several batches.)
-      if (at != lsn) rc = dev_.flush();
-      if (rc != 0) break;
-      rc = write_batch({batch.data() + b.begin, b.end - b.begin}, first_seq + b.first_txn,
-                       static_cast<std::uint32_t>(b.txns), at);
-      at += b.padded;
-    }
-    if (rc == 0 && !batch.empty()) rc = dev_.flush();
-    if (rc == 0 && !batch.empty() && on_durable_) on_durable_(last_seq);
-
-    lk.lock();
-    if (rc != 0) {
-      error_.store(rc);
-      done_cv_.notify_all();
-      room_cv_.notify_all();
-      break;
-    }
-    committing_ = false;
-    head_ += padded;
-    sync_done_ = std::max(sync_done_, ticket);
-    done_cv_.notify_all();
-    if (!checkpoint_requested_ && want_checkpoint_ &&
-        static_cast<double>(used_locked()) >= kCheckpointAt * static_cast<double>(geo_.capacity())) {
-      checkpoint_requested_ = true;
-      lk.unlock();
-      want_checkpoint_();
-      lk.lock();
-    }
+    if (!commit_pending(lk)) break;
   }
+}
+
+bool Journal::commit_pending(std::unique_lock<std::mutex>& lk) {
+  committing_ = true;
+  std::vector<std::uint8_t> batch;
+  std::vector<std::size_t> ends;
+  batch.swap(pending_);
+  ends.swap(pending_ends_);
+  const bool data_first = std::exchange(pending_data_first_, false);
+  const std::uint64_t last_seq = next_seq_ - 1;
+  const std::uint64_t first_seq = next_seq_ - ends.size();
+  const std::uint64_t ticket = sync_requested_;
+  const std::uint64_t lsn = head_;
+  // A sync() caller's flush under way has cleared data_dirty_ but made
+  // nothing durable yet. (None can start while committing_.)
+  const bool data_flush_under_way = direct_flushes_ > 0;
+  const std::vector<BatchPlan> plan = plan_batches(ends);
+  std::uint64_t padded = 0;
+  for (const BatchPlan& b : plan) padded += b.padded;
+  if (head_ + padded - tail_ > geo_.capacity()) {
+    // Cannot happen while admit() throttles writers; refuse rather than
+    // overwrite the live part of the log.
+    fail_locked(-ENOSPC);
+    return false;
+  }
+  lk.unlock();
+
+  // Data written so far goes first (data=ordered), unless no transaction
+  // of the batch depends on it, or no data was written since the last
+  // flush (a rename's commit, a copy-up's that shares all it wrote): then
+  // the flush after the batch makes everything durable, and an fsync costs
+  // one device flush, not two. (Whenever data_dirty_ is cleared, a flush
+  // follows, before or after the batch: data written before it is durable
+  // once that flush is.)
+  int rc = 0;
+  const bool data_dirty = data_dirty_.exchange(false, std::memory_order_acq_rel) || data_flush_under_way;
+  if (data_dirty && (batch.empty() || data_first)) rc = dev_.flush();
+  std::uint64_t at = lsn;
+  for (const BatchPlan& b : plan) {
+    if (rc != 0) break;
+    // A later batch must never be on the device while an earlier one is
+    // not: replay would take the torn earlier batch for damage in the
+    // middle of the log and refuse to mount. (Only commits larger than
+    // max_batch_bytes() have several batches.)
+    if (at != lsn) rc = dev_.flush();
+    if (rc != 0) break;
+    rc = write_batch({batch.data() + b.begin, b.end - b.begin}, first_seq + b.first_txn,
+                     static_cast<std::uint32_t>(b.txns), at);
+    at += b.padded;
+  }
+  if (rc == 0 && !batch.empty()) rc = dev_.flush();
+  if (rc == 0 && !batch.empty() && on_durable_) on_durable_(last_seq);
+
+  lk.lock();
+  if (rc != 0) {
+    fail_locked(rc);
+    return false;
+  }
+  committing_ = false;
+  head_ += padded;
+  sync_done_ = std::max(sync_done_, ticket);
+  done_cv_.notify_all();
+  if (!checkpoint_requested_ && want_checkpoint_ &&
+      static_cast<double>(used_locked()) >= kCheckpointAt * static_cast<double>(geo_.capacity())) {
+    checkpoint_requested_ = true;
+    lk.unlock();
+    want_checkpoint_();
+    lk.lock();
+  }
+  return true;
+}
+
+void Journal::fail_locked(int error) {
+  // The journal stops: everyone waiting learns the error, and the committer
+  // thread ends.
+  error_.store(error);
+  committing_ = false;
+  work_cv_.notify_all();
+  done_cv_.notify_all();
+  room_cv_.notify_all();
 }
 
 }  // namespace dhfs

@@ -1,10 +1,10 @@
 // Journal: the redo log of metadata changes, a ring of blocks on the device.
 //
 // Callers append transactions (encoded records, see records.h) to an
-// in-memory buffer; nothing is written per request. A committer thread
-// writes everything appended so far as one batch (group commit) when a
-// caller asks for durability (fsync, syncfs), when 1 MiB is pending, or every
-// commit interval. A commit flushes the device before writing the batch (so
+// in-memory buffer; nothing is written per request. Everything appended so
+// far is written as one batch (group commit): by a caller that asks for
+// durability (fsync, syncfs), on its own thread, or by the committer thread
+// when 1 MiB is pending and every commit interval. A commit flushes the device before writing the batch (so
 // file data written earlier is durable before the metadata that points at
 // it) and after (so the batch itself is durable); a commit too large for one
 // batch flushes between its batches too, so that no batch is on the device
@@ -110,9 +110,10 @@ class Journal {
   std::uint64_t append(std::span<const std::uint8_t> records, bool data_first = true);
 
   // Returns once everything appended before the call, and all data written
-  // before it, is durable. Returns 0 or a negative errno. With no record
-  // pending and no commit under way, only data can be: the caller flushes
-  // the device itself, with no trip through the committer thread.
+  // before it, is durable. Returns 0 or a negative errno. The caller
+  // commits what is pending itself (or waits for a commit under way that
+  // holds its transactions); with no record pending and no commit under
+  // way, only data can be, and the caller just flushes the device.
   int sync();
 
   // File data was written; the next commit must flush before its batch.
@@ -130,6 +131,10 @@ class Journal {
 
  private:
   void run();
+  // Takes every pending transaction and commits it (mu_ held on entry and
+  // return, released while writing). False if the journal failed.
+  bool commit_pending(std::unique_lock<std::mutex>& lk);
+  void fail_locked(int error);  // mu_ held
   struct BatchPlan {
     std::size_t begin, end;        // byte range of the payload
     std::size_t first_txn, txns;   // transactions in it
@@ -157,7 +162,7 @@ class Journal {
   std::uint64_t tail_ = 0;
   std::uint64_t sync_requested_ = 0;
   std::uint64_t sync_done_ = 0;
-  bool committing_ = false;       // run() works on a batch it took from pending_
+  bool committing_ = false;       // run() or a sync() caller works on a batch it took from pending_
   unsigned direct_flushes_ = 0;   // sync() callers flushing on their own thread
   bool stopping_ = false;
   bool running_ = false;

@@ -288,9 +288,11 @@ struct WatchedJournal {
 };
 }  // namespace
 
-// With no record pending and no commit under way, sync() flushes the data
-// on the caller's own thread; records still go through the committer.
-TEST_CASE("journal: a sync with only data to make durable flushes on the caller's thread", "[journal]") {
+// sync() commits on the caller's own thread: with no record pending and no
+// commit under way it only flushes the data; with records, it writes their
+// batch too. (Handing the commit to the committer thread cost two thread
+// wake-ups per fsync.)
+TEST_CASE("journal: a sync flushes and commits on the caller's thread", "[journal]") {
   WatchedJournal w;
   Ring& r = w.r;
   FlushWatch& dev = w.dev;
@@ -309,13 +311,11 @@ TEST_CASE("journal: a sync with only data to make durable flushes on the caller'
   j.append(payload(100, 1));
   j.note_data_written();
   REQUIRE(j.sync() == 0);
-  const auto by_committer = dev.flushers();  // data first, then the batch
-  CHECK(by_committer.size() == 2);
-  for (const auto& id : by_committer) CHECK(id != me);
+  CHECK(dev.flushers() == std::vector<std::thread::id>{me, me});  // data first, then the batch
   CHECK(j.head_lsn() > 0);
 
-  // A failed flush on the caller's thread stops the journal as the
-  // committer's would: this sync and every later one report it.
+  // A failed flush stops the journal: this sync and every later one
+  // report it.
   dev.fail_flush = true;
   j.note_data_written();
   CHECK(j.sync() == -EIO);
@@ -324,6 +324,22 @@ TEST_CASE("journal: a sync with only data to make durable flushes on the caller'
   CHECK(j.error() == -EIO);
   j.stop();
   const Replayed rep = replay(r);
+  REQUIRE(rep.ok);
+  CHECK(rep.batches.size() == 1);
+}
+
+// Without a sync, the committer thread commits: at stop (and every commit
+// interval, or once 1 MiB is pending).
+TEST_CASE("journal: what no sync asked for is committed by the committer thread", "[journal]") {
+  WatchedJournal w;
+  const auto me = std::this_thread::get_id();
+  w.j.note_data_written();
+  w.j.append(payload(100, 1));
+  w.j.stop();
+  const auto flushers = w.dev.flushers();
+  CHECK(flushers.size() == 2);  // data first, then the batch
+  for (const auto& id : flushers) CHECK(id != me);
+  const Replayed rep = replay(w.r);
   REQUIRE(rep.ok);
   CHECK(rep.batches.size() == 1);
 }
@@ -367,10 +383,10 @@ TEST_CASE("journal: a commit flushes data first only if data was written since t
   } release_and_join{dev, direct};
   dev.wait_held();
   j.append(payload(100, 4));
-  REQUIRE(j.sync() == 0);  // the committer's flushes are not held
+  REQUIRE(j.sync() == 0);  // its commit's flushes are not held
   const auto flushers = dev.flushers();
   CHECK(std::count(flushers.begin(), flushers.end(), direct_id) == 1);
-  CHECK(flushers.size() == 3);  // the held one, then the committer's data flush and batch flush
+  CHECK(flushers.size() == 3);  // the held one, then this commit's data flush and batch flush
   dev.release();
   direct.join();
   CHECK(direct_rc == 0);
