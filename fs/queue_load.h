@@ -10,7 +10,8 @@
 // image set extracted in 8.1 s against 4.3 s (2026-11-28). But a process that
 // keeps many requests in flight (fio at queue depth 32, the read-ahead of a
 // large file) puts all of them on its own CPU's queue: held to that CPU, its
-// threads leave the others idle (4 KiB reads at QD32: 16k against 21k IOPS).
+// threads leave the others idle (mixed 4 KiB I/O at QD32: 9.6k IOPS against
+// 21k with the threads anywhere; bench/results/2026-11-28-ring-pin-ab).
 // So a queue's threads stay on its CPU while it serves requests one or two at
 // a time (one process waiting for each reply, a release or a write-back
 // beside it), and may run anywhere from the moment it serves `busy` at once
