@@ -276,7 +276,7 @@ class DockerHost:
             run([os.path.join(b, "mkfs.dhfs"), "-f", dev], timeout=300)
             logf = open(os.path.join(self.logs, "dhfs-rep%d.log" % rep), "a")
             self.dhfs_proc = subprocess.Popen([os.path.join(b, "dhfs"), dev, self.mnt, "-f", "-o",
-                                              ",".join(["allow_other"] + ([self.a.dhfs_mount_opts] if self.a.dhfs_mount_opts else []))],
+                                              ",".join(filter(None, ["allow_other", self.a.dhfs_mount_opts]))],
                                               stdout=logf, stderr=subprocess.STDOUT)
             proc = self.dhfs_proc
             # undone in reverse: unmount first, then the daemon writes its

@@ -238,12 +238,15 @@ void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
   // name by which anyone could look for it.
   QueueLoad& load = *loads_[qid];
   const int home = qid < CPU_SETSIZE && CPU_ISSET(qid, &any_cpu_) ? static_cast<int>(qid) : -1;
+  const bool pinned = home >= 0 && pin_ != FsOptions::RingPin::kOff;
+  // Only with ring_pin=auto does a thread move once placed: it then tracks
+  // its queue's load on every request (with on or off, no clock read).
+  const bool adaptive = pinned && pin_ == FsOptions::RingPin::kAuto;
   bool at_home = false;
   auto place = [&](bool want_home) {
-    if (home < 0 || pin_ == FsOptions::RingPin::kOff || want_home == at_home) return;
-    if (run_on(&any_cpu_, want_home ? home : -1)) at_home = want_home;
+    if (want_home != at_home && run_on(&any_cpu_, want_home ? home : -1)) at_home = want_home;
   };
-  place(true);
+  if (pinned) place(true);
   name_thread(qid);
   CmdRing ring;
   if (int rc = ring.init(); rc < 0) return startup.report(rc);
@@ -278,7 +281,7 @@ void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
       }
     }
     if (!have) {
-      place(!load.spread(QueueLoad::Clock::now()));  // sleep where the next request will come from
+      if (adaptive) place(!load.spread(QueueLoad::Clock::now()));  // sleep where the next request will come from
       if (ring.submit(true) < 0) return;
       if (!ring.next(&tag, &res)) continue;
     }
@@ -290,9 +293,11 @@ void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
     if (raw.empty()) {
       entry.reply_error(EIO);
     } else {
-      const QueueLoad::Clock::time_point now = QueueLoad::Clock::now();
-      load.begin(now);
-      place(!load.spread(now));
+      if (adaptive) {
+        const QueueLoad::Clock::time_point now = QueueLoad::Clock::now();
+        load.begin(now);
+        place(!load.spread(now));
+      }
       channel_.on_request(raw);
       const fuse_buf buf{.size = raw.size(), .flags = static_cast<fuse_buf_flags>(0), .mem = raw.data(), .fd = -1,
                          .pos = 0};
@@ -303,7 +308,7 @@ void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
       // without, comes over /dev/fuse); commit one anyway so that the entry
       // is not lost.
       if (!entry.take_replied()) entry.reply_error(EIO);
-      load.end();
+      if (adaptive) load.end();
     }
     if (!ring.push_cmd(fd, fuse_uring::kCmdCommitAndFetch, qid, entry)) return;  // submitted with the next wait
     if (!t_after_reply.empty()) {

@@ -201,15 +201,21 @@ TEST_CASE("mount: the dirty-page limit is a kernel filesystem's, or FUSE's with 
 namespace dhfs_test {
 namespace {
 
-// Names of the daemon's threads that serve FUSE over io_uring.
-std::vector<std::string> ring_threads(pid_t pid) {
-  std::vector<std::string> found;
+// Calls fn(task id, thread name) for each of the daemon's threads that serve
+// FUSE over io_uring.
+void for_each_ring_thread(pid_t pid, const std::function<void(const std::string&, const std::string&)>& fn) {
   for (const auto& task : list_names(fmt::format("/proc/{}/task", pid))) {
     // libfuse's own threads come and go: one may be gone by now.
     std::ifstream in(fmt::format("/proc/{}/task/{}/comm", pid, task));
     std::string comm;
-    if (std::getline(in, comm) && comm.starts_with("dhfs-ring-q")) found.push_back(comm);
+    if (std::getline(in, comm) && comm.starts_with("dhfs-ring-q")) fn(task, comm);
   }
+}
+
+// Names of the daemon's threads that serve FUSE over io_uring.
+std::vector<std::string> ring_threads(pid_t pid) {
+  std::vector<std::string> found;
+  for_each_ring_thread(pid, [&](const std::string&, const std::string& comm) { found.push_back(comm); });
   return found;
 }
 
@@ -291,14 +297,12 @@ namespace {
 std::vector<std::string> ring_thread_cpus(pid_t pid, unsigned queue) {
   std::vector<std::string> found;
   const std::string name = fmt::format("dhfs-ring-q{}", queue);
-  for (const auto& task : list_names(fmt::format("/proc/{}/task", pid))) {
-    std::ifstream comm_in(fmt::format("/proc/{}/task/{}/comm", pid, task));
-    std::string comm;
-    if (!std::getline(comm_in, comm) || comm != name) continue;
+  for_each_ring_thread(pid, [&](const std::string& task, const std::string& comm) {
+    if (comm != name) return;
     std::ifstream status(fmt::format("/proc/{}/task/{}/status", pid, task));
     for (std::string line; std::getline(status, line);)
       if (line.starts_with("Cpus_allowed_list:")) found.push_back(line.substr(line.find_first_not_of(" \t", 18)));
-  }
+  });
   return found;
 }
 
