@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -188,6 +189,21 @@ AlignedBuffer::AlignedBuffer(std::size_t size) : data_(alloc_zeroed(size)), size
 AlignedBuffer AlignedBuffer::uninitialized(std::size_t size) {
   AlignedBuffer b;
   b.data_ = alloc_aligned(size);
+  b.size_ = size;
+  return b;
+}
+
+AlignedBuffer AlignedBuffer::huge_pages(std::size_t size) {
+  constexpr std::size_t kHugePage = 2 << 20;
+  AlignedBuffer b;
+  if (size == 0) return b;
+  const std::size_t whole = (size + kHugePage - 1) / kHugePage * kHugePage;
+  void* p = nullptr;
+  if (::posix_memalign(&p, kHugePage, whole) != 0) throw std::bad_alloc();
+  // Advice only: where the kernel has no huge pages for it, 4 KiB pages
+  // serve the same.
+  ::madvise(p, whole, MADV_HUGEPAGE);
+  b.data_ = static_cast<std::byte*>(p);
   b.size_ = size;
   return b;
 }

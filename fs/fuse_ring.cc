@@ -202,8 +202,12 @@ int FuseRing::start(unsigned max_threads, std::size_t payload_size, std::chrono:
   for (unsigned q = 0; q < queues; ++q)
     loads_.push_back(std::make_unique<QueueLoad>(pin == FsOptions::RingPin::kAuto ? kSpreadBusy : 0, kSpreadHold));
   const unsigned total = queues * std::max(2u, max_threads / queues);
-  for (unsigned i = 0; i < total; ++i)
-    threads_.emplace_back([this, qid = i % queues, payload_size, &startup] { serve(qid, payload_size, startup); });
+  const std::size_t stride = (RingEntry::memory_size(payload_size) + 4095) / 4096 * 4096;
+  entry_memory_ = AlignedBuffer::huge_pages(total * stride);
+  for (unsigned i = 0; i < total; ++i) {
+    const std::span<std::byte> memory(entry_memory_.data() + i * stride, RingEntry::memory_size(payload_size));
+    threads_.emplace_back([this, qid = i % queues, memory, &startup] { serve(qid, memory, startup); });
+  }
   std::unique_lock lock(startup.mu);
   startup.cv.wait(lock, [&] { return startup.reported == total; });
   // The threads whose entries were taken keep serving even if others
@@ -232,7 +236,7 @@ void FuseRing::after_reply(std::function<void()> fn) {
   else fn();
 }
 
-void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
+void FuseRing::serve(unsigned qid, std::span<std::byte> entry_memory, Startup& startup) {
   // On the queue's CPU (see QueueLoad) unless told otherwise, or that CPU
   // is not one the daemon may use; from the start, before the thread has a
   // name by which anyone could look for it.
@@ -250,7 +254,7 @@ void FuseRing::serve(unsigned qid, std::size_t payload_size, Startup& startup) {
   name_thread(qid);
   CmdRing ring;
   if (int rc = ring.init(); rc < 0) return startup.report(rc);
-  RingEntry entry(payload_size);
+  RingEntry entry(entry_memory);
   const int fd = fuse_session_fd(se_);
   if (!ring.push_poll(stop_fd_.get()) || !ring.push_cmd(fd, fuse_uring::kCmdRegister, qid, entry))
     return startup.report(-EBUSY);

@@ -78,6 +78,11 @@ class RingEntry {
   // `payload_size` must be at least the connection's largest request or
   // reply body: max(8 KiB, max_write, max_pages pages).
   explicit RingEntry(std::size_t payload_size);
+  // The same in memory lent by the caller, which outlives the entry:
+  // memory_size(payload size) bytes, 4 KiB-aligned (FuseRing gives its
+  // entries slices of one huge-page buffer, see there).
+  explicit RingEntry(std::span<std::byte> memory);
+  static constexpr std::size_t memory_size(std::size_t payload_size) { return kPayloadOffset + payload_size; }
   RingEntry(const RingEntry&) = delete;
   RingEntry& operator=(const RingEntry&) = delete;
 
@@ -112,18 +117,21 @@ class RingEntry {
   std::span<std::byte> payload() { return {payload_at(), payload_size_}; }
 
  private:
+  explicit RingEntry(AlignedBuffer own);
+
   static constexpr std::size_t kHeadroom = 256;  // >= fuse_in_header + op_in
   // The payload starts on a block of its own, the headroom ends just
   // before it.
   static constexpr std::size_t kPayloadOffset = 4096;
   static_assert(kHeadroom <= kPayloadOffset);
-  std::byte* payload_at() { return buffer_.data() + kPayloadOffset; }
+  std::byte* payload_at() { return memory_ + kPayloadOffset; }
 
   fuse_uring::ReqHeader headers_{};
-  // kPayloadOffset, then the payload. Not zeroed: the pages of 16 entries
-  // of 1 MiB would all become resident at mount, where a metadata workload
-  // only ever touches the first few.
-  AlignedBuffer buffer_;
+  // kPayloadOffset, then the payload: own_ or the caller's. Not zeroed: the
+  // pages of 16 entries of 1 MiB would all become resident at mount, where
+  // a metadata workload only ever touches the first few.
+  AlignedBuffer own_;
+  std::byte* memory_;
   std::size_t payload_size_;
   std::array<iovec, kBufferCount> iov_{};
   std::uint64_t serving_ = 0;  // unique of the request being handled, 0: none

@@ -842,3 +842,61 @@ TEST_CASE("a loop device is taken exclusively", "[device][loop]") {
 }
 
 }  // namespace dhfs
+
+namespace dhfs {
+namespace {
+
+// The bracketed word of a /sys/kernel/mm/transparent_hugepage setting.
+std::string thp_setting(const char* name) {
+  std::FILE* f = std::fopen((std::string("/sys/kernel/mm/transparent_hugepage/") + name).c_str(), "r");
+  if (!f) return {};
+  char line[256] = {};
+  const bool got = std::fgets(line, sizeof line, f) != nullptr;
+  std::fclose(f);
+  if (!got) return {};
+  const std::string s(line);
+  const auto open = s.find('['), close = s.find(']');
+  return open == std::string::npos || close == std::string::npos ? std::string() : s.substr(open + 1, close - open - 1);
+}
+
+// AnonHugePages (KiB) of the mapping of this process that holds `p`, -1 if not found.
+long anon_huge_kib_at(const void* p) {
+  std::FILE* f = std::fopen("/proc/self/smaps", "r");
+  if (!f) return -1;
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  char line[512];
+  bool inside = false;
+  long kib = -1;
+  while (std::fgets(line, sizeof line, f)) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && std::strchr(line, ':') > std::strchr(line, ' ')) {
+      inside = lo <= at && at < hi;
+      continue;
+    }
+    if (inside && std::sscanf(line, "AnonHugePages: %ld kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return inside ? kib : -1;
+}
+
+}  // namespace
+
+TEST_CASE("huge-page buffers are 2 MiB-aligned, usable, and in huge pages where the kernel grants them at fault",
+          "[device]") {
+  AlignedBuffer b = AlignedBuffer::huge_pages(3 << 20);
+  REQUIRE(b.size() == (3u << 20));
+  CHECK(reinterpret_cast<std::uintptr_t>(b.data()) % (2 << 20) == 0);
+  std::memset(b.data(), 0x5a, b.size());
+  CHECK(std::all_of(b.data(), b.data() + b.size(), [](std::byte x) { return x == std::byte{0x5a}; }));
+  CHECK(AlignedBuffer::huge_pages(0).data() == nullptr);
+  // With THP for madvised memory and a defrag setting that compacts for it
+  // at fault, the touched buffer lies in huge pages (the setting tells why
+  // not, otherwise).
+  const std::string enabled = thp_setting("enabled"), defrag = thp_setting("defrag");
+  INFO("transparent_hugepage: enabled [" << enabled << "], defrag [" << defrag << "]");
+  if ((enabled == "always" || enabled == "madvise") &&
+      (defrag == "always" || defrag == "madvise" || defrag == "defer+madvise"))
+    CHECK(anon_huge_kib_at(b.data()) >= 2048);
+}
+
+}  // namespace dhfs
