@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "fs/filesystem.h"
+#include "fs/read_plan.h"
 
 namespace dhfs {
 
@@ -223,68 +224,11 @@ void FileSystem::take_prefetched(std::vector<Segment>& segs, std::uint64_t first
   });
 }
 
-namespace {
-// Segments of a read whose blocks lie at most this far apart on the device
-// are read in one I/O, gaps included. A clone after random overwrites maps
-// every few blocks alternately to its old extent and to the new blocks
-// (which placement_hint lays side by side in file order): a 1 MiB read of
-// it was about a hundred small I/Os, merged it is two to four.
-constexpr std::uint64_t kReadGapBlocks = 16;
-constexpr std::uint64_t kMaxSpanBlocks = 1024;  // 4 MiB, the most one merged read spans
-}  // namespace
-
+// See ReadPlan for how segments close together on the device are read.
 int FileSystem::read_segments(std::span<const Segment> segs, std::uint64_t first, std::byte* dst) {
-  std::vector<DeviceIo> ios;
-  if (segs.size() <= 1) {
-    for (const Segment& s : segs) add_io(ios, DeviceIo::Op::Read, s.pblk, dst + (s.lblk - first) * kBlockSize, s.len);
-    return dev_->submit(ios);
-  }
-  // Groups of segments close together on the device, in device order.
-  std::vector<const Segment*> order;
-  for (const Segment& s : segs) order.push_back(&s);
-  std::sort(order.begin(), order.end(), [](const Segment* a, const Segment* b) { return a->pblk < b->pblk; });
-  struct Group {
-    std::size_t from, to;  // indexes into `order`
-    BlockNo start, end;
-  };
-  std::vector<Group> groups;
-  std::uint64_t bounce_blocks = 0;
-  for (std::size_t i = 0; i < order.size(); ++i) {
-    const Segment& s = *order[i];
-    if (!groups.empty()) {
-      Group& g = groups.back();
-      const BlockNo end = std::max<BlockNo>(g.end, s.pblk + s.len);
-      if (s.pblk <= g.end + kReadGapBlocks && end - g.start <= kMaxSpanBlocks) {
-        g.to = i + 1;
-        g.end = end;
-        continue;
-      }
-    }
-    groups.push_back({i, i + 1, s.pblk, s.pblk + s.len});
-  }
-  for (const Group& g : groups)
-    if (g.to - g.from > 1) bounce_blocks += g.end - g.start;
-  // Merged groups land in a bounce buffer and are copied out.
-  ScratchBuffer bounce(bounce_blocks * kBlockSize);
-  std::uint64_t at = 0;
-  std::vector<std::pair<const Group*, std::uint64_t>> merged;  // group, its place in the bounce buffer
-  for (const Group& g : groups) {
-    if (g.to - g.from == 1) {
-      const Segment& s = *order[g.from];
-      add_io(ios, DeviceIo::Op::Read, s.pblk, dst + (s.lblk - first) * kBlockSize, s.len);
-      continue;
-    }
-    add_io(ios, DeviceIo::Op::Read, g.start, bounce.data() + at * kBlockSize, g.end - g.start);
-    merged.emplace_back(&g, at);
-    at += g.end - g.start;
-  }
-  if (int rc = dev_->submit(ios); rc < 0) return rc;
-  for (const auto& [g, place] : merged)
-    for (std::size_t i = g->from; i < g->to; ++i) {
-      const Segment& s = *order[i];
-      std::memcpy(dst + (s.lblk - first) * kBlockSize, bounce.data() + (place + (s.pblk - g->start)) * kBlockSize,
-                  s.len * kBlockSize);
-    }
+  ReadPlan plan(segs, first, dst);
+  if (int rc = dev_->submit(plan.ios()); rc < 0) return rc;
+  plan.finish();
   return 0;
 }
 
