@@ -38,6 +38,7 @@ def machine(workdir, backing, repo):
     info["ram"] = "%.1f GiB" % (int(mem[0].split()[1]) / 1048576.0) if mem else "?"
     info["kernel"] = "%s %s" % (platform.release(), platform.version())
     info["cpu idle"] = cpu_idle()
+    info["huge pages"] = huge_pages()
     osr = dict(l.split("=", 1) for l in read_file("/etc/os-release").splitlines() if "=" in l)
     info["os"] = osr.get("PRETTY_NAME", "?").strip('"')
     # the disk under the image files (or the device itself)
@@ -79,6 +80,16 @@ def cpu_idle():
     if poll:
         text += ", guest halt polling %s ns%s" % (poll, " (off: an idle vCPU halts at once)" if poll == "0" else "")
     return text
+
+
+def huge_pages():
+    """The transparent huge page settings: dhfs asks for huge pages for its FUSE buffers,
+    which halves the device requests of its large reads and writes where it gets them
+    (bench/README.md)."""
+    def chosen(name):
+        text = read_file("/sys/kernel/mm/transparent_hugepage/" + name)
+        return text[text.find("[") + 1:text.find("]")] if "[" in text and "]" in text else "?"
+    return "enabled %s, defrag %s" % (chosen("enabled"), chosen("defrag"))
 
 
 def repo_commit(repo):
