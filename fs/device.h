@@ -33,10 +33,11 @@ class AlignedBuffer {
   // pieces, so that a large direct I/O from or into it is one device
   // request. Made of 4 KiB pages scattered in memory, 1 MiB is 256
   // segments, and a loop device takes 128 (of at most 64 KiB) per request:
-  // a cold 1 GiB read into such buffers made 1.5-2 device requests per MiB
-  // and ran at 0.87-0.89 GB/s, in huge pages 1.0 and 1.70-1.75 GB/s (bench
-  // VM, memory fragmented by earlier runs). Resident 2 MiB at a time as it
-  // is touched (with THP "never", 4 KiB at a time, as any buffer).
+  // a cold 1 GiB read into such buffers made 1.5-1.9 loop requests per MiB
+  // and ran at 1.0-1.27 GB/s; in huge pages, one request per MiB and
+  // 1.67-1.98 GB/s (bench VM, bench/results/2026-11-28-huge-pages-read-plan-ab).
+  // Resident 2 MiB at a time as it is touched (with THP "never", 4 KiB at a
+  // time, as any buffer).
   static AlignedBuffer huge_pages(std::size_t size);
   AlignedBuffer(AlignedBuffer&& o) noexcept;
   AlignedBuffer& operator=(AlignedBuffer&& o) noexcept;

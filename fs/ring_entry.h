@@ -127,9 +127,9 @@ class RingEntry {
   std::byte* payload_at() { return memory_ + kPayloadOffset; }
 
   fuse_uring::ReqHeader headers_{};
-  // kPayloadOffset, then the payload: own_ or the caller's. Not zeroed: the
-  // pages of 16 entries of 1 MiB would all become resident at mount, where
-  // a metadata workload only ever touches the first few.
+  // kPayloadOffset, then the payload: own_ or the caller's. Not zeroed
+  // (own_): zeroing would make every page resident at once. (The daemon's
+  // entries share huge pages, FuseRing, resident 2 MiB at a time.)
   AlignedBuffer own_;
   std::byte* memory_;
   std::size_t payload_size_;
