@@ -189,6 +189,9 @@ bool FuseRing::allow_in_kernel() {
 
 int FuseRing::start(unsigned max_threads, std::size_t payload_size, std::chrono::microseconds spin,
                     FsOptions::RingPin pin) {
+  // Running threads use the stop eventfd and their slices of entry_memory_,
+  // both replaced below.
+  if (!threads_.empty()) return -EBUSY;
   stop_fd_.reset(::eventfd(0, EFD_CLOEXEC));
   if (!stop_fd_) return -errno;
   Startup startup;

@@ -57,9 +57,11 @@ class FuseRing {
   // Registers the entries and starts their threads: about `max_threads`
   // spread over the kernel's queues (one per possible CPU), at least two per
   // queue so that a request blocked on the device does not hold up the next
-  // from the same CPU. Call once the kernel has applied the INIT reply. Returns 0, or the first negative errno of a
-  // registration the kernel refused; the threads whose entries it took keep
-  // serving (while a queue has none, every request stays on /dev/fuse).
+  // from the same CPU. Call once the kernel has applied the INIT reply, and
+  // only once (-EBUSY while threads run). Returns 0, or the first negative
+  // errno of a registration the kernel refused; the threads whose entries
+  // it took keep serving (while a queue has none, every request stays on
+  // /dev/fuse).
   // After a reply, a thread asks for the next request for `spin` before it
   // sleeps (FsOptions::ring_spin), one thread per queue at a time. `pin`:
   // where the threads run (FsOptions::ring_pin, fs/queue_load.h).
