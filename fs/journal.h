@@ -4,11 +4,12 @@
 // in-memory buffer; nothing is written per request. Everything appended so
 // far is written as one batch (group commit): by a caller that asks for
 // durability (fsync, syncfs), on its own thread, or by the committer thread
-// when 1 MiB is pending and every commit interval. A commit flushes the device before writing the batch (so
-// file data written earlier is durable before the metadata that points at
-// it) and after (so the batch itself is durable); a commit too large for one
-// batch flushes between its batches too, so that no batch is on the device
-// before the ones ahead of it (replay reads any other order as damage).
+// when 1 MiB is pending and every commit interval. A commit flushes the
+// device before writing the batch (so file data written earlier is durable
+// before the metadata that points at it) and after (so the batch itself is
+// durable); a commit too large for one batch flushes between its batches
+// too, so that no batch is on the device before the ones ahead of it
+// (replay reads any other order as damage).
 //
 // Space before the replay position of the current checkpoint is free; when
 // the ring is half full the journal asks for a checkpoint, and when it is 70%

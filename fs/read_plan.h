@@ -31,6 +31,8 @@
 #include <span>
 #include <vector>
 
+#include <boost/container/small_vector.hpp>
+
 #include "fs/device.h"
 #include "fs/extent_map.h"
 
@@ -51,7 +53,7 @@ class ReadPlan {
   ReadPlan& operator=(const ReadPlan&) = delete;
 
   // The reads to submit (all of them, as one batch).
-  std::span<const DeviceIo> ios() const { return ios_; }
+  std::span<const DeviceIo> ios() const { return {ios_.data(), ios_.size()}; }
 
   // After every read completed: moves what landed in the bounce buffer to
   // its place in the caller's buffer.
@@ -76,11 +78,16 @@ class ReadPlan {
   void choose_direct(std::span<const Segment> segs);
   void add_ios();
 
+  // Every read of the filesystem makes a plan; most have one segment or a
+  // few, and those stay off the heap.
+  template <typename T>
+  using Few = boost::container::small_vector<T, 4>;
+
   std::uint64_t first_;
   std::byte* dst_;
-  std::vector<const Segment*> order_;  // the segments in device order
-  std::vector<Group> groups_;
-  std::vector<DeviceIo> ios_;
+  Few<const Segment*> order_;  // the segments in device order
+  Few<Group> groups_;
+  Few<DeviceIo> ios_;
   std::optional<ScratchBuffer> bounce_;
   std::vector<std::pair<const Group*, std::uint64_t>> bounced_;  // group, its block in the bounce buffer
   std::uint64_t bounced_blocks_ = 0;
