@@ -177,18 +177,19 @@ thread_local ThreadRing t_ring;
 // ---- SmallBatchPolling -----------------------------------------------------
 
 bool SmallBatchPolling::begin() {
-  if (recent_ns_.load(std::memory_order_relaxed) > kPollWindowNs) return false;
+  if (in_time_share_.load(std::memory_order_relaxed) < kAllInTime / 2 &&
+      not_polled_.fetch_add(1, std::memory_order_relaxed) % kProbeEvery != kProbeEvery - 1)
+    return false;
   int idle = 0;
   return pollers_.compare_exchange_strong(idle, 1, std::memory_order_acquire);
 }
 
 void SmallBatchPolling::done() { pollers_.store(0, std::memory_order_release); }
 
-void SmallBatchPolling::took(std::chrono::nanoseconds t) {
-  // A moving average of the last few: an eighth of each new one.
-  const auto ns = static_cast<std::int64_t>(t.count());
-  const std::int64_t was = recent_ns_.load(std::memory_order_relaxed);
-  recent_ns_.store(was + (ns - was) / 8, std::memory_order_relaxed);
+void SmallBatchPolling::polled(bool in_time) {
+  // Only the one poller updates it: a plain load and store suffice.
+  const int was = in_time_share_.load(std::memory_order_relaxed);
+  in_time_share_.store(was + ((in_time ? kAllInTime : 0) - was) / 8, std::memory_order_relaxed);
 }
 
 std::unique_ptr<Uring> Uring::create(unsigned depth, int& err) {
@@ -220,12 +221,12 @@ int Uring::run(int fd, std::span<const DeviceIo> ios) {
   // can never overflow.
   unsigned inflight = 0;
   const bool small = batch.bytes() <= SmallBatchPolling::kSmallBytes;
-  const auto started = std::chrono::steady_clock::now();
   while (inflight > 0 || batch.has_pending()) {
     inflight += fill(ring_, batch, fd, depth_ - inflight);
     if (small && g_polling.begin()) {
       const int submitted = io_uring_submit(&ring_);
       const unsigned got = submitted < 0 ? 0 : poll_for_completions(ring_, batch);
+      if (submitted >= 0) g_polling.polled(got > 0);
       g_polling.done();
       if (got > 0) {
         inflight -= got;
@@ -244,7 +245,6 @@ int Uring::run(int fd, std::span<const DeviceIo> ios) {
     }
     inflight -= reap(ring_, batch);
   }
-  if (small) g_polling.took(std::chrono::steady_clock::now() - started);
   return batch.error();
 }
 

@@ -70,25 +70,36 @@ class Uring {
 // part of a 4 KiB read (cold random reads at queue depth 1 on the bench VM:
 // median 11.5k IOPS polling, 9.6k sleeping). One thread polls at a time, so
 // that a deep queue of small reads does not turn into threads spinning
-// against the device's own work; and none while small batches have lately
-// taken longer than the window (a disk, a network device), where polling
-// would only burn CPU. Uring::run() uses one for the whole process.
+// against the device's own work.
+//
+// Polling stops while most recent polls ran out of the window (a disk, a
+// network device), where it would only burn CPU; then every kProbeEvery-th
+// small batch polls anyway, to notice when the device is fast again. The
+// decision counts polls that came back in time, not how long batches took:
+// an average of times let one slow request on the host switch polling off,
+// and the batches that then slept took the wake-up on top of the device's
+// time, which kept the average up and polling off on a device that answers
+// well inside the window (bench VM, random 4 KiB reads: a quarter to half of
+// them not polled, bench/results/2026-11-29-poll-in-time-ab).
 class SmallBatchPolling {
  public:
   static constexpr std::uint64_t kSmallBytes = 64 << 10;
   static constexpr std::chrono::microseconds kPollWindow{150};
+  static constexpr unsigned kProbeEvery = 8;
 
-  // True if the caller may poll now; it must then call done().
+  // True if the caller may poll now; it must then call polled() and done().
   bool begin();
   void done();
-  // Every small batch's time, polled or not.
-  void took(std::chrono::nanoseconds t);
+  // Whether a poll got a completion within the window.
+  void polled(bool in_time);
 
  private:
-  static constexpr std::int64_t kPollWindowNs =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(kPollWindow).count();
+  // Share of recent polls that were in time, in 1/256ths: a moving average
+  // that gives each new poll an eighth. Polling is on from half up.
+  static constexpr int kAllInTime = 256;
   std::atomic<int> pollers_{0};
-  std::atomic<std::int64_t> recent_ns_{0};  // moving average of small batches' times
+  std::atomic<int> in_time_share_{kAllInTime};
+  std::atomic<unsigned> not_polled_{0};  // small batches while polling was off
 };
 
 // The calling thread's ring, created on first use with kThreadDepth entries,

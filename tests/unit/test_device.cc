@@ -441,32 +441,56 @@ TEST_CASE("Uring runs a batch deeper than its queue, and reports errors", "[devi
   }
 }
 
-TEST_CASE("small batches are polled by one thread at a time, and not while they are slow", "[device][uring]") {
-  using namespace std::chrono_literals;
+TEST_CASE("small batches are polled by one thread at a time, and not while polls run out of time", "[device][uring]") {
   SmallBatchPolling p;
   REQUIRE(p.begin());  // nothing measured yet: poll
   CHECK_FALSE(p.begin());  // another thread is polling
+  p.polled(true);
   p.done();
   CHECK(p.begin());
+  p.polled(true);
   p.done();
 
-  // A device whose small batches take a millisecond (a disk): after a few,
-  // the average is past the window and nobody polls.
-  int batches = 0;
-  while (p.begin()) {
-    p.done();
-    p.took(1ms);
-    REQUIRE(++batches < 20);
-  }
-  CHECK(batches >= 2);  // one slow batch alone does not stop it
-  // Fast again (20 us each): polling comes back once the average has fallen.
-  batches = 0;
-  while (!p.begin()) {
-    p.took(20us);
-    REQUIRE(++batches < 100);
-  }
+  // One poll out of time (a slow request on the host) leaves polling on.
+  REQUIRE(p.begin());
+  p.polled(false);
   p.done();
-  CHECK(batches >= 2);
+  REQUIRE(p.begin());
+  p.polled(true);
+  p.done();
+
+  // A device slower than the window (a disk): after a few polls out of time
+  // nobody polls, except one small batch in kProbeEvery.
+  int polls = 0;
+  while (p.begin()) {
+    p.polled(false);
+    p.done();
+    REQUIRE(++polls < 20);
+  }
+  CHECK(polls >= 3);
+  // The call that ended the loop was the first of 4 * kProbeEvery batches.
+  int probes = 0;
+  for (unsigned i = 1; i < 4 * SmallBatchPolling::kProbeEvery; ++i) {
+    if (!p.begin()) continue;
+    ++probes;
+    p.polled(false);
+    p.done();
+  }
+  CHECK(probes == 4);
+
+  // Fast again: the probes come back in time and polling resumes.
+  int calls = 0;
+  for (int in_a_row = 0; in_a_row < 2; ++calls) {
+    REQUIRE(calls < 100);
+    if (!p.begin()) {
+      in_a_row = 0;
+      continue;
+    }
+    ++in_a_row;
+    p.polled(true);
+    p.done();
+  }
+  CHECK(calls > 2);  // it waited for a probe first
 }
 
 TEST_CASE("run_sync_io has the same contract as the ring", "[device][uring]") {
