@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "alloc/extent.h"  // BlockNo, kBlockSize
+
 namespace dhfs {
 
 // A heap buffer aligned to 4 KiB, freed on destruction.
@@ -99,6 +101,11 @@ struct DeviceIo {
   // way lately are found in memory, where a direct read would first have
   // the kernel write them back and then read them from the device.
   bool cached = false;
+
+  // `count` blocks from device block `start`, to or from `buf`.
+  static DeviceIo blocks(Op op, BlockNo start, void* buf, std::uint64_t count) {
+    return {op, start * kBlockSize, buf, static_cast<std::uint32_t>(count * kBlockSize)};
+  }
 };
 
 class Device {

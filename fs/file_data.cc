@@ -62,10 +62,6 @@ std::int64_t now_ns() {
 
 std::uint64_t blocks_for(std::uint64_t bytes) { return (bytes + kBlockSize - 1) / kBlockSize; }
 
-void add_io(std::vector<DeviceIo>& ios, DeviceIo::Op op, BlockNo pblk, std::byte* buf, std::uint64_t blocks) {
-  ios.push_back({op, pblk * kBlockSize, buf, static_cast<std::uint32_t>(blocks * kBlockSize)});
-}
-
 bool readable(const Segment& s) { return !s.hole() && !(s.flags & kExtentUnwritten); }
 
 // A packed file's block as read from the device -> the file's block 0: its
@@ -334,7 +330,7 @@ ssize_t FileSystem::write_packed(Ino ino, std::span<const std::byte> data, bool*
   // The whole block again: the bytes of the files already in it are the
   // same, so a torn write cannot change them.
   std::vector<DeviceIo> ios;
-  add_io(ios, DeviceIo::Op::Write, pblk, image.data(), 1);
+  ios.push_back(DeviceIo::blocks(DeviceIo::Op::Write, pblk, image.data(), 1));
   ios.front().cached = true;  // as small writes: written back by the flush before the commit
   if (int rc = dev_->submit(ios); rc < 0) return rc;
   journal_->note_data_written();
@@ -811,7 +807,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
   for (const WritePiece& p : pieces) {
     std::byte* at = buf + (p.lblk - first) * kBlockSize;
     if (p.kind == WritePiece::kInPlace || p.kind == WritePiece::kUnwritten) {
-      add_io(ios, DeviceIo::Op::Write, p.pblk, at, p.len);
+      ios.push_back(DeviceIo::blocks(DeviceIo::Op::Write, p.pblk, at, p.len));
       if (p.kind == WritePiece::kUnwritten) converted.push_back({p.lblk, p.len, p.pblk, 0});
       prev_end = 0;
       continue;
@@ -825,7 +821,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     }
     std::uint64_t l = p.lblk;
     for (const Extent& e : got) {
-      add_io(ios, DeviceIo::Op::Write, e.start, buf + (l - first) * kBlockSize, e.len);
+      ios.push_back(DeviceIo::blocks(DeviceIo::Op::Write, e.start, buf + (l - first) * kBlockSize, e.len));
       fresh.push_back({l, e.start, static_cast<std::uint32_t>(e.len), 0});
       l += e.len;
       prev_end = e.end();
@@ -958,7 +954,7 @@ bool FileSystem::share_stored_chunk(Ino ino, std::uint64_t off, std::span<const 
     ScratchBuffer buf(nblk * kBlockSize);
     std::vector<DeviceIo> ios;
     for (const Segment& s : segs)
-      add_io(ios, DeviceIo::Op::Read, s.pblk, buf.data() + (s.lblk - home.lblk) * kBlockSize, s.len);
+      ios.push_back(DeviceIo::blocks(DeviceIo::Op::Read, s.pblk, buf.data() + (s.lblk - home.lblk) * kBlockSize, s.len));
     if (written_cached(nblk * kBlockSize, off, old_size, data.size()))  // as the source most likely was
       for (DeviceIo& io : ios) io.cached = true;
     if (dev_->submit(ios) < 0) return false;

@@ -177,7 +177,7 @@ void BlockReader::run(std::stop_token stop) {
     PrefetchedBlocks::Read read(blocks_, e);
     if (!read.wanted()) continue;
     const Extent b = read.blocks();
-    const DeviceIo io{DeviceIo::Op::Read, b.start * kBlockSize, read.buffer(), static_cast<std::uint32_t>(b.len * kBlockSize)};
+    const DeviceIo io = DeviceIo::blocks(DeviceIo::Op::Read, b.start, read.buffer(), b.len);
     if (dev_.submit({&io, 1}) == 0) read.keep();  // a failed read ahead is only a miss later
   }
 }

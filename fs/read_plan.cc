@@ -76,19 +76,16 @@ void ReadPlan::choose_direct(std::span<const Segment> segs) {
 }
 
 void ReadPlan::add_ios() {
-  auto read = [&](BlockNo start, std::uint64_t blocks, std::byte* buf) {
-    ios_.push_back({DeviceIo::Op::Read, start * kBlockSize, buf, static_cast<std::uint32_t>(blocks * kBlockSize)});
-  };
   for (const Group& g : groups_)
     if (!g.direct) bounced_blocks_ += g.end - g.start;
   if (bounced_blocks_) bounce_.emplace(bounced_blocks_ * kBlockSize);
   std::uint64_t at = 0;
   for (const Group& g : groups_) {
     if (g.direct) {
-      read(g.start, g.end - g.start, dst_ + (*g.linear_lblk - first_) * kBlockSize);
+      ios_.push_back(DeviceIo::blocks(DeviceIo::Op::Read, g.start, dst_ + (*g.linear_lblk - first_) * kBlockSize, g.end - g.start));
       continue;
     }
-    read(g.start, g.end - g.start, bounce_->data() + at * kBlockSize);
+    ios_.push_back(DeviceIo::blocks(DeviceIo::Op::Read, g.start, bounce_->data() + at * kBlockSize, g.end - g.start));
     bounced_.emplace_back(&g, at);
     at += g.end - g.start;
   }

@@ -10,15 +10,11 @@ namespace dhfs {
 static_assert(sizeof(fuse_in_header) <= sizeof(fuse_uring::ReqHeader{}.in_out));
 static_assert(sizeof(fuse_out_header) <= sizeof(fuse_uring::ReqHeader{}.in_out));
 
-RingEntry::RingEntry(std::size_t payload_size) : RingEntry(AlignedBuffer::uninitialized(memory_size(payload_size))) {}
-
 RingEntry::RingEntry(std::span<std::byte> memory)
     : memory_(memory.data()), payload_size_(memory.size() - kPayloadOffset) {
   iov_[0] = {&headers_, sizeof headers_};
   iov_[1] = {payload_at(), payload_size_};
 }
-
-RingEntry::RingEntry(AlignedBuffer own) : RingEntry(own.span()) { own_ = std::move(own); }
 
 std::span<std::byte> RingEntry::request() {
   serving_ = 0;

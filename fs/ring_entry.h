@@ -31,8 +31,6 @@
 #include <memory>
 #include <span>
 
-#include "fs/device.h"  // AlignedBuffer
-
 namespace dhfs {
 
 namespace fuse_uring {
@@ -75,12 +73,11 @@ constexpr std::uint64_t kInitOverIoUring = 1ULL << 41;
 
 class RingEntry {
  public:
-  // `payload_size` must be at least the connection's largest request or
-  // reply body: max(8 KiB, max_write, max_pages pages).
-  explicit RingEntry(std::size_t payload_size);
-  // The same in memory lent by the caller, which outlives the entry:
+  // In memory lent by the caller, which outlives the entry:
   // memory_size(payload size) bytes, 4 KiB-aligned (FuseRing gives its
-  // entries slices of one huge-page buffer, see there).
+  // entries slices of one huge-page buffer, see there). The payload size
+  // must be at least the connection's largest request or reply body:
+  // max(8 KiB, max_write, max_pages pages).
   explicit RingEntry(std::span<std::byte> memory);
   static constexpr std::size_t memory_size(std::size_t payload_size) { return kPayloadOffset + payload_size; }
   RingEntry(const RingEntry&) = delete;
@@ -117,8 +114,6 @@ class RingEntry {
   std::span<std::byte> payload() { return {payload_at(), payload_size_}; }
 
  private:
-  explicit RingEntry(AlignedBuffer own);
-
   static constexpr std::size_t kHeadroom = 256;  // >= fuse_in_header + op_in
   // The payload starts on a block of its own, the headroom ends just
   // before it.
@@ -127,10 +122,7 @@ class RingEntry {
   std::byte* payload_at() { return memory_ + kPayloadOffset; }
 
   fuse_uring::ReqHeader headers_{};
-  // kPayloadOffset, then the payload: own_ or the caller's. Not zeroed
-  // (own_): zeroing would make every page resident at once. (The daemon's
-  // entries share huge pages, FuseRing, resident 2 MiB at a time.)
-  AlignedBuffer own_;
+  // kPayloadOffset, then the payload, in the caller's memory.
   std::byte* memory_;
   std::size_t payload_size_;
   std::array<iovec, kBufferCount> iov_{};

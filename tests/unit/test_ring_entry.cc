@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/device.h"
 #include "fs/ring_entry.h"
 
 namespace dhfs {
@@ -46,13 +47,15 @@ std::uint32_t reply_payload_size(const RingEntry& e) {
 }
 
 TEST_CASE("ring entry: registers a header of the kernel's size and the payload asked for", "[fuse]") {
-  RingEntry e(kPayload);
+  AlignedBuffer memory = AlignedBuffer::uninitialized(RingEntry::memory_size(kPayload));
+  RingEntry e(memory.span());
   CHECK(e.buffers()[0].iov_len == 288);
   CHECK(e.buffers()[1].iov_len == kPayload);
 }
 
 TEST_CASE("ring entry: a request reaches libfuse in /dev/fuse's layout, payload not copied", "[fuse]") {
-  RingEntry e(kPayload);
+  AlignedBuffer memory = AlignedBuffer::uninitialized(RingEntry::memory_size(kPayload));
+  RingEntry e(memory.span());
   SECTION("a write: fuse_write_in, then the data") {
     fuse_write_in w{};
     w.offset = 8192;
@@ -107,7 +110,8 @@ TEST_CASE("ring entry: a request reaches libfuse in /dev/fuse's layout, payload 
 }
 
 TEST_CASE("ring entry: replies", "[fuse]") {
-  RingEntry e(kPayload);
+  AlignedBuffer memory = AlignedBuffer::uninitialized(RingEntry::memory_size(kPayload));
+  RingEntry e(memory.span());
   fuse_read_in r{};
   kernel_writes(e, FUSE_READ, 90, &r, "");
   REQUIRE_FALSE(e.request().empty());
