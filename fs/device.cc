@@ -198,29 +198,47 @@ AlignedBuffer AlignedBuffer::huge_pages(std::size_t size) {
   AlignedBuffer b;
   if (size == 0) return b;
   const std::size_t whole = (size + kHugePage - 1) / kHugePage * kHugePage;
-  void* p = nullptr;
-  if (::posix_memalign(&p, kHugePage, whole) != 0) throw std::bad_alloc();
+  // One huge page more than needed, then the ends cut off: a 2 MiB-aligned
+  // mapping of `whole` bytes.
+  void* p = ::mmap(nullptr, whole + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  const std::uintptr_t start = (at + kHugePage - 1) / kHugePage * kHugePage;
+  if (start > at) ::munmap(p, start - at);
+  if (const std::size_t tail = at + whole + kHugePage - (start + whole); tail > 0)
+    ::munmap(reinterpret_cast<void*>(start + whole), tail);
   // Advice only: where the kernel has no huge pages for it, 4 KiB pages
   // serve the same.
-  ::madvise(p, whole, MADV_HUGEPAGE);
-  b.data_ = static_cast<std::byte*>(p);
+  ::madvise(reinterpret_cast<void*>(start), whole, MADV_HUGEPAGE);
+  b.data_ = reinterpret_cast<std::byte*>(start);
   b.size_ = size;
+  b.mapped_ = whole;
   return b;
 }
 
+void AlignedBuffer::release() {
+  if (mapped_)
+    ::munmap(data_, mapped_);
+  else
+    std::free(data_);
+  data_ = nullptr;
+  size_ = mapped_ = 0;
+}
+
 AlignedBuffer::AlignedBuffer(AlignedBuffer&& o) noexcept
-    : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+    : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)), mapped_(std::exchange(o.mapped_, 0)) {}
 
 AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& o) noexcept {
   if (this != &o) {
-    std::free(data_);
+    release();
     data_ = std::exchange(o.data_, nullptr);
     size_ = std::exchange(o.size_, 0);
+    mapped_ = std::exchange(o.mapped_, 0);
   }
   return *this;
 }
 
-AlignedBuffer::~AlignedBuffer() { std::free(data_); }
+AlignedBuffer::~AlignedBuffer() { release(); }
 
 void AlignedBuffer::ensure(std::size_t size) {
   if (size <= size_) return;

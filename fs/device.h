@@ -39,7 +39,12 @@ class AlignedBuffer {
   // and ran at 1.0-1.27 GB/s; in huge pages, one request per MiB and
   // 1.67-1.98 GB/s (bench VM, bench/results/2026-11-28-huge-pages-read-plan-ab).
   // Resident 2 MiB at a time as it is touched (with THP "never", 4 KiB at a
-  // time, as any buffer).
+  // time, as any buffer). A mapping of its own, never heap memory: glibc
+  // serves even large aligned allocations from the heap once freed large
+  // blocks have raised its mmap threshold, and heap pages that earlier use
+  // faulted in as 4 KiB pages stay that way whatever the advice says (a
+  // unit test got such a buffer after other tests had freed theirs; the
+  // daemon could, after a mount that loaded a large image).
   static AlignedBuffer huge_pages(std::size_t size);
   AlignedBuffer(AlignedBuffer&& o) noexcept;
   AlignedBuffer& operator=(AlignedBuffer&& o) noexcept;
@@ -55,8 +60,11 @@ class AlignedBuffer {
   void ensure(std::size_t size);
 
  private:
+  void release();
+
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
+  std::size_t mapped_ = 0;  // bytes mapped at data_ (huge_pages), 0: heap memory
 };
 
 // A 4 KiB-aligned buffer lent by a pool of the calling thread and given
