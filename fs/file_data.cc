@@ -815,7 +815,7 @@ ssize_t FileSystem::write_locked(Ino ino, std::uint64_t off, std::span<const std
     std::vector<Extent> got;
     AllocRequest req{p.len, 1, prev_end ? prev_end : p.hint, false};
     req.region = region;
-    if (!alloc_->allocate_all(req, got)) {
+    if (!allocate_data(req, got)) {
       release_fresh();
       return -ENOSPC;
     }
@@ -1124,7 +1124,7 @@ int FileSystem::preallocate(Ino ino, std::uint64_t off, std::uint64_t len, bool 
       continue;
     }
     std::vector<Extent> got;
-    if (!alloc_->allocate_all({s.len, 1, hint, false, region}, got)) {
+    if (!allocate_data({s.len, 1, hint, false, region}, got)) {
       for (const FileExtent& f : fresh) alloc_->free_now({f.pblk, f.len});
       return -ENOSPC;
     }

@@ -86,8 +86,20 @@ void FileSystem::add_refs(Extent e, Txn& txn) {
 
 int FileSystem::begin_change(Journal::Change change) {
   if (int rc = journal_->admit(change); rc) return rc;
-  if (change == Journal::Change::kGrows && alloc_->free_blocks() < metadata_need_blocks()) return -ENOSPC;
+  if (change != Journal::Change::kGrows) return 0;
+  if (alloc_->free_blocks() < metadata_need_blocks() &&
+      (!commit_for_space() || alloc_->free_blocks() < metadata_need_blocks()))
+    return -ENOSPC;
   return 0;
+}
+
+bool FileSystem::allocate_data(const AllocRequest& req, std::vector<Extent>& out) {
+  return alloc_->allocate_all(req, out) || (commit_for_space() && alloc_->allocate_all(req, out));
+}
+
+bool FileSystem::commit_for_space() {
+  if (alloc_->pending_blocks() == 0) return false;
+  return journal_->sync() == 0;
 }
 
 Attr FileSystem::attr_of(const Inode& in) const {
@@ -763,7 +775,9 @@ FsStats FileSystem::stats() {
   FsStats s;
   s.total_blocks = sb_.data_blocks;
   s.free_blocks = alloc_->free_blocks() + alloc_->pending_blocks();
-  s.available_blocks = alloc_->available_blocks();
+  // Blocks freed by changes not yet durable count: a writer short of space
+  // commits to get them (commit_for_space), so df shows a deletion at once.
+  s.available_blocks = alloc_->available_blocks() + alloc_->pending_blocks();
   s.metadata_blocks = sb_.journal_blocks + (root_.stream_bytes + kBlockSize - 1) / kBlockSize;
   std::shared_lock m(meta_mu_);
   s.inodes = inodes_.count();

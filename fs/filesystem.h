@@ -320,8 +320,23 @@ class FileSystem {
   // The durable journal reached `seq`: sharing dropped up to it is gone.
   void unshare_durable(std::uint64_t seq);
   // Admission of a change (journal backpressure); a change that grows
-  // metadata is refused with ENOSPC once the next checkpoint might not fit.
+  // metadata is refused with ENOSPC once the next checkpoint might not fit
+  // (after committing, while blocks freed by changes not yet durable could
+  // make it fit: see commit_for_space).
   int begin_change(Journal::Change change);
+  // Blocks for file data (Allocator::allocate_all), committing the journal
+  // and trying once more when they fall short while freed blocks wait for
+  // their change to be durable (see commit_for_space).
+  bool allocate_data(const AllocRequest& req, std::vector<Extent>& out);
+  // Space is short: if blocks freed by changes not yet durable wait in the
+  // allocator, commits the journal so that they are free, and returns
+  // true. The space a file held is then free for the next writer at once,
+  // as ext4 does (a full device forces a commit before its ENOSPC), not
+  // only after the next periodic commit: a host that deletes images to
+  // make room and pulls the next one at once got ENOSPC. Call without
+  // meta_mu_ (the commit's durability callbacks take allocator and
+  // sharing locks only, but a commit may wait for a device flush).
+  bool commit_for_space();
   // Blocks the next checkpoint may need: the current stream plus everything
   // journaled since (each record adds at most its own size to the state).
   std::uint64_t metadata_need_blocks() const;
