@@ -205,3 +205,50 @@ TEST_CASE("names with unusual bytes", "[names]") {
   for (auto& n : names) SYS(::unlink(fs.path(n).c_str()));
   CHECK(list_names(fs.root()).empty());
 }
+
+// A host that deletes images to make room pulls the next one at once: the
+// space of the deleted files must be there for it without waiting for a
+// periodic commit (dhfs commits when a write is short of space).
+TEST_CASE("space of deleted files is writable at once on a full filesystem", "[statfs][enospc]") {
+  DHFS_ONLY();  // a reference directory is not a filesystem of its own to fill
+  FsOptions opts;
+  opts.image_size = "256M";
+  opts.mount_opts = "commit=3600";  // no periodic commit frees anything here
+  MountedFs fs(opts);
+  const std::string full = fs.path("full");
+  {
+    Fd fd = open_fd(full, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    int err = 0;
+    for (uint64_t i = 0; err == 0 && i < 512; ++i) {
+      const std::string mib = random_bytes(kMiB, 7000 + i);
+      if (::pwrite(fd, mib.data(), mib.size(), off_t(i * kMiB)) < 0) err = errno;
+      else if (::fdatasync(fd) < 0) err = errno;
+    }
+    CHECK(err == ENOSPC);
+  }
+  struct statvfs filled = statvfs_of(fs.root());
+  REQUIRE(uint64_t(filled.f_bavail) * filled.f_frsize < 8 * kMiB);
+  const uint64_t stored = uint64_t(fstat_of(open_fd(full, O_RDONLY)).st_blocks) * 512;
+  REQUIRE(stored > 150 * kMiB);
+
+  SYS(::unlink(full.c_str()));
+  // No syncfs: df shows the space as soon as the daemon has heard that the
+  // kernel forgot the file (FUSE sends that apart, a moment later).
+  uint64_t avail = 0;
+  for (int i = 0; i < 100 && avail + 8 * kMiB < stored; ++i) {
+    if (i) sleep_ms(10);
+    struct statvfs freed = statvfs_of(fs.root());
+    avail = uint64_t(freed.f_bavail) * freed.f_frsize;
+  }
+  CHECK(avail + 8 * kMiB >= stored);
+  // And a write of most of it holds.
+  const std::string again = fs.path("again");
+  const uint64_t want = stored - 16 * kMiB;
+  {
+    Fd fd = open_fd(again, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    for (uint64_t at = 0; at < want; at += kMiB) pwrite_all(fd, random_bytes(kMiB, 9000 + at / kMiB), off_t(at));
+    SYS(::fsync(fd));
+  }
+  Fd fd = open_fd(again, O_RDONLY);
+  CHECK(pread_all(fd, kMiB, off_t(want - kMiB)) == random_bytes(kMiB, 9000 + want / kMiB - 1));
+}
