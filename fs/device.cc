@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "fs/storage_paths.h"
 #include "fs/unique_fd.h"
 #include "fs/uring.h"
 #include "fs/writeback_starter.h"
@@ -80,13 +81,15 @@ std::byte* alloc_zeroed(std::size_t size) {
 // thread's io_uring (see fs/uring.h).
 class FileDevice final : public Device {
  public:
-  FileDevice(std::string path, UniqueFd fd, UniqueFd cached_fd, std::uint64_t size, bool read_only, bool direct)
+  FileDevice(std::string path, UniqueFd fd, UniqueFd cached_fd, std::uint64_t size, bool read_only, bool direct,
+             OtherPathsClaim other_paths)
       : path_(std::move(path)),
         fd_(std::move(fd)),
         cached_fd_(std::move(cached_fd)),
         size_(size),
         read_only_(read_only),
-        direct_(direct) {}
+        direct_(direct),
+        other_paths_(std::move(other_paths)) {}
 
   int submit(std::span<const DeviceIo> ios) override {
     // Buffer alignment only matters to the kernel with O_DIRECT; without it
@@ -133,6 +136,7 @@ class FileDevice final : public Device {
   const std::uint64_t size_;
   const bool read_only_;
   const bool direct_;  // opened O_DIRECT: buffers must be 4 KiB aligned
+  OtherPathsClaim other_paths_;  // held while the device is open
   // Starts writing back what went through cached_fd_ once per MiB (the
   // whole medium: pages written earlier and still dirty go too). Its
   // errors are not lost: the kernel keeps them for flush()'s fdatasync.
@@ -315,6 +319,10 @@ std::unique_ptr<Device> open_device(const std::string& path, const DeviceOpenOpt
     if (err == EWOULDBLOCK) return fail(error, path, "in use by another dhfs or fsck.dhfs");
     return fail(error, path, errno_text(err));
   }
+  // The same bytes reached another way (a loop device over the image, the
+  // file behind a loop device) are claimed as well.
+  OtherPathsClaim other_paths;
+  if (opts.exclusive && !other_paths.take(path, fd.get(), st, error)) return nullptr;
 
   std::uint64_t size = 0;
   if (const int r = medium_size(fd.get(), st, size); r < 0) {
@@ -325,7 +333,8 @@ std::unique_ptr<Device> open_device(const std::string& path, const DeviceOpenOpt
   UniqueFd cached_fd;
   if (direct && !opts.read_only)
     cached_fd.reset(::open(("/proc/self/fd/" + std::to_string(fd.get())).c_str(), O_RDWR | O_CLOEXEC));
-  return std::make_unique<FileDevice>(path, std::move(fd), std::move(cached_fd), size, opts.read_only, direct);
+  return std::make_unique<FileDevice>(path, std::move(fd), std::move(cached_fd), size, opts.read_only, direct,
+                                      std::move(other_paths));
 }
 
 // ---- MemDevice -------------------------------------------------------------

@@ -8,6 +8,8 @@
 #include <sstream>
 #include <thread>
 
+#include "fs/storage_paths.h"
+
 namespace dhfs {
 
 namespace {
@@ -32,6 +34,14 @@ std::string unescape(const std::string& s) {
     }
   }
   return out;
+}
+
+// `path`, or another path to the same bytes, that is mounted; empty if none.
+std::string mounted_as(const std::string& path) {
+  if (device_is_mounted(path)) return path;
+  for (const std::string& other : other_paths_to(path))
+    if (device_is_mounted(other)) return other;
+  return {};
 }
 
 bool held_by_someone(const std::string& error) {
@@ -65,9 +75,15 @@ std::unique_ptr<Device> claim_device(const std::string& path, bool read_only, st
     error.clear();
     auto dev = open_device(path, opts, error);
     if (dev) return dev;
-    if (!held_by_someone(error) || device_is_mounted(path) || std::chrono::steady_clock::now() >= deadline) {
-      if (held_by_someone(error) && device_is_mounted(path))
-        error = fmt::format("{}: already mounted", path);
+    // Held and mounted (through this path or another to the same bytes):
+    // refused at once. Held only: a daemon still persisting after its
+    // unmount, waited for.
+    const bool held = held_by_someone(error);
+    const std::string mounted = held ? mounted_as(path) : std::string();
+    if (!held || !mounted.empty() || std::chrono::steady_clock::now() >= deadline) {
+      if (!mounted.empty())
+        error = mounted == path ? fmt::format("{}: already mounted", path)
+                                : fmt::format("{}: already mounted as {}", path, mounted);
       return nullptr;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

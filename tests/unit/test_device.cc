@@ -4,6 +4,7 @@
 // Catch2 assertions are not thread-safe, so code running on extra threads
 // only reports what went wrong as a string, and the test thread asserts.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "fs/device.h"
+#include "fs/storage_paths.h"
 #include "fs/unique_fd.h"
 #include "fs/uring.h"
 
@@ -863,6 +865,66 @@ TEST_CASE("a loop device is taken exclusively", "[device][loop]") {
 
   dev.reset();
   CHECK(must_open(loop.path()) != nullptr);
+}
+
+// An image reached through two loop devices and as the file itself: one
+// exclusive opener on any of the three paths shuts out the others (two
+// daemons, or mkfs.dhfs and a daemon, on one image each wrote their own
+// metadata over the other's).
+TEST_CASE("the other paths to the same image are claimed too", "[device][loop]") {
+  if (::access("/dev/loop-control", F_OK) != 0) {
+    WARN("SKIP: /dev/loop-control is absent, no loop device test");
+    return;
+  }
+  TempImage img(8 << 20);
+  LoopDevice a(img.path()), b(img.path());
+  if (!a.attached() || !b.attached()) {
+    WARN("SKIP: losetup -f --show failed: " << a.output() << " " << b.output());
+    return;
+  }
+  INFO("loop devices " << a.path() << " and " << b.path() << " over " << img.path());
+  CHECK(std::set<std::string>{a.path(), b.path()} ==
+        [&] {
+          auto v = other_paths_to(img.path());
+          return std::set<std::string>(v.begin(), v.end());
+        }());
+  CHECK(std::set<std::string>{img.path(), b.path()} ==
+        [&] {
+          auto v = other_paths_to(a.path());
+          return std::set<std::string>(v.begin(), v.end());
+        }());
+  TempImage plain(16 * kBlock);
+  CHECK(other_paths_to(plain.path()).empty());
+
+  SECTION("through a loop device") {
+    auto dev = must_open(a.path());
+    CHECK(open_error(img.path()) == img.path() + ": in use by another dhfs or fsck.dhfs");
+    CHECK(open_error(b.path()) == b.path() + ": device is busy (mounted or in use)");
+    // A non-exclusive opener (a reader such as fsck.dhfs -n would be) is not stopped.
+    CHECK(must_open(img.path(), {.read_only = true, .exclusive = false}) != nullptr);
+    dev.reset();
+    CHECK(must_open(img.path()) != nullptr);
+    CHECK(must_open(b.path()) != nullptr);
+  }
+  SECTION("the backing file locked by someone else") {
+    // As a daemon that uses the file directly and started before the loop
+    // devices were attached holds it.
+    UniqueFd other(::open(img.path().c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(::flock(other.get(), LOCK_EX | LOCK_NB) == 0);
+    CHECK(open_error(a.path()) == a.path() + ": " + img.path() +
+                                      " (the same storage) is in use by another dhfs or fsck.dhfs");
+    other.reset();
+    CHECK(must_open(a.path()) != nullptr);
+  }
+  SECTION("as the file") {
+    // (The file's opener holds both loop devices O_EXCL: their own open
+    // fails first.)
+    auto dev = must_open(img.path());
+    CHECK(open_error(a.path()) == a.path() + ": device is busy (mounted or in use)");
+    CHECK(open_error(b.path()) == b.path() + ": device is busy (mounted or in use)");
+    dev.reset();
+    CHECK(must_open(a.path()) != nullptr);
+  }
 }
 
 }  // namespace dhfs
