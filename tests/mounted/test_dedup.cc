@@ -116,7 +116,7 @@ void write_copies(const MountedFs& fs, const std::string& prefix, int copies) {
   for (int i = 0; i < copies; ++i) write_durable(fs.path(prefix + std::to_string(i)), data);
 }
 
-TEST_CASE("dedup: small copies take no space; with dedup=off each takes its own", "[dedup][dhfs]") {
+TEST_CASE("dedup: small copies take no space, with dedup=off each takes its own", "[dedup][dhfs]") {
   DHFS_ONLY_STRICT();
   const bool on = GENERATE(true, false);
   INFO("dedup " << (on ? "on" : "off"));

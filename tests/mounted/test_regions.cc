@@ -55,7 +55,7 @@ bool one_line(const std::string& out) {
 
 }  // namespace
 
-TEST_CASE("regions: docker layer directories get regions; rm -rf of a layer returns its space", "[regions][dhfs]") {
+TEST_CASE("regions: docker layer directories get regions, rm -rf of a layer returns its space", "[regions][dhfs]") {
   DHFS_ONLY_STRICT();
   MountedFs fs;
   mkdirs(fs, "overlay2/b/diff");

@@ -350,7 +350,7 @@ TEST_CASE("dedup: empty and sparse files", "[dedup]") {
   CHECK_CONTENT(*rig.fs, s2, want);
 }
 
-TEST_CASE("dedup: off stores every copy; offline dedup merges them later", "[dedup]") {
+TEST_CASE("dedup: off stores every copy, offline dedup merges them later", "[dedup]") {
   Rig rig(256 * kMiB, dedup_opts(false));
   const std::string big = pattern(2 * kMiB + 100, 21), small = pattern(5000, 22);
   std::vector<Ino> files;

@@ -307,7 +307,7 @@ TEST_CASE("AlignedBuffer is 4 KiB aligned, zero-filled and move-only", "[device]
   }
 }
 
-TEST_CASE("ScratchBuffer lends a thread's buffer again, as it was; leases at once get their own", "[device]") {
+TEST_CASE("ScratchBuffer lends a thread's buffer again, as it was, leases at once get their own", "[device]") {
   // On a thread of its own, whose pool starts empty.
   std::thread([] {
     std::byte* first;

@@ -84,7 +84,7 @@ int try_write_file(FileSystem& fs, std::string_view name, const std::string& con
   return n < 0 ? static_cast<int>(n) : (n == static_cast<ssize_t>(content.size()) ? 0 : -EIO);
 }
 
-TEST_CASE("faults: a failing data write returns EIO; durable data survives", "[faults]") {
+TEST_CASE("faults: a failing data write returns EIO, durable data survives", "[faults]") {
   Rig rig;
   const std::string keep = pattern(300000, 1);
   test::write_file(*rig.fs, kRootIno, "keep", keep);
@@ -136,7 +136,7 @@ TEST_CASE("faults: a failing read returns EIO and changes nothing", "[faults]") 
   CHECK(test::read_file(*fs, test::resolve(*fs, "keep")) == keep);
 }
 
-TEST_CASE("faults: a failing journal write or flush fails fsync; the synced state survives", "[faults]") {
+TEST_CASE("faults: a failing journal write or flush fails fsync, the synced state survives", "[faults]") {
   Rig rig;
   const std::string keep = pattern(50000, 5);
   test::write_file(*rig.fs, kRootIno, "keep", keep);

@@ -247,7 +247,7 @@ TEST_CASE("kernel channel: each request is counted by kind with the time to its 
   CHECK(all == 6);
 }
 
-TEST_CASE("request stats: counts, sums and maxima per opcode from many threads; opcodes out of range are dropped",
+TEST_CASE("request stats: counts, sums and maxima per opcode from many threads, opcodes out of range are dropped",
           "[fuse]") {
   RequestStats stats;
   std::vector<std::thread> threads;

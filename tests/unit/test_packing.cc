@@ -188,7 +188,7 @@ TEST_CASE("packing: the block goes with its last file, and an open one takes the
   CHECK(r.file_blocks == 0);
 }
 
-TEST_CASE("packing: a duplicate of a packed file shares its bytes; a change copies them out", "[packing]") {
+TEST_CASE("packing: a duplicate of a packed file shares its bytes, a change copies them out", "[packing]") {
   Rig rig;
   const std::string data = pattern(777, 5);
   const Ino a = small_file(*rig.fs, "a", data);
