@@ -69,7 +69,7 @@ std::vector<std::string> loop_devices_over(const FileId& file, dev_t self) {
 std::string backing_path(dev_t loop, const FileId& file) {
   const std::string name = read_line(fmt::format("/sys/dev/block/{}:{}/loop/backing_file", major(loop), minor(loop)));
   struct stat st {};
-  if (name.empty() || ::stat(name.c_str(), &st) != 0 || !(FileId{st.st_dev, st.st_ino} == file)) return {};
+  if (name.empty() || ::stat(name.c_str(), &st) != 0 || FileId{st.st_dev, st.st_ino} != file) return {};
   return name;
 }
 
