@@ -87,10 +87,8 @@ void FileSystem::add_refs(Extent e, Txn& txn) {
 int FileSystem::begin_change(Journal::Change change) {
   if (int rc = journal_->admit(change); rc) return rc;
   if (change != Journal::Change::kGrows) return 0;
-  if (alloc_->free_blocks() < metadata_need_blocks() &&
-      (!commit_for_space() || alloc_->free_blocks() < metadata_need_blocks()))
-    return -ENOSPC;
-  return 0;
+  const auto room = [this] { return alloc_->free_blocks() >= metadata_need_blocks(); };
+  return room() || (commit_for_space() && room()) ? 0 : -ENOSPC;
 }
 
 bool FileSystem::allocate_data(const AllocRequest& req, std::vector<Extent>& out) {

@@ -39,7 +39,6 @@ class OtherPathsClaim {
   // /sys, no /dev/loopN node, a deleted backing file) are not claimed.
   bool take(const std::string& path, int fd, const struct stat& st, std::string& error);
 
-  std::size_t held() const { return held_.size(); }
 
  private:
   std::vector<UniqueFd> held_;

@@ -8,7 +8,7 @@
 
 namespace dhfs_test {
 
-std::string dhfsctl() { return std::string(DHFS_BIN_DIR) + "/dhfsctl"; }
+std::string dhfsctl() { return tool_path("dhfsctl"); }
 
 std::string json_field(const std::string& json, const std::string& key) {
   const std::string k = "\"" + key + "\":";

@@ -32,8 +32,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string bin(const char* name) { return std::string(DHFS_BIN_DIR) + "/" + name; }
-
 std::string describe_status(int status) {
   if (WIFEXITED(status)) return fmt::format("exit status {}", WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return fmt::format("killed by signal {} ({})", WTERMSIG(status),
@@ -265,7 +263,7 @@ MountedFs::MountedFs(FsOptions options) : options_(std::move(options)) {
       log_ = tmpdir_ + "/dhfs.log";
       REQUIRE(::mkdir(root_.c_str(), 0755) == 0);
       REQUIRE(::mkdir(scratch_.c_str(), 0755) == 0);
-      RunResult mk = run({bin("mkfs.dhfs"), "-s", options_.image_size, image_});
+      RunResult mk = run({tool_path("mkfs.dhfs"), "-s", options_.image_size, image_});
       INFO("mkfs.dhfs -s " << options_.image_size << " " << image_ << ": "
                            << describe_status(mk.status) << "\n" << mk.output);
       REQUIRE(mk.exit_code() == 0);
@@ -315,7 +313,7 @@ MountedFs::~MountedFs() {
           pid_ = -1;
           INFO("end of test: dhfs " << describe_status(*st) << "\n" << daemon_log());
           CHECK((WIFEXITED(*st) && WEXITSTATUS(*st) == 0));
-          RunResult fsck = run({bin("fsck.dhfs"), "-n", image_});
+          RunResult fsck = run({tool_path("fsck.dhfs"), "-n", image_});
           INFO("end of test: fsck.dhfs -n: " << describe_status(fsck.status) << "\n"
                                             << fsck.output);
           CHECK(fsck.exit_code() == 0);
@@ -349,7 +347,7 @@ void MountedFs::mount_daemon() {
   // over another transport); a test's own options come after and win.
   if (const char* extra = std::getenv("DHFS_TEST_MOUNT_OPTS"); extra && *extra) opts += std::string(",") + extra;
   if (!options_.mount_opts.empty()) opts += "," + options_.mount_opts;
-  std::vector<std::string> args = {bin("dhfs"), image_, root_, "-f", "-o", opts};
+  std::vector<std::string> args = {tool_path("dhfs"), image_, root_, "-f", "-o", opts};
   {
     std::ofstream log(log_, std::ios::app);
     log << "=== dhfs " << image_ << " " << root_ << " -f -o " << opts << "\n";
@@ -433,7 +431,7 @@ void MountedFs::remount(const std::string& mount_opts) {
     return;
   }
   unmount_checked();
-  RunResult fsck = run({bin("fsck.dhfs"), "-n", image_});
+  RunResult fsck = run({tool_path("fsck.dhfs"), "-n", image_});
   INFO("fsck.dhfs -n " << image_ << ": " << describe_status(fsck.status) << "\n" << fsck.output);
   REQUIRE(fsck.exit_code() == 0);
   mount_daemon();
@@ -449,7 +447,7 @@ void MountedFs::kill_and_remount(const std::function<void()>& after_kill) {
   REQUIRE(::umount2(root_.c_str(), MNT_DETACH) == 0);
   mounted_ = false;
   unregister_mount(root_);
-  RunResult fsck = run({bin("fsck.dhfs"), "-n", image_});
+  RunResult fsck = run({tool_path("fsck.dhfs"), "-n", image_});
   INFO("fsck.dhfs -n " << image_ << " after SIGKILL: " << describe_status(fsck.status) << "\n" << fsck.output);
   REQUIRE(fsck.exit_code() == 0);
   mount_daemon();
@@ -790,6 +788,8 @@ void set_xattr(const std::string& path, const std::string& name, std::string_vie
 // Processes
 
 int RunResult::exit_code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
+
+std::string tool_path(const char* name) { return std::string(DHFS_BIN_DIR) + "/" + name; }
 
 RunResult run(const std::vector<std::string>& args, int timeout_s) {
   RunResult res;

@@ -323,6 +323,8 @@ struct RunResult {
   std::string output;    // stdout and stderr interleaved
   int exit_code() const;  // -1 unless exited normally
 };
+// The path of one of the dhfs tools under test (mkfs.dhfs, dhfs, fsck.dhfs, dhfsctl).
+std::string tool_path(const char* name);
 // fork/exec argv (argv[0] is a path), capture output; killed after timeout_s.
 RunResult run(const std::vector<std::string>& argv, int timeout_s = 120);
 

@@ -8,8 +8,6 @@ using namespace dhfs_test;
 
 namespace {
 
-std::string tool(const char* name) { return std::string(DHFS_BIN_DIR) + "/" + name; }
-
 // A loop device over `image`, detached on destruction (losetup -d works
 // while the device is open: the kernel detaches it on last close).
 class LoopOver {
@@ -42,13 +40,13 @@ TEST_CASE("a mounted image is refused through a loop device over it", "[claim][d
   REQUIRE(!loop.path().empty());
   const std::string mounted = loop.path() + ": already mounted as " + fs.image();
 
-  RunResult mk = run({tool("mkfs.dhfs"), "-f", loop.path()});
+  RunResult mk = run({tool_path("mkfs.dhfs"), "-f", loop.path()});
   CHECK(mk.exit_code() == 1);
   CHECK(mk.output == "mkfs.dhfs: " + mounted + "\n");
-  RunResult ck = run({tool("fsck.dhfs"), "-n", loop.path()});
+  RunResult ck = run({tool_path("fsck.dhfs"), "-n", loop.path()});
   CHECK(ck.exit_code() == 8);
   CHECK(ck.output.find(mounted) != std::string::npos);
-  RunResult second = run({tool("dhfs"), loop.path(), fs.scratch()});
+  RunResult second = run({tool_path("dhfs"), loop.path(), fs.scratch()});
   if (second.exit_code() == 0) {  // mounted after all: take it down again (lazily: it may be serving)
     run({"/bin/umount", "-l", fs.scratch()});
     FAIL("a second daemon mounted the image through " << loop.path());

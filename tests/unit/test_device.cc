@@ -883,16 +883,12 @@ TEST_CASE("the other paths to the same image are claimed too", "[device][loop]")
     return;
   }
   INFO("loop devices " << a.path() << " and " << b.path() << " over " << img.path());
-  CHECK(std::set<std::string>{a.path(), b.path()} ==
-        [&] {
-          auto v = other_paths_to(img.path());
-          return std::set<std::string>(v.begin(), v.end());
-        }());
-  CHECK(std::set<std::string>{img.path(), b.path()} ==
-        [&] {
-          auto v = other_paths_to(a.path());
-          return std::set<std::string>(v.begin(), v.end());
-        }());
+  const auto others = [](const std::string& path) {
+    const std::vector<std::string> v = other_paths_to(path);
+    return std::set<std::string>(v.begin(), v.end());
+  };
+  CHECK(std::set<std::string>{a.path(), b.path()} == others(img.path()));
+  CHECK(std::set<std::string>{img.path(), b.path()} == others(a.path()));
   TempImage plain(16 * kBlock);
   CHECK(other_paths_to(plain.path()).empty());
 
