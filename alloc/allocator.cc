@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cinttypes>
+#include <atomic>
 #include <cstdio>
 
 namespace dhfs {
@@ -16,9 +17,14 @@ bool within(const Extent& area, const Extent& e) {
   return e.start >= area.start && e.start <= area.end() && e.len <= area.end() - e.start;
 }
 
+std::atomic<void (*)(std::string_view)> g_reporter{nullptr};
+
 void report_bad_free(const char* op, const Extent& e, const char* why) {
-  std::fprintf(stderr, "dhfs: allocator: ignoring %s of blocks [%" PRIu64 ", +%" PRIu64 "): %s\n", op,
-               e.start, e.len, why);
+  char line[256];
+  std::snprintf(line, sizeof line, "allocator: ignoring %s of blocks [%" PRIu64 ", +%" PRIu64 "): %s", op, e.start,
+                e.len, why);
+  if (auto* report = g_reporter.load()) report(line);
+  else std::fprintf(stderr, "dhfs: %s\n", line);
 }
 
 // Exact placement: takes blocks starting at `hint` if it is free. That is
@@ -66,6 +72,8 @@ std::optional<Extent> take_in_run(FreeSpace& fs, const Extent& run, std::uint64_
 }
 
 }  // namespace
+
+void set_allocator_reporter(void (*report)(std::string_view line)) { g_reporter.store(report); }
 
 Allocator::Allocator(Extent area) : area_(area) {
   free_.add_long_runs_to(&long_run_blocks_);

@@ -52,6 +52,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <string_view>
 #include <vector>
 
 #include "alloc/extent.h"
@@ -76,6 +77,11 @@ struct RegionInfo {
   std::uint64_t free_blocks = 0;       // reserved but not allocated (its unused reservation)
   std::uint64_t reclaimed_blocks = 0;  // taken back from it under pressure so far (since mount)
 };
+
+// Where an allocator says that it ignored a free that cannot be right (a bug
+// or damaged metadata): one line, to stderr unless the filesystem hands its
+// own log here (a daemon in the background has no stderr).
+void set_allocator_reporter(void (*report)(std::string_view line));
 
 class Allocator {
  public:

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "fs/log.h"
 #include "fs/storage_paths.h"
 #include "fs/unique_fd.h"
 #include "fs/uring.h"
@@ -82,16 +83,44 @@ std::byte* alloc_zeroed(std::size_t size) {
 class FileDevice final : public Device {
  public:
   FileDevice(std::string path, UniqueFd fd, UniqueFd cached_fd, std::uint64_t size, bool read_only, bool direct,
-             OtherPathsClaim other_paths)
+             bool image_file, OtherPathsClaim other_paths)
       : path_(std::move(path)),
         fd_(std::move(fd)),
         cached_fd_(std::move(cached_fd)),
         size_(size),
         read_only_(read_only),
         direct_(direct),
+        image_file_(image_file),
         other_paths_(std::move(other_paths)) {}
 
   int submit(std::span<const DeviceIo> ios) override {
+    const int r = run_batch(ios);
+    if (r < 0) report_failed_batch(ios, r);
+    return r;
+  }
+
+  // fdatasync works on the file, not the descriptor: it also writes back
+  // what went through cached_fd_. On a block device it sends a cache FLUSH
+  // to the disk as well.
+  int flush() override {
+    if (::fdatasync(fd_.get()) == 0) return 0;
+    const int err = errno;
+    if (std::uint64_t held_back = 0; failures_logged_.allow(held_back))
+      log::error("{}: flush (fdatasync) failed: {}{}", path_, errno_text(err), held_back_text(held_back));
+    return -err;
+  }
+
+  int preallocate(std::uint64_t offset, std::uint64_t len) override {
+    if (!image_file_ || read_only_) return 0;
+    return ::fallocate(fd_.get(), 0, static_cast<off_t>(offset), static_cast<off_t>(len)) == 0 ? 0 : -errno;
+  }
+
+  std::uint64_t size_bytes() const override { return size_; }
+  bool read_only() const override { return read_only_; }
+  std::string describe() const override { return path_; }
+
+ private:
+  int run_batch(std::span<const DeviceIo> ios) {
     // Buffer alignment only matters to the kernel with O_DIRECT; without it
     // (tmpfs) any buffer works.
     if (const int r = check_batch(ios, size_, read_only_, direct_); r < 0) return r;
@@ -120,22 +149,35 @@ class FileDevice final : public Device {
     return direct_ios.empty() ? 0 : run_io(fd_.get(), direct_ios);
   }
 
-  // fdatasync works on the file, not the descriptor: it also writes back
-  // what went through cached_fd_. On a block device it sends a cache FLUSH
-  // to the disk as well.
-  int flush() override { return ::fdatasync(fd_.get()) == 0 ? 0 : -errno; }
+  // The application sees only EIO or ENOSPC; the log says which medium
+  // failed, where and why (at most once a second, see failures_logged_).
+  void report_failed_batch(std::span<const DeviceIo> ios, int err) {
+    std::uint64_t held_back = 0;
+    if (ios.empty() || !failures_logged_.allow(held_back)) return;
+    bool reads = false, writes = false;
+    std::uint64_t blocks = 0, first = UINT64_MAX;
+    for (const DeviceIo& io : ios) {
+      (io.op == DeviceIo::Op::Write ? writes : reads) = true;
+      blocks += io.len / kBlock;
+      first = std::min(first, io.offset / kBlock);
+    }
+    log::error("{}: {} of {} block{} from block {} failed: {}{}", path_,
+               reads && writes ? "read and write" : writes ? "write" : "read", blocks, blocks == 1 ? "" : "s",
+               first, errno_text(-err), held_back_text(held_back));
+  }
 
-  std::uint64_t size_bytes() const override { return size_; }
-  bool read_only() const override { return read_only_; }
-  std::string describe() const override { return path_; }
+  static std::string held_back_text(std::uint64_t n) {
+    return n == 0 ? std::string() : " (" + std::to_string(n) + " more failures since the last message)";
+  }
 
- private:
   const std::string path_;
   const UniqueFd fd_;
   const UniqueFd cached_fd_;  // the same medium without O_DIRECT (invalid if fd_ is not direct)
   const std::uint64_t size_;
   const bool read_only_;
   const bool direct_;  // opened O_DIRECT: buffers must be 4 KiB aligned
+  const bool image_file_;  // a regular file: space can be preallocated
+  log::Throttle failures_logged_{std::chrono::seconds(1)};
   OtherPathsClaim other_paths_;  // held while the device is open
   // Starts writing back what went through cached_fd_ once per MiB (the
   // whole medium: pages written earlier and still dirty go too). Its
@@ -334,7 +376,7 @@ std::unique_ptr<Device> open_device(const std::string& path, const DeviceOpenOpt
   if (direct && !opts.read_only)
     cached_fd.reset(::open(("/proc/self/fd/" + std::to_string(fd.get())).c_str(), O_RDWR | O_CLOEXEC));
   return std::make_unique<FileDevice>(path, std::move(fd), std::move(cached_fd), size, opts.read_only, direct,
-                                      std::move(other_paths));
+                                      S_ISREG(st.st_mode), std::move(other_paths));
 }
 
 // ---- MemDevice -------------------------------------------------------------

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -131,6 +132,14 @@ class Device {
   virtual std::uint64_t size_bytes() const = 0;
   virtual bool read_only() const = 0;
   virtual std::string describe() const = 0;  // path, for messages
+
+  // Backs the byte range of an image file with space of the filesystem
+  // that holds it (fallocate), so that writes there never fail for lack of
+  // it: a sparse image can outgrow what its host has free, and the journal
+  // must stay writable then, or nothing could be changed any more, not even
+  // deleted. Block devices and memory need nothing. 0 or a negative errno
+  // (-EOPNOTSUPP where the host cannot preallocate).
+  virtual int preallocate(std::uint64_t /*offset*/, std::uint64_t /*len*/) { return 0; }
 
   int read(std::uint64_t offset, void* buf, std::uint32_t len);
   int write(std::uint64_t offset, const void* buf, std::uint32_t len);

@@ -186,8 +186,11 @@ class FileSystem {
 
   // Starts the journal committer and the checkpointer (after any fork).
   void start();
-  // Writes a final checkpoint and stops the background threads. Returns 0
-  // or a negative errno. Idempotent; the destructor calls it.
+  // Writes a final checkpoint, commits what is pending and stops the
+  // background threads. Returns 0 once every change is durable (in the
+  // checkpoint, or only in the journal if the checkpoint failed: that is
+  // logged, and the next mount replays it), else the journal's negative
+  // errno. Idempotent; the destructor calls it.
   int shutdown();
 
   // ---- names. Calls that return an Attr for a new or found inode take one

@@ -9,6 +9,8 @@
 #include "fs/checkpoint.h"
 #include "fs/filesystem.h"
 #include "fs/loader.h"
+#include "fs/log.h"
+#include "fs/mkfs.h"
 
 namespace dhfs {
 
@@ -49,6 +51,7 @@ std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const 
   if (dev->read_only()) o.read_only = true;
   if (st.sb.feature_ro_compat & ~kKnownRoCompat) o.read_only = true;
 
+  set_allocator_reporter([](std::string_view line) { log::write(log::Level::kError, line); });
   std::unique_ptr<FileSystem> fs(new FileSystem(std::move(dev), st.sb, o));
   fs->inodes_ = std::move(st.meta.inodes);
   fs->refs_ = std::move(st.meta.refs);
@@ -67,6 +70,12 @@ std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const 
   fs->journal_ = std::make_unique<Journal>(*fs->dev_, JournalGeometry{st.sb.journal_start, st.sb.journal_blocks,
                                                                       st.sb.uuid_tag()});
   fs->journal_->set_commit_interval(o.commit_interval);
+  if (!o.read_only) {
+    if (const int rc = preallocate_fixed_area(*fs->dev_, st.sb); rc != 0 && rc != -EOPNOTSUPP)
+      log::warning("{}: cannot reserve the journal's space on the filesystem that holds the image: {}; "
+                   "if that filesystem fills up, this one stops taking changes until it is mounted again",
+                   fs->dev_->describe(), std::strerror(-rc));
+  }
   {
     Txn txn;
     fs->apply_settings(st.meta.config, txn);
@@ -224,7 +233,8 @@ void FileSystem::checkpointer_loop() {
     if (wanted || journal_->last_appended_seq() != seq_at_checkpoint_) {
       if (int rc = write_checkpoint(); rc != 0) {
         if (!failing)
-          fmt::print(stderr, "dhfs: {}: checkpoint failed: {} (retrying)\n", dev_->describe(), std::strerror(-rc));
+          log::warning("{}: checkpoint failed: {} (retrying; the journal keeps every change meanwhile)",
+                       dev_->describe(), std::strerror(-rc));
         failing = true;
         // Writers stop waiting for it; while the journal is filling up,
         // try again soon (deletes may have made room meanwhile).
@@ -234,7 +244,7 @@ void FileSystem::checkpointer_loop() {
         if (journal_->fill() >= 0.5) bg_wanted_ = true;
         continue;
       }
-      if (failing) fmt::print(stderr, "dhfs: {}: checkpoint written again\n", dev_->describe());
+      if (failing) log::info("{}: checkpoint written again", dev_->describe());
       failing = false;
     }
     lk.lock();
@@ -337,7 +347,7 @@ int FileSystem::shutdown() {
     bg_cv_.notify_all();
     bg_thread_.join();
   }
-  int rc = 0;
+  int checkpoint_rc = 0;
   if (!opts_.read_only) {
     {
       // The kernel's references are gone with the mount: unlinked inodes
@@ -352,11 +362,18 @@ int FileSystem::shutdown() {
         free_inode(*inodes_.get(ino), txn);
       }
     }
-    rc = write_checkpoint();
-    if (rc == 0) rc = journal_->error();
+    checkpoint_rc = write_checkpoint();
   }
-  journal_->stop();
-  return rc;
+  journal_->stop();  // commits what is still pending
+  if (opts_.read_only) return 0;
+  if (const int rc = journal_->error(); rc != 0) return rc;
+  // Nothing is lost without a checkpoint (say, the data area of an image
+  // file whose host filesystem is full cannot take one): the journal holds
+  // every change since the last, and the next mount replays it.
+  if (checkpoint_rc != 0)
+    log::warning("{}: checkpoint at unmount failed: {}; every change is in the journal, the next mount replays it",
+                 dev_->describe(), std::strerror(-checkpoint_rc));
+  return 0;
 }
 
 FileSystem::~FileSystem() { shutdown(); }

@@ -23,6 +23,7 @@
 #include "fs/fuse_bdi.h"
 #include "fs/fuse_ring.h"
 #include "fs/kernel_channel.h"
+#include "fs/log.h"
 #include "fs/uring.h"
 
 namespace dhfs {
@@ -655,9 +656,12 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
   }
   const std::string device_id = mount_device_id(opts.mountpoint);
   drop_thread_ring();  // the daemon's threads set up their own rings
-  if (!opts.foreground && fuse_daemonize(0) != 0) {
-    fmt::print(stderr, "dhfs: cannot go to the background\n");
-    return 1;
+  if (!opts.foreground) {
+    if (fuse_daemonize(0) != 0) {
+      fmt::print(stderr, "dhfs: cannot go to the background\n");
+      return 1;
+    }
+    log::to_syslog();  // stderr is /dev/null now
   }
   fs.start();
   LoopConfig cfg;
@@ -677,12 +681,12 @@ int serve_fuse(FileSystem& fs, const FuseServerOptions& opts) {
       const int rc = ring.start(opts.max_threads, ctx.channel.ring_payload_size(), fs.options().ring_spin,
                                 fs.options().ring_pin);
       if (rc < 0)
-        fmt::print(stderr, "dhfs: the kernel refused a FUSE over io_uring entry ({}); where a CPU queue has "
-                           "none, requests stay on /dev/fuse\n", std::strerror(-rc));
+        log::warning("the kernel refused a FUSE over io_uring entry ({}); where a CPU queue has none, "
+                     "requests stay on /dev/fuse", std::strerror(-rc));
     }
     set_readahead_kb(device_id, static_cast<unsigned>(fs.options().readahead_bytes >> 10));
     if (!fs.options().strict_dirty_limit && !lift_dirty_limit(device_id))
-      fmt::print(stderr, "dhfs: cannot lift the kernel's dirty-page limit for FUSE on {}; it stays\n", opts.mountpoint);
+      log::warning("cannot lift the kernel's dirty-page limit for FUSE on {}; it stays", opts.mountpoint);
   });
   int rc = fuse_session_loop_mt(session.get(), cfg.get());
   return rc == 0 ? 0 : 1;

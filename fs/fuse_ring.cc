@@ -21,6 +21,7 @@
 #include <string>
 #include <fmt/format.h>
 
+#include "fs/log.h"
 #include "fs/ring_entry.h"
 
 namespace dhfs {
@@ -224,7 +225,7 @@ void FuseRing::stop() {
   if (threads_.empty()) return;
   const std::uint64_t one = 1;
   if (::write(stop_fd_.get(), &one, sizeof one) != sizeof one)
-    fmt::print(stderr, "dhfs: cannot signal the FUSE ring threads to stop: {}\n", std::strerror(errno));
+    log::error("cannot signal the FUSE ring threads to stop: {}", std::strerror(errno));
   threads_.clear();  // joins
   stop_fd_.reset();
   serving_.store(false, std::memory_order_relaxed);

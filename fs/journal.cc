@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "fs/format.h"
+#include "fs/log.h"
 
 namespace dhfs {
 
@@ -378,6 +379,10 @@ bool Journal::commit_pending(std::unique_lock<std::mutex>& lk) {
 void Journal::fail_locked(int error) {
   // The journal stops: everyone waiting learns the error, and the committer
   // thread ends.
+  if (error_.load() == 0)
+    log::error("{}: journal commit failed: {}; from now on every change fails with that error, "
+               "what was committed before stays; unmount, fix the device and mount again",
+               dev_.describe(), std::strerror(-error));
   error_.store(error);
   committing_ = false;
   work_cv_.notify_all();

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <fmt/format.h>
@@ -50,6 +51,12 @@ bool format_device(Device& dev, const FormatOptions& opts, Superblock* out, std:
   root.nlink = 2;
   root.atime_ns = root.mtime_ns = root.ctime_ns = root.btime_ns = sb.created_ns;
 
+  if (const int rc = preallocate_fixed_area(dev, sb); rc != 0 && rc != -EOPNOTSUPP) {
+    error = fmt::format("{}: cannot reserve the {} MiB of the journal on the filesystem that holds it: {}",
+                        dev.describe(), sb.data_start * kBlockSize >> 20, std::strerror(-rc));
+    return false;
+  }
+
   Allocator alloc(sb.data_area());
   CheckpointWriter writer(dev, alloc, sb.uuid_tag());
   CheckpointRoot root_slot;
@@ -80,6 +87,11 @@ bool format_device(Device& dev, const FormatOptions& opts, Superblock* out, std:
   }
   if (out) *out = sb;
   return true;
+}
+
+int preallocate_fixed_area(Device& dev, const Superblock& sb) {
+  const int rc = dev.preallocate(0, sb.data_start * kBlockSize);
+  return rc != 0 ? rc : dev.preallocate(sb.backup_block() * kBlockSize, kBlockSize);
 }
 
 }  // namespace dhfs

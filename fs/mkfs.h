@@ -18,4 +18,11 @@ struct FormatOptions {
 // with one line in `error`.
 bool format_device(Device& dev, const FormatOptions& opts, Superblock* out, std::string& error);
 
+// Gives everything outside the data area of an image file (superblocks,
+// root slots, journal) real space on the filesystem that holds the image
+// (Device::preallocate), so that a host that fills up can fail data writes
+// but never a journal commit. mkfs does it; a mount does it again for an
+// image made before mkfs did or copied sparse. 0 or a negative errno.
+int preallocate_fixed_area(Device& dev, const Superblock& sb);
+
 }  // namespace dhfs

@@ -164,6 +164,7 @@ class WatchedDevice final : public Device {
   std::uint64_t size_bytes() const override { return inner_->size_bytes(); }
   bool read_only() const override { return inner_->read_only(); }
   std::string describe() const override { return inner_->describe(); }
+  int preallocate(std::uint64_t offset, std::uint64_t len) override { return inner_->preallocate(offset, len); }
 
  private:
   std::unique_ptr<Device> inner_;

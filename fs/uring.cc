@@ -14,6 +14,8 @@
 #include <system_error>
 #include <vector>
 
+#include "fs/log.h"
+
 namespace dhfs {
 namespace {
 
@@ -139,13 +141,12 @@ void drain(io_uring& ring, unsigned count) {
   }
 }
 
-// Says once per process, on stderr, that I/O is going through pread/pwrite.
+// Says once per process, in the log, that I/O is going through pread/pwrite.
 void report_fallback(const char* what, int err) {
   static std::once_flag once;
   std::call_once(once, [&] {
     const std::string reason = std::generic_category().message(-err);
-    std::fprintf(stderr, "dhfs: %s failed (%s); using pread/pwrite instead of io_uring\n", what,
-                 reason.c_str());
+    log::warning("{} failed ({}); using pread/pwrite instead of io_uring", what, reason);
   });
 }
 

@@ -11,6 +11,7 @@
 #include "fs/device_claim.h"
 #include "fs/filesystem.h"
 #include "fs/fuse_adapter.h"
+#include "fs/log.h"
 #include "tools/cli.h"
 
 using namespace dhfs;
@@ -89,7 +90,7 @@ int main(int argc, char** argv) {
   int rc = serve_fuse(*fs, serve);
   int persist = fs->shutdown();
   if (persist != 0) {
-    fmt::print(stderr, "dhfs: {}: persisting metadata at unmount failed: {}\n", device, std::strerror(-persist));
+    log::error("{}: persisting metadata at unmount failed: {}", device, std::strerror(-persist));
     return 1;
   }
   return rc;

@@ -116,7 +116,10 @@ int main(int argc, char** argv) {
   }
 
   Superblock sb;
-  if (!format_device(*dev, fopts, &sb, error)) cli::die(1, "mkfs.dhfs: {}", error);
+  if (!format_device(*dev, fopts, &sb, error)) {
+    if (!exists) ::unlink(target.c_str());  // an image file made just now is of no use (and takes space)
+    cli::die(1, "mkfs.dhfs: {}", error);
+  }
   fmt::print("mkfs.dhfs: {}: {} dhfs, uuid {}, journal {}, data area {}\n", target,
              cli::human_bytes(sb.total_blocks * kBlockSize), uuid_to_string(sb.uuid),
              cli::human_bytes(sb.journal_blocks * kBlockSize), cli::human_bytes(sb.data_blocks * kBlockSize));

@@ -259,7 +259,7 @@ MountedFs::MountedFs(FsOptions options) : options_(std::move(options)) {
       tmpdir_ = make_tmpdir(t && *t ? t : "/tmp");
       root_ = tmpdir_ + "/mnt";
       scratch_ = tmpdir_ + "/scratch";
-      image_ = tmpdir_ + "/image";
+      image_ = (options_.image_dir.empty() ? tmpdir_ : options_.image_dir) + "/image";
       log_ = tmpdir_ + "/dhfs.log";
       REQUIRE(::mkdir(root_.c_str(), 0755) == 0);
       REQUIRE(::mkdir(scratch_.c_str(), 0755) == 0);

@@ -157,6 +157,7 @@ bool reference_all();    // DHFS_TEST_REFERENCE_ALL=1
 struct FsOptions {
   std::string mount_opts;       // appended to "allow_other", e.g. "ro" or "noatime,nodev"
   std::string image_size = "2G";
+  std::string image_dir = "";   // where the image file goes (default: the fixture's own directory)
 };
 
 class MountedFs {

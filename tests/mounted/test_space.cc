@@ -1,4 +1,4 @@
-// statfs and name lengths.
+// statfs, name lengths, and running out of space (in dhfs and under its image).
 #include <linux/magic.h>
 #include <stdio.h>
 #include <sys/statfs.h>
@@ -6,6 +6,9 @@
 #include <sys/xattr.h>
 
 #include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
 
 #include "fixture.h"
 
@@ -252,3 +255,56 @@ TEST_CASE("space of deleted files is writable at once on a full filesystem", "[s
   Fd fd = open_fd(again, O_RDONLY);
   CHECK(pread_all(fd, kMiB, off_t(want - kMiB)) == random_bytes(kMiB, 9000 + want / kMiB - 1));
 }
+
+// The image file lives on a host filesystem that fills up long before the
+// image does (a sparse image bigger than its host's free space). Data writes
+// then fail with ENOSPC; the journal, which mkfs gave its space, keeps
+// working, so the filesystem still takes (and persists) every change that
+// needs no new data, the operator finds the cause in the daemon's log, and
+// the unmount is clean.
+TEST_CASE("a full host filesystem under the image fails data writes, never the journal", "[enospc][dhfs]") {
+  DHFS_ONLY_STRICT();  // about dhfs's own image file
+  struct HostDir {
+    std::string path = "/tmp/dhfs-host-XXXXXX";
+    HostDir() { REQUIRE(::mkdtemp(path.data()) != nullptr); }
+    ~HostDir() { ::rmdir(path.c_str()); }
+  } host;
+  MountGuard host_fs("tmpfs", host.path, "tmpfs", 0, "size=96m,mode=0700");
+  FsOptions opts;
+  opts.image_size = "1G";
+  opts.image_dir = host.path;
+  MountedFs fs(opts);
+
+  const std::string big = fs.path("big");
+  int err = 0;
+  {
+    Fd fd = open_fd(big, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    for (uint64_t i = 0; err == 0 && i < 256; ++i) {
+      const std::string mib = random_bytes(kMiB, 500 + i);
+      if (::pwrite(fd, mib.data(), mib.size(), off_t(i * kMiB)) < 0) err = errno;
+      else if (i % 8 == 0 && ::fdatasync(fd) < 0) err = errno;
+    }
+    if (err == 0 && ::fsync(fd) < 0) err = errno;
+  }
+  REQUIRE(err == ENOSPC);
+  CHECK(fs.daemon_log().find("failed: " + std::string(std::strerror(ENOSPC))) != std::string::npos);
+
+  // Changes that need no new data blocks, made durable.
+  SYS(::mkdir(fs.path("kept").c_str(), 0755));
+  SYS(::rename(big.c_str(), fs.path("kept/big").c_str()));
+  SYS(::truncate(fs.path("kept/big").c_str(), off_t(kMiB)));
+  SYS(::symlink("big", fs.path("kept/link").c_str()));
+  set_xattr(fs.path("kept/big"), "user.note", "written on a full host");
+  RunResult sync = run({tool_path("dhfsctl"), "sync", fs.root()});
+  INFO("dhfsctl sync: exit " << sync.exit_code() << "\n" << sync.output << "\n" << fs.daemon_log());
+  REQUIRE(sync.exit_code() == 0);
+
+  fs.remount();  // a clean unmount and a clean fsck, with the host still full
+  CHECK(list_names(fs.root()) == std::vector<std::string>{"kept"});
+  CHECK(stat_of(fs.path("kept/big")).st_size == off_t(kMiB));
+  CHECK(read_file(fs.path("kept/big")) == random_bytes(kMiB, 500));
+  CHECK(get_xattr(fs.path("kept/big"), "user.note") == "written on a full host");
+  char target[16] = {};
+  CHECK(::readlink(fs.path("kept/link").c_str(), target, sizeof target) == 3);
+}
+

@@ -58,6 +58,15 @@ img=$tmp/a.img
 run mkfs.dhfs "$img"; expect_fail "mkfs of a missing file without -s" "does not exist"
 run mkfs.dhfs -s 12Q "$img"; expect_fail "mkfs with a bad size" "invalid size"
 run mkfs.dhfs -s 1M "$img"; expect_fail "mkfs too small" "too small"
+# The journal of an image file gets real space on its host: a host without
+# room for it is refused at mkfs, and the half-made image is removed.
+mkdir "$tmp/small-host"
+mount -t tmpfs -o size=8m tmpfs "$tmp/small-host"
+run mkfs.dhfs -s 1G "$tmp/small-host/big.img"
+expect_fail "mkfs of an image whose host has no room for the journal" \
+  "big.img: cannot reserve the 16 MiB of the journal on the filesystem that holds it: No space left on device"
+[[ ! -e $tmp/small-host/big.img ]] || fail "mkfs left the image it could not format behind"
+umount "$tmp/small-host"
 run mkfs.dhfs -s 256M "$img"; expect_ok "mkfs -s 256M"
 [[ $(stat -c %s "$img") -eq $((256 << 20)) ]] || fail "image size"
 [[ $(stat -c %b "$img") -lt 65536 ]] || fail "image is not sparse"

@@ -23,11 +23,15 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <vector>
 
 #include "fs/device.h"
+#include "fs/filesystem.h"
+#include "fs/log.h"
+#include "fs/mkfs.h"
 #include "fs/storage_paths.h"
 #include "fs/unique_fd.h"
 #include "fs/uring.h"
@@ -766,6 +770,83 @@ TEST_CASE("an image on tmpfs works with or without O_DIRECT", "[device]") {
   AlignedBuffer buf(2 * kBlock);
   const int unaligned = dev->read(0, buf.data() + 512, kBlock);
   CHECK(unaligned == (direct_io_possible(img.path()) ? -EINVAL : 0));
+}
+
+// Bytes of the host filesystem the file takes (st_blocks). SEEK_HOLE cannot
+// tell: it reports preallocated, never written space as a hole.
+std::uint64_t allocated_bytes(const std::string& path) {
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+TEST_CASE("an image file's superblocks and journal get host space at mkfs and again at mount", "[device]") {
+  TempImage img(64ULL << 20);
+  REQUIRE(allocated_bytes(img.path()) == 0);  // sparse, nothing allocated
+  Superblock sb;
+  {
+    auto dev = must_open(img.path());
+    std::string error;
+    INFO(error);
+    REQUIRE(format_device(*dev, FormatOptions{}, &sb, error));
+  }
+  // Everything outside the data area, and the initial checkpoint (a few
+  // blocks; the rest of the data area stays sparse).
+  const std::uint64_t fixed = (sb.data_start + 1) * kBlock;
+  CHECK(allocated_bytes(img.path()) >= fixed);
+  CHECK(allocated_bytes(img.path()) < fixed + (1 << 20));
+
+  // An image made before mkfs preallocated (or copied sparse): the journal
+  // is a hole again (it holds only zeros after mkfs). A mount backs it.
+  {
+    UniqueFd fd(::open(img.path().c_str(), O_RDWR | O_CLOEXEC));
+    REQUIRE(fd);
+    const std::uint64_t from = (sb.journal_start + 1) * kBlock;
+    if (::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(from),
+                    static_cast<off_t>(sb.data_start * kBlock - from)) != 0) {
+      WARN("SKIP the mount half: " << temp_dir() << " cannot punch holes (" << std::strerror(errno) << ")");
+      return;
+    }
+    REQUIRE(allocated_bytes(img.path()) < fixed / 2);
+  }
+  std::string error;
+  auto fs = FileSystem::open(must_open(img.path()), FsOptions{}, error);
+  INFO(error);
+  REQUIRE(fs);
+  CHECK(allocated_bytes(img.path()) >= fixed);
+  CHECK(fs->shutdown() == 0);
+}
+
+TEST_CASE("a failed device I/O is logged with the medium, the blocks and the cause, at most once a second",
+          "[device]") {
+  TempImage img(16 * kBlock);
+  auto dev = must_open(img.path());
+  std::vector<std::string> lines;
+  log::Capture capture([&](log::Level level, std::string_view line) {
+    CHECK(level == log::Level::kError);
+    lines.emplace_back(line);
+  });
+  AlignedBuffer buf(2 * kBlock);
+  // Past the end of the medium: fails with EIO before reaching it.
+  CHECK(dev->write(15 * kBlock, buf.data(), 2 * kBlock) == -EIO);
+  CHECK(dev->read(16 * kBlock, buf.data(), kBlock) == -EIO);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0] == img.path() + ": write of 2 blocks from block 15 failed: " + std::strerror(EIO));
+  // Successful I/O says nothing.
+  CHECK(dev->write(0, buf.data(), kBlock) == 0);
+  CHECK(lines.size() == 1);
+}
+
+TEST_CASE("a log throttle lets one message through per interval and counts the rest", "[device]") {
+  log::Throttle throttle(std::chrono::milliseconds(200));
+  std::uint64_t held_back = 99;
+  REQUIRE(throttle.allow(held_back));
+  CHECK(held_back == 0);
+  CHECK_FALSE(throttle.allow(held_back));
+  CHECK_FALSE(throttle.allow(held_back));
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  REQUIRE(throttle.allow(held_back));
+  CHECK(held_back == 2);
 }
 
 TEST_CASE("an exclusive open refuses a second one", "[device]") {

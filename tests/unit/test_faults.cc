@@ -11,18 +11,23 @@
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
+#include <initializer_list>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "fs/filesystem.h"
 #include "fs/fsck.h"
 #include "fs/inode.h"
+#include "fs/log.h"
 #include "tests/unit/crash_devices.h"
 #include "tests/unit/test_support.h"
 
@@ -136,7 +141,40 @@ TEST_CASE("faults: a failing read returns EIO and changes nothing", "[faults]") 
   CHECK(test::read_file(*fs, test::resolve(*fs, "keep")) == keep);
 }
 
+// Every message the filesystem logs while it lives, for the test to check.
+class LogLines {
+ public:
+  LogLines()
+      : capture_([this](log::Level level, std::string_view line) {
+          std::lock_guard lk(mu_);
+          lines_.push_back({level, std::string(line)});
+        }) {}
+  // How many lines of `level` contain every one of `parts`.
+  int count(log::Level level, std::initializer_list<std::string_view> parts) const {
+    std::lock_guard lk(mu_);
+    int n = 0;
+    for (const auto& [l, text] : lines_) {
+      bool all = l == level;
+      for (std::string_view p : parts) all = all && text.find(p) != std::string::npos;
+      n += all;
+    }
+    return n;
+  }
+  std::string all() const {
+    std::lock_guard lk(mu_);
+    std::string out;
+    for (const auto& line : lines_) out += line.second + "\n";
+    return out;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::pair<log::Level, std::string>> lines_;
+  log::Capture capture_;  // last: it calls into the members above
+};
+
 TEST_CASE("faults: a failing journal write or flush fails fsync, the synced state survives", "[faults]") {
+  LogLines logged;
   Rig rig;
   const std::string keep = pattern(50000, 5);
   test::write_file(*rig.fs, kRootIno, "keep", keep);
@@ -154,12 +192,36 @@ TEST_CASE("faults: a failing journal write or flush fails fsync, the synced stat
   // The error sticks: nothing that can never be durable is accepted.
   CHECK(rig.fs->syncfs() != 0);
   CHECK(rig.faulty->injected() >= 1);
+  // ... and the operator learns it once, with the cause.
+  INFO("log:\n" << logged.all());
+  CHECK(logged.count(log::Level::kError, {"journal commit failed", std::strerror(EIO)}) == 1);
   auto fs = rig.reopen();
   CHECK(test::read_file(*fs, test::resolve(*fs, "keep")) == keep);
   // "late" may or may not have made it, but never half.
   int err = 0;
   Ino l = test::lookup_ino(*fs, kRootIno, "late", &err);
   if (l) CHECK(test::read_file(*fs, l) == late);
+}
+
+TEST_CASE("faults: a checkpoint that fails at unmount loses nothing, the journal replays it", "[faults]") {
+  LogLines logged;
+  Rig rig;
+  const std::string kept = pattern(300000, 7);
+  test::write_file(*rig.fs, kRootIno, "kept", kept);
+  REQUIRE(rig.fs->syncfs() == 0);
+  // Every write to the data area fails from now on: there the checkpoint
+  // stream goes (a host filesystem that is full fails them the same way).
+  rig.faulty->arm({{FaultRule::Kind::kWrite, 1, true, rig.data_begin(), UINT64_MAX, -ENOSPC}});
+  Attr made;
+  REQUIRE(rig.fs->mkdir(kRootIno, "made after", 0755, kRoot, &made) == 0);
+  rig.fs->forget(made.ino, 1);
+  CHECK(rig.fs->shutdown() == 0);
+  CHECK(rig.faulty->injected() >= 1);
+  INFO("log:\n" << logged.all());
+  CHECK(logged.count(log::Level::kWarning, {"checkpoint at unmount failed", std::strerror(ENOSPC), "replays"}) == 1);
+  auto fs = rig.reopen();
+  CHECK(test::read_file(*fs, test::resolve(*fs, "kept")) == kept);
+  CHECK(test::lookup_ino(*fs, kRootIno, "made after") == made.ino);
 }
 
 // The Nth write (or flush) from a point on fails, for every N the workload
