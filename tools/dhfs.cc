@@ -2,8 +2,10 @@
 // The dhfs daemon: loads the filesystem, mounts it through FUSE and serves
 // it until unmounted. Argument order matches what mount.fuse3 passes.
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -76,6 +78,13 @@ int main(int argc, char** argv) {
   if (!parse_mount_options(options, fs_opts, serve.fuse_opts, error)) cli::die(2, "dhfs: {}", error);
   fs_opts.defer_start = true;
 
+  // A FUSE mount whose daemon was killed stays until it is unmounted, and
+  // answers ENOTCONN to every request; stat() may still succeed from the
+  // kernel's cache, statfs() always asks. Mounting over it would hide it.
+  struct statfs sfs {};
+  if (::statfs(serve.mountpoint.c_str(), &sfs) != 0 && errno == ENOTCONN)
+    cli::die(1, "dhfs: {}: a FUSE filesystem whose daemon died is still mounted here; umount {} first",
+             serve.mountpoint, serve.mountpoint);
   struct stat st {};
   if (::stat(serve.mountpoint.c_str(), &st) != 0)
     cli::die(1, "dhfs: {}: {}", serve.mountpoint, std::strerror(errno));

@@ -107,7 +107,12 @@ for i in 1 2 3 4; do
   echo "$i" > "$mnt/f$i"
   dhfsctl sync "$mnt"
 done
-pkill -9 -f "dhfs $tmp/j.img "; wait_gone "$tmp/j.img"; umount -l "$mnt"
+pkill -9 -f "dhfs $tmp/j.img "; wait_gone "$tmp/j.img"
+# The dead mount stays until unmounted (stat of its root can still succeed
+# from the kernel's cache). A new mount refuses to hide it and says what to do.
+run timeout 20 dhfs "$tmp/j.img" "$mnt" -f
+expect_fail "mount over the dead mount of a killed daemon" "$mnt: a FUSE filesystem whose daemon died is still mounted here; umount $mnt first"
+umount -l "$mnt"
 printf 'XXXXXXXXXXXXXXXX' | dd of="$tmp/j.img" bs=1 seek=$((3 * 4096 + 100)) conv=notrunc status=none
 run dhfs "$tmp/j.img" "$mnt" -f; expect_fail "damaged journal" "journal damaged.*run fsck.dhfs"
 run fsck.dhfs -y "$tmp/j.img"; [[ $rc -eq 1 ]] || fail "fsck -y of a damaged journal: exit $rc"
