@@ -571,6 +571,24 @@ std::uint64_t Allocator::available_blocks() const {
 
 std::size_t Allocator::free_extent_count() const { return free_extents().size(); }
 
+std::vector<Extent> Allocator::take_for_trim(Extent window, std::uint64_t min_len) {
+  std::vector<Extent> taken;
+  std::lock_guard lock(mu_);
+  auto take_from = [&](FreeSpace& set) {
+    for (const Extent& run : set.runs_within(window)) {
+      // A run the window cuts counts with its full length.
+      if (run.len < min_len && set.run_containing(run.start)->len < min_len) continue;
+      set.remove(run);
+      free_total_ -= run.len;
+      taken.push_back(run);
+    }
+  };
+  take_from(free_);
+  for (auto& [id, r] : regions_) take_from(r.free);
+  std::sort(taken.begin(), taken.end(), [](const Extent& a, const Extent& b) { return a.start < b.start; });
+  return taken;
+}
+
 std::vector<Extent> Allocator::free_extents() const {
   std::vector<Extent> all;
   {

@@ -167,6 +167,13 @@ class Allocator {
   std::uint64_t available_blocks() const;  // what data writers may still get: free_blocks() - reserve
   std::size_t free_extent_count() const;   // free_extents().size(); O(n)
 
+  // Trim: takes every free block inside `window` (global or reserved,
+  // whoever holds it) that lies in a free run of at least `min_len` blocks,
+  // and marks it used, so that nothing hands it out while the caller
+  // discards it; the caller then returns each run with free_now(), which
+  // puts it back where it was (reservations are unchanged). Ascending.
+  std::vector<Extent> take_for_trim(Extent window, std::uint64_t min_len);
+
   // Snapshot of all free extents, whoever holds them, ascending and coalesced
   // across owners (tests, fsck, dhfsctl). O(n log n).
   std::vector<Extent> free_extents() const;

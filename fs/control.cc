@@ -1,5 +1,7 @@
 #include "fs/control.h"
 
+#include <linux/fs.h>  // FITRIM, struct fstrim_range
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -34,9 +36,22 @@ ControlRegion to_control(const RegionReport& r) {
 
 }  // namespace
 
-int serve_control(FileSystem& fs, const RequestStats* requests, std::uint64_t ino, unsigned cmd,
+int serve_control(FileSystem& fs, const RequestStats* requests, std::uint64_t ino, unsigned cmd, bool admin,
                   std::span<const std::byte> in, std::vector<std::byte>& out) {
   switch (cmd) {
+    case FITRIM: {
+      if (!admin) return -EPERM;
+      fstrim_range range{};
+      if (in.size() < sizeof range) return -EINVAL;
+      std::memcpy(&range, in.data(), sizeof range);
+      // As ext4: a range that starts past the end of the filesystem is an error.
+      if (range.start >= fs.superblock().total_blocks * kBlockSize) return -EINVAL;
+      std::uint64_t trimmed = 0;
+      if (int rc = fs.trim(range.start, range.len, range.minlen, &trimmed); rc) return rc;
+      range.len = trimmed;
+      put(out, range);
+      return 0;
+    }
     case DHFS_IOC_STATS: {
       FsStats s = fs.stats();
       ControlStats c{};

@@ -119,10 +119,12 @@ class RequestStats;
 
 // Serves one control ioctl `cmd` on inode `ino`: `in` is what the caller
 // passed, `out` receives the reply. `requests` are the FUSE adapter's counts
-// (nullptr without one: DHFS_IOC_REQUESTS is then unknown). Returns 0 or a
-// negative errno (-ENOTTY for an unknown command). Lives in the core, so it
-// is tested without FUSE.
-int serve_control(FileSystem& fs, const RequestStats* requests, std::uint64_t ino, unsigned cmd,
+// (nullptr without one: DHFS_IOC_REQUESTS is then unknown). `admin`: the
+// caller is root, as FITRIM (fstrim, struct fstrim_range of <linux/fs.h>)
+// requires, like on every local filesystem. Returns 0 or a negative errno
+// (-ENOTTY for an unknown command). Lives in the core, so it is tested
+// without FUSE.
+int serve_control(FileSystem& fs, const RequestStats* requests, std::uint64_t ino, unsigned cmd, bool admin,
                   std::span<const std::byte> in, std::vector<std::byte>& out);
 
 }  // namespace dhfs

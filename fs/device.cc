@@ -1,7 +1,7 @@
 #include "fs/device.h"
 
 #include <fcntl.h>
-#include <linux/fs.h>  // BLKGETSIZE64
+#include <linux/fs.h>  // BLKGETSIZE64, BLKDISCARD
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -108,6 +108,18 @@ class FileDevice final : public Device {
     if (std::uint64_t held_back = 0; failures_logged_.allow(held_back))
       log::error("{}: flush (fdatasync) failed: {}{}", path_, errno_text(err), held_back_text(held_back));
     return -err;
+  }
+
+  int discard(std::uint64_t offset, std::uint64_t len) override {
+    if (read_only_) return -EROFS;
+    if (!block_aligned(offset) || !block_aligned(len) || offset > size_ || len > size_ - offset) return -EINVAL;
+    if (image_file_)
+      return ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                         static_cast<off_t>(len)) == 0
+                 ? 0
+                 : -errno;
+    std::uint64_t range[2] = {offset, len};
+    return ::ioctl(fd_.get(), BLKDISCARD, range) == 0 ? 0 : -errno;
   }
 
   int preallocate(std::uint64_t offset, std::uint64_t len) override {
@@ -401,5 +413,12 @@ int MemDevice::submit(std::span<const DeviceIo> ios) {
 }
 
 int MemDevice::flush() { return 0; }
+
+int MemDevice::discard(std::uint64_t offset, std::uint64_t len) {
+  std::lock_guard lk(mu_);
+  if (offset % kBlock || len % kBlock || offset > bytes_.size() || len > bytes_.size() - offset) return -EINVAL;
+  std::fill_n(bytes_.begin() + static_cast<std::ptrdiff_t>(offset), len, std::byte{0xD5});
+  return 0;
+}
 
 }  // namespace dhfs

@@ -141,6 +141,14 @@ class Device {
   // (-EOPNOTSUPP where the host cannot preallocate).
   virtual int preallocate(std::uint64_t /*offset*/, std::uint64_t /*len*/) { return 0; }
 
+  // The byte range (whole blocks) holds nothing anyone will read again: an
+  // image file gives its space back to the filesystem that holds it (a hole
+  // punched), a block device is told with BLKDISCARD (an SSD, a thin volume
+  // or a loop device over a file frees it). What the range reads afterwards
+  // is undefined. 0 or a negative errno (-EOPNOTSUPP where the medium
+  // cannot).
+  virtual int discard(std::uint64_t /*offset*/, std::uint64_t /*len*/) { return -EOPNOTSUPP; }
+
   int read(std::uint64_t offset, void* buf, std::uint32_t len);
   int write(std::uint64_t offset, const void* buf, std::uint32_t len);
 };
@@ -168,6 +176,9 @@ class MemDevice : public Device {
   std::uint64_t size_bytes() const override { return bytes_.size(); }
   bool read_only() const override { return false; }
   std::string describe() const override { return "memory device"; }
+  // Fills the range with a pattern, so that tests see it if something
+  // still in use was discarded.
+  int discard(std::uint64_t offset, std::uint64_t len) override;
 
   // Direct access for tests that corrupt or inspect the medium.
   std::vector<std::byte>& bytes() { return bytes_; }

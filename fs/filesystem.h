@@ -285,6 +285,13 @@ class FileSystem {
   std::string path_of(Ino ino);
   // Writes a checkpoint now (also done in the background when needed).
   int checkpoint();
+  // FITRIM (fstrim): commits the journal, so that what deletes freed is
+  // free, then discards the free runs of at least `min_bytes` in the data
+  // area that overlap device bytes [start, start + len) (Device::discard:
+  // holes in an image file, BLKDISCARD on a block device). Adds the bytes
+  // discarded to *trimmed. 0 or a negative errno (-EOPNOTSUPP if the medium
+  // cannot discard, -EROFS on a read-only mount).
+  int trim(std::uint64_t start, std::uint64_t len, std::uint64_t min_bytes, std::uint64_t* trimmed);
   const Superblock& superblock() const { return sb_; }
   bool read_only() const { return opts_.read_only; }
 

@@ -483,7 +483,8 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* /*arg*/, f
     return;
   }
   std::vector<std::byte> out;
-  int rc = serve_control(fs_of(req), &context_of(req).channel.requests(), ino, cmd,
+  const bool admin = fuse_req_ctx(req)->uid == 0;
+  int rc = serve_control(fs_of(req), &context_of(req).channel.requests(), ino, cmd, admin,
                          {static_cast<const std::byte*>(in_buf), in_bufsz}, out);
   if (rc < 0) fuse_reply_err(req, -rc);
   else if (out.size() > out_bufsz) fuse_reply_err(req, EINVAL);

@@ -193,4 +193,14 @@ int WatchedDevice::submit(std::span<const DeviceIo> ios) {
   return rc;
 }
 
+int WatchedDevice::discard(std::uint64_t offset, std::uint64_t len) {
+  // What the blocks read now is undefined: nothing read ahead of them may
+  // be served later, as after a write.
+  const Extent blocks{offset / kBlockSize, len / kBlockSize};
+  blocks_.writing(blocks);
+  const int rc = inner_->discard(offset, len);
+  blocks_.writing(blocks);
+  return rc;
+}
+
 }  // namespace dhfs

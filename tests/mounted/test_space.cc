@@ -1,6 +1,8 @@
 // statfs, name lengths, and running out of space (in dhfs and under its image).
+#include <linux/fs.h>
 #include <linux/magic.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
@@ -308,3 +310,52 @@ TEST_CASE("a full host filesystem under the image fails data writes, never the j
   CHECK(::readlink(fs.path("kept/link").c_str(), target, sizeof target) == 3);
 }
 
+// fstrim(8) on the mount (FITRIM): what deletes freed goes back to the
+// filesystem that holds the image file, as with ext4 on a loop device; the
+// files that remain are untouched, and only root may trim.
+TEST_CASE("fstrim gives the space of deleted files back to the image's host", "[trim][dhfs]") {
+  DHFS_ONLY_STRICT();  // about dhfs's own image file
+  FsOptions opts;
+  opts.image_size = "1G";
+  MountedFs fs(opts);
+  auto image_bytes = [&] { return uint64_t(stat_of(fs.image()).st_blocks) * 512; };
+  const std::string keep = random_bytes(4 * kMiB, 31);
+  write_file(fs.path("keep"), keep);
+  {
+    Fd fd = open_fd(fs.path("big"), O_WRONLY | O_CREAT | O_EXCL, 0644);
+    for (uint64_t i = 0; i < 200; ++i) pwrite_all(fd, random_bytes(kMiB, 600 + i), off_t(i * kMiB));
+    SYS(::fsync(fd));
+  }
+  const uint64_t full = image_bytes();
+  REQUIRE(full > 200 * kMiB);
+  SYS(::unlink(fs.path("big").c_str()));
+
+  const std::string denied = in_child(
+      [&]() -> std::string {
+        Fd dir(::open(fs.root().c_str(), O_RDONLY | O_DIRECTORY));
+        fstrim_range range{0, UINT64_MAX, 0};
+        if (dir < 0) return "open: " + errname(errno);
+        return ::ioctl(dir, FITRIM, &range) == 0 ? "trimmed" : errname(errno);
+      },
+      nobody());
+  CHECK(denied == "EPERM");
+
+  RunResult trim = run({"/sbin/fstrim", "-v", fs.root()});  // util-linux
+  INFO("fstrim -v: exit " << trim.exit_code() << ": " << trim.output);
+  REQUIRE(trim.exit_code() == 0);
+  CHECK(trim.output.find("trimmed") != std::string::npos);
+  const uint64_t trimmed = image_bytes();
+  INFO("image: " << full / kMiB << " MiB allocated before, " << trimmed / kMiB << " MiB after");
+  CHECK(trimmed + 195 * kMiB <= full);
+
+  {
+    Fd drop = open_fd("/proc/sys/vm/drop_caches", O_WRONLY);
+    pwrite_all(drop, "3", 0);
+  }
+  CHECK(read_file(fs.path("keep")) == keep);
+  // The discarded space is written again as any other.
+  write_file(fs.path("again"), random_bytes(8 * kMiB, 32));
+  fs.remount();
+  CHECK(read_file(fs.path("keep")) == keep);
+  CHECK(read_file(fs.path("again")) == random_bytes(8 * kMiB, 32));
+}

@@ -50,6 +50,7 @@ class SharedMemDevice final : public Device {
     return mem_->submit(ios);
   }
   int flush() override { return mem_->flush(); }
+  int discard(std::uint64_t offset, std::uint64_t len) override { return mem_->discard(offset, len); }
   std::uint64_t size_bytes() const override { return mem_->size_bytes(); }
   bool read_only() const override { return false; }
   std::string describe() const override { return "shared memory device"; }

@@ -1,0 +1,250 @@
+// FileSystem::trim (fstrim): free space of the data area is discarded and
+// nothing in use is. The memory device fills what it discards with a
+// pattern, so a block discarded while a file, the checkpoint or a pending
+// free still needed it shows up as wrong contents or an fsck error.
+#include <fcntl.h>
+#include <linux/fs.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fs/control.h"
+#include "fs/filesystem.h"
+#include "fs/fsck.h"
+#include "tests/unit/test_support.h"
+
+namespace dhfs {
+namespace {
+
+using test::kRoot;
+using test::pattern;
+
+void require_clean(MemDevice& medium) {
+  Checker checker(medium, FsckOptions{});
+  FsckReport r = checker.run();
+  std::string problems;
+  for (const auto& p : r.problems) problems += p + "; ";
+  INFO("fsck: " << r.reason << " " << problems);
+  REQUIRE(r.exit_code == kFsckClean);
+}
+
+std::uint64_t trim_all(FileSystem& fs, std::uint64_t min_bytes = 0) {
+  std::uint64_t trimmed = 0;
+  REQUIRE(fs.trim(0, UINT64_MAX, min_bytes, &trimmed) == 0);
+  return trimmed;
+}
+
+// Files of several kinds: plain, small, a clone partly overwritten, one in a
+// region, and one deleted (its blocks freed by a transaction not yet
+// committed when trim starts).
+std::map<std::string, std::string> populate(FileSystem& fs) {
+  std::map<std::string, std::string> files;
+  auto add = [&](Ino dir, const std::string& path, const std::string& name, std::string content) {
+    test::write_file(fs, dir, name, content);
+    files[path] = std::move(content);
+  };
+  add(kRootIno, "a", "a", pattern(1 << 20, 1));
+  add(kRootIno, "small", "small", pattern(10000, 2));
+  add(kRootIno, "gone", "gone", pattern(3 << 20, 3));
+  Attr region_dir;
+  REQUIRE(fs.mkdir(kRootIno, "region", 0755, kRoot, &region_dir) == 0);
+  REQUIRE(fs.create_region(region_dir.ino, 8 << 20) == 0);
+  add(region_dir.ino, "region/r", "r", pattern(2 << 20, 4));
+  fs.forget(region_dir.ino, 1);
+  const Ino a = test::resolve(fs, "a");
+  const Ino clone = test::write_file(fs, kRootIno, "clone", "");
+  REQUIRE(fs.copy_file_range(a, 0, clone, 0, 1 << 20) == (1 << 20));
+  std::string cloned = files["a"];
+  const std::string patch = pattern(8192, 5);
+  test::write_at(fs, clone, 4096 * 37, patch);
+  cloned.replace(4096 * 37, patch.size(), patch);
+  files["clone"] = cloned;
+  REQUIRE(fs.checkpoint() == 0);
+  REQUIRE(fs.unlink(kRootIno, "gone") == 0);
+  files.erase("gone");
+  return files;
+}
+
+void require_files(FileSystem& fs, const std::map<std::string, std::string>& files) {
+  for (const auto& [path, content] : files) {
+    INFO(path);
+    CHECK(test::read_file(fs, test::resolve(fs, path)) == content);
+  }
+}
+
+TEST_CASE("trim discards every free block and nothing in use", "[trim]") {
+  std::shared_ptr<MemDevice> medium;
+  auto fs = test::make_fs(&medium);
+  const auto files = populate(*fs);
+  const auto regions_before = fs->allocator().regions();
+
+  const std::uint64_t trimmed = trim_all(*fs);
+  // The delete's blocks were committed first, so they count too.
+  CHECK(trimmed == fs->allocator().free_blocks() * kBlockSize);
+  CHECK(trimmed > (3u << 20));
+  CHECK(fs->allocator().consistent());
+  // Reservations are where they were.
+  const auto regions_after = fs->allocator().regions();
+  REQUIRE(regions_after.size() == regions_before.size());
+  for (std::size_t i = 0; i < regions_after.size(); ++i) {
+    CHECK(regions_after[i].reserved == regions_before[i].reserved);
+    CHECK(regions_after[i].free_blocks == regions_before[i].free_blocks);
+  }
+  require_files(*fs, files);
+
+  // What a crash right now leaves: journal and checkpoint intact.
+  auto crashed = test::crash_copy(medium);
+  require_clean(*crashed);
+  {
+    auto again = test::open_fs(crashed);
+    require_files(*again, files);
+  }
+  // And the space is usable as before.
+  test::write_file(*fs, kRootIno, "after", pattern(4 << 20, 6));
+  REQUIRE(fs->shutdown() == 0);
+  fs.reset();
+  require_clean(*medium);
+  auto reopened = test::open_fs(medium);
+  require_files(*reopened, files);
+  CHECK(test::read_file(*reopened, test::resolve(*reopened, "after")) == pattern(4 << 20, 6));
+}
+
+TEST_CASE("trim keeps to its byte range and minimum length", "[trim]") {
+  auto fs = test::make_fs();
+  const Superblock& sb = fs->superblock();
+  std::uint64_t trimmed = 0;
+  // Only the superblocks, root slots and journal: nothing of it is free space.
+  REQUIRE(fs->trim(0, sb.data_start * kBlockSize, 0, &trimmed) == 0);
+  CHECK(trimmed == 0);
+  // One MiB of the (empty) data area, from a block boundary inside it.
+  const std::uint64_t from = (sb.data_start + 4096) * kBlockSize + 100;
+  REQUIRE(fs->trim(from, 1 << 20, 0, &trimmed) == 0);
+  CHECK(trimmed > 0);
+  CHECK(trimmed <= (1u << 20));
+  // No free run is as long as the whole data area.
+  trimmed = 0;
+  REQUIRE(fs->trim(0, UINT64_MAX, (sb.data_blocks + 1) * kBlockSize, &trimmed) == 0);
+  CHECK(trimmed == 0);
+  CHECK(fs->allocator().consistent());
+}
+
+TEST_CASE("trim while files are written and deleted loses nothing", "[trim]") {
+  std::shared_ptr<MemDevice> medium;
+  auto fs = test::make_fs(&medium);
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::string problem;
+  std::map<std::string, std::string> kept;  // written by the workers, under mu
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 2; ++t)
+    workers.emplace_back([&, t] {
+      for (int i = 0; !stop.load(); ++i) {
+        const std::string name = "w" + std::to_string(t) + "-" + std::to_string(i);
+        const std::string content = pattern(std::size_t(64 + i % 7 * 50) << 10, std::uint64_t(t) * 100000 + i);
+        Attr a;
+        if (fs->create(kRootIno, name, 0644, O_CREAT | O_RDWR, kRoot, &a) != 0 ||
+            fs->write(a.ino, 0, test::as_bytes(content)) != static_cast<ssize_t>(content.size())) {
+          std::lock_guard lk(mu);
+          problem = "writing " + name + " failed";
+          return;
+        }
+        fs->release(a.ino);
+        fs->forget(a.ino, 1);
+        if (i % 2) {
+          if (fs->unlink(kRootIno, name) != 0) {
+            std::lock_guard lk(mu);
+            problem = "unlink " + name + " failed";
+            return;
+          }
+        } else {
+          std::lock_guard lk(mu);
+          kept[name] = content;
+        }
+      }
+    });
+  std::uint64_t rounds = 0;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(600);
+       std::chrono::steady_clock::now() < until; ++rounds) {
+    std::uint64_t trimmed = 0;
+    const int rc = fs->trim(0, UINT64_MAX, 0, &trimmed);
+    if (rc != 0) {
+      std::lock_guard lk(mu);
+      problem = "trim failed: " + std::string(std::strerror(-rc));
+      break;
+    }
+  }
+  stop = true;
+  for (auto& w : workers) w.join();
+  INFO(problem);
+  REQUIRE(problem.empty());
+  INFO(rounds << " trims, " << kept.size() << " files kept");
+  CHECK(rounds > 1);
+  require_files(*fs, kept);
+  CHECK(fs->allocator().consistent());
+  REQUIRE(fs->shutdown() == 0);
+  fs.reset();
+  require_clean(*medium);
+  auto reopened = test::open_fs(medium);
+  require_files(*reopened, kept);
+}
+
+// A medium that cannot discard (the default of Device).
+class WithoutDiscard final : public Device {
+ public:
+  explicit WithoutDiscard(std::shared_ptr<MemDevice> mem) : mem_(std::move(mem)) {}
+  int submit(std::span<const DeviceIo> ios) override { return mem_->submit(ios); }
+  int flush() override { return mem_->flush(); }
+  std::uint64_t size_bytes() const override { return mem_->size_bytes(); }
+  bool read_only() const override { return false; }
+  std::string describe() const override { return "memory without discard"; }
+
+ private:
+  std::shared_ptr<MemDevice> mem_;
+};
+
+TEST_CASE("trim on a medium without discard fails and keeps every free block", "[trim]") {
+  auto medium = test::format_medium();
+  std::string error;
+  auto fs = FileSystem::open(std::make_unique<WithoutDiscard>(medium), FsOptions{}, error);
+  INFO(error);
+  REQUIRE(fs);
+  const std::uint64_t free_before = fs->allocator().free_blocks();
+  std::uint64_t trimmed = 0;
+  CHECK(fs->trim(0, UINT64_MAX, 0, &trimmed) == -EOPNOTSUPP);
+  CHECK(trimmed == 0);
+  CHECK(fs->allocator().free_blocks() == free_before);
+  CHECK(fs->allocator().consistent());
+}
+
+TEST_CASE("FITRIM through the control interface", "[trim][control]") {
+  auto fs = test::make_fs();
+  auto fitrim = [&](bool admin, fstrim_range range, fstrim_range* out) {
+    std::vector<std::byte> in(sizeof range), reply;
+    std::memcpy(in.data(), &range, sizeof range);
+    const int rc = serve_control(*fs, nullptr, kRootIno, FITRIM, admin, in, reply);
+    if (rc == 0) {
+      REQUIRE(reply.size() == sizeof *out);
+      std::memcpy(out, reply.data(), sizeof *out);
+    }
+    return rc;
+  };
+  fstrim_range out{};
+  CHECK(fitrim(false, {0, UINT64_MAX, 0}, &out) == -EPERM);
+  CHECK(fitrim(true, {fs->superblock().total_blocks * kBlockSize, UINT64_MAX, 0}, &out) == -EINVAL);
+  REQUIRE(fitrim(true, {0, UINT64_MAX, 0}, &out) == 0);
+  // On return, len is what was discarded: all the free space of a new filesystem.
+  CHECK(out.len == fs->allocator().free_blocks() * kBlockSize);
+  CHECK(out.len > 0);
+}
+
+}  // namespace
+}  // namespace dhfs
