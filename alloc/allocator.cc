@@ -1,8 +1,8 @@
 #include "alloc/allocator.h"
 
 #include <algorithm>
-#include <cinttypes>
 #include <atomic>
+#include <cinttypes>
 #include <cstdio>
 
 namespace dhfs {

@@ -10,8 +10,8 @@
 // device I/O.
 #pragma once
 
-#include <cstddef>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
