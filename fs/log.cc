@@ -63,9 +63,8 @@ Capture::~Capture() {
   state().capture = nullptr;
 }
 
-bool Throttle::allow(std::uint64_t& held_back) {
+bool Throttle::allow(std::uint64_t& held_back, std::chrono::steady_clock::time_point now) {
   std::lock_guard lk(mu_);
-  const auto now = std::chrono::steady_clock::now();
   if (any_ && now - last_ < interval_) {
     ++held_back_;
     return false;

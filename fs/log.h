@@ -54,9 +54,10 @@ class Capture {
 class Throttle {
  public:
   explicit Throttle(std::chrono::steady_clock::duration interval) : interval_(interval) {}
-  // True if a message may be written now; then `held_back` is how many were
-  // not since the last one.
-  bool allow(std::uint64_t& held_back);
+  // True if a message may be written `now`; then `held_back` is how many
+  // were not since the last one.
+  bool allow(std::uint64_t& held_back,
+             std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
 
  private:
   std::mutex mu_;

@@ -787,8 +787,9 @@ TEST_CASE("an image file's superblocks and journal get host space at mkfs and ag
   {
     auto dev = must_open(img.path());
     std::string error;
+    const bool formatted = format_device(*dev, FormatOptions{}, &sb, error);
     INFO(error);
-    REQUIRE(format_device(*dev, FormatOptions{}, &sb, error));
+    REQUIRE(formatted);
   }
   // Everything outside the data area, and the initial checkpoint (a few
   // blocks; the rest of the data area stays sparse).
@@ -838,15 +839,19 @@ TEST_CASE("a failed device I/O is logged with the medium, the blocks and the cau
 }
 
 TEST_CASE("a log throttle lets one message through per interval and counts the rest", "[device]") {
-  log::Throttle throttle(std::chrono::milliseconds(200));
+  log::Throttle throttle(std::chrono::seconds(1));
+  const auto t0 = std::chrono::steady_clock::now();
   std::uint64_t held_back = 99;
-  REQUIRE(throttle.allow(held_back));
+  REQUIRE(throttle.allow(held_back, t0));
   CHECK(held_back == 0);
-  CHECK_FALSE(throttle.allow(held_back));
-  CHECK_FALSE(throttle.allow(held_back));
-  std::this_thread::sleep_for(std::chrono::milliseconds(250));
-  REQUIRE(throttle.allow(held_back));
+  CHECK_FALSE(throttle.allow(held_back, t0 + std::chrono::milliseconds(10)));
+  CHECK_FALSE(throttle.allow(held_back, t0 + std::chrono::milliseconds(999)));
+  REQUIRE(throttle.allow(held_back, t0 + std::chrono::seconds(1)));
   CHECK(held_back == 2);
+  // The next interval starts at the message let through.
+  CHECK_FALSE(throttle.allow(held_back, t0 + std::chrono::milliseconds(1500)));
+  REQUIRE(throttle.allow(held_back, t0 + std::chrono::seconds(3)));
+  CHECK(held_back == 1);
 }
 
 TEST_CASE("an exclusive open refuses a second one", "[device]") {
