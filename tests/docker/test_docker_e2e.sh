@@ -11,7 +11,7 @@
 # pushes to and pulls from a local registry (Debian's docker-registry on
 # 127.0.0.1), checks that files copied into a third image are stored once
 # (dedup), that every layer directory overlay2/<id> is its own dhfs region, restarts dockerd across an unmount/fsck/remount, and checks that
-# rm/rmi/prune give the space back.
+# rm/rmi/prune give the space back, and fstrim gives it back to the image's host.
 #
 # Every expected file listing is computed on the host from a model directory
 # (the base rootfs with the same changes applied by host commands) with the
@@ -482,6 +482,15 @@ leftover=$("$bin/dhfsctl" --json regions "$mnt" | python3 -c '
 import json, sys
 print(" ".join(r["root"] for r in json.load(sys.stdin)["regions"] if r["root"].startswith("/docker/overlay2/")))')
 [[ -z $leftover ]] || die "regions of removed layers left: $leftover"
+# ... and back to the filesystem that holds the image file: fstrim punches
+# what dhfs has free out of it.
+host_bytes() { echo $(($(stat -c '%b * %B' "$img"))); }
+host_before=$(host_bytes)
+fstrim "$mnt" || die "fstrim $mnt failed"
+host_after=$(host_bytes)
+log "image file on its host: $(mib "$host_before") before fstrim, $(mib "$host_after") after"
+((host_after + (8 << 20) <= host_before)) ||
+  die "fstrim gave less than 8 MiB of the image file back: $host_before bytes before, $host_after after"
 
 stop_dockerd
 unmount_dhfs
