@@ -87,17 +87,36 @@ void FileSystem::add_refs(Extent e, Txn& txn) {
 int FileSystem::begin_change(Journal::Change change) {
   if (int rc = journal_->admit(change); rc) return rc;
   if (change != Journal::Change::kGrows) return 0;
-  const auto room = [this] { return alloc_->free_blocks() >= metadata_need_blocks(); };
-  return room() || (commit_for_space() && room()) ? 0 : -ENOSPC;
+  for (int tries = 0;; ++tries) {
+    const std::uint64_t trims = trims_given_back();
+    if (alloc_->free_blocks() >= metadata_need_blocks()) return 0;
+    if (tries == kSpaceRetries || !commit_for_space(trims)) return -ENOSPC;
+  }
 }
 
 bool FileSystem::allocate_data(const AllocRequest& req, std::vector<Extent>& out) {
-  return alloc_->allocate_all(req, out) || (commit_for_space() && alloc_->allocate_all(req, out));
+  for (int tries = 0;; ++tries) {
+    const std::uint64_t trims = trims_given_back();
+    if (alloc_->allocate_all(req, out)) return true;
+    if (tries == kSpaceRetries || !commit_for_space(trims)) return false;
+  }
 }
 
-bool FileSystem::commit_for_space() {
-  if (alloc_->pending_blocks() == 0) return false;
+bool FileSystem::commit_for_space(std::uint64_t trims_before) {
+  const bool trimmed = wait_for_trimmed_blocks(trims_before);
+  if (alloc_->pending_blocks() == 0) return trimmed;
   return journal_->sync() == 0;
+}
+
+std::uint64_t FileSystem::trims_given_back() {
+  std::lock_guard lk(trim_mu_);
+  return trim_given_back_;
+}
+
+bool FileSystem::wait_for_trimmed_blocks(std::uint64_t trims_before) {
+  std::unique_lock lk(trim_mu_);
+  trim_cv_.wait(lk, [this] { return trim_held_ == 0; });
+  return trim_given_back_ != trims_before;
 }
 
 Attr FileSystem::attr_of(const Inode& in) const {

@@ -334,19 +334,29 @@ class FileSystem {
   // (after committing, while blocks freed by changes not yet durable could
   // make it fit: see commit_for_space).
   int begin_change(Journal::Change change);
-  // Blocks for file data (Allocator::allocate_all), committing the journal
-  // and trying once more when they fall short while freed blocks wait for
-  // their change to be durable (see commit_for_space).
+  // Blocks for file data (Allocator::allocate_all), trying again after
+  // commit_for_space while it makes room.
   bool allocate_data(const AllocRequest& req, std::vector<Extent>& out);
-  // Space is short: if blocks freed by changes not yet durable wait in the
-  // allocator, commits the journal so that they are free, and returns
-  // true. The space a file held is then free for the next writer at once,
-  // as ext4 does (a full device forces a commit before its ENOSPC), not
-  // only after the next periodic commit: a host that deletes images to
-  // make room and pulls the next one at once got ENOSPC. Call without
-  // meta_mu_ (the commit's durability callbacks take allocator and
-  // sharing locks only, but a commit may wait for a device flush).
-  bool commit_for_space();
+  // Space is short. If fstrim holds free blocks for a moment (trim), waits
+  // until it gives them back; if blocks freed by changes not yet durable
+  // wait in the allocator, commits the journal so that they are free.
+  // Returns true if either happened, or if fstrim gave blocks back since
+  // `trims_before` (trims_given_back() taken before the failed attempt):
+  // trying again may succeed. The space a
+  // file held is then free for the next writer at once, as ext4 does (a
+  // full device forces a commit before its ENOSPC), not only after the next
+  // periodic commit: a host that deletes images to make room and pulls the
+  // next one at once got ENOSPC. Call without meta_mu_ (the commit's
+  // durability callbacks take allocator and sharing locks only, but a
+  // commit may wait for a device flush).
+  bool commit_for_space(std::uint64_t trims_before);
+  // Retries of commit_for_space for one allocation: each makes room that
+  // others may take first; bounded so that no writer spins for ever.
+  static constexpr int kSpaceRetries = 16;
+  std::uint64_t trims_given_back();
+  // Waits while trim holds free blocks; true if it gave any back since
+  // `trims_before`.
+  bool wait_for_trimmed_blocks(std::uint64_t trims_before);
   // Blocks the next checkpoint may need: the current stream plus everything
   // journaled since (each record adds at most its own size to the state).
   std::uint64_t metadata_need_blocks() const;
@@ -542,6 +552,13 @@ class FileSystem {
   // for everything that changes the size or the block map wholesale.
   std::array<std::shared_mutex, 256> io_locks_;
   RangeLocks range_locks_;  // stripes held by small writes under a shared io lock
+
+  // Free blocks fstrim has taken out of the allocator while it discards
+  // them (fs_trim.cc); a writer short of space waits for them.
+  std::mutex trim_mu_;
+  std::condition_variable trim_cv_;
+  std::uint64_t trim_held_ = 0;
+  std::uint64_t trim_given_back_ = 0;  // times trim gave blocks back
 
   // Current checkpoint.
   std::mutex checkpoint_mu_;  // one checkpoint at a time

@@ -24,13 +24,28 @@ int FileSystem::trim(std::uint64_t start, std::uint64_t len, std::uint64_t min_b
   const std::uint64_t min_len = std::max<std::uint64_t>(1, (min_bytes + kBlockSize - 1) / kBlockSize);
   for (BlockNo at = first; at < end; at += kTrimWindowBlocks) {
     const Extent window{at, std::min(kTrimWindowBlocks, end - at)};
-    const std::vector<Extent> runs = alloc_->take_for_trim(window, min_len);
+    // Taken under trim_mu_, so that a writer that found no space while
+    // they are out of the allocator knows to wait for them.
+    std::vector<Extent> runs;
+    {
+      std::lock_guard lk(trim_mu_);
+      runs = alloc_->take_for_trim(window, min_len);
+      for (const Extent& run : runs) trim_held_ += run.len;
+    }
     int rc = 0;
     for (const Extent& run : runs) {
       if (rc == 0) rc = dev_->discard(run.start * kBlockSize, run.len * kBlockSize);
       if (rc == 0) *trimmed += run.len * kBlockSize;
-      alloc_->free_now(run);
     }
+    {
+      std::lock_guard lk(trim_mu_);
+      for (const Extent& run : runs) {
+        alloc_->free_now(run);
+        trim_held_ -= run.len;
+      }
+      ++trim_given_back_;
+    }
+    trim_cv_.notify_all();
     if (rc != 0) return rc;
   }
   return 0;

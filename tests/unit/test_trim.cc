@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -198,24 +199,32 @@ TEST_CASE("trim while files are written and deleted loses nothing", "[trim]") {
   require_files(*reopened, kept);
 }
 
-// A medium that cannot discard (the default of Device).
-class WithoutDiscard final : public Device {
+// A memory medium that cannot discard (what Device does by default), or
+// whose discard takes a while (a slow SSD, a thin volume).
+class TestMedium final : public Device {
  public:
-  explicit WithoutDiscard(std::shared_ptr<MemDevice> mem) : mem_(std::move(mem)) {}
+  enum class Discard { kUnsupported, kSlow };
+  TestMedium(std::shared_ptr<MemDevice> mem, Discard discard) : mem_(std::move(mem)), discard_(discard) {}
   int submit(std::span<const DeviceIo> ios) override { return mem_->submit(ios); }
   int flush() override { return mem_->flush(); }
+  int discard(std::uint64_t offset, std::uint64_t len) override {
+    if (discard_ == Discard::kUnsupported) return -EOPNOTSUPP;
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    return mem_->discard(offset, len);
+  }
   std::uint64_t size_bytes() const override { return mem_->size_bytes(); }
   bool read_only() const override { return false; }
-  std::string describe() const override { return "memory without discard"; }
+  std::string describe() const override { return "test medium"; }
 
  private:
   std::shared_ptr<MemDevice> mem_;
+  Discard discard_;
 };
 
 TEST_CASE("trim on a medium without discard fails and keeps every free block", "[trim]") {
   auto medium = test::format_medium();
   std::string error;
-  auto fs = FileSystem::open(std::make_unique<WithoutDiscard>(medium), FsOptions{}, error);
+  auto fs = FileSystem::open(std::make_unique<TestMedium>(medium, TestMedium::Discard::kUnsupported), FsOptions{}, error);
   INFO(error);
   REQUIRE(fs);
   const std::uint64_t free_before = fs->allocator().free_blocks();
@@ -223,6 +232,51 @@ TEST_CASE("trim on a medium without discard fails and keeps every free block", "
   CHECK(fs->trim(0, UINT64_MAX, 0, &trimmed) == -EOPNOTSUPP);
   CHECK(trimmed == 0);
   CHECK(fs->allocator().free_blocks() == free_before);
+  CHECK(fs->allocator().consistent());
+}
+
+TEST_CASE("a writer short of space waits for the blocks trim holds instead of failing", "[trim][enospc]") {
+  auto medium = test::format_medium(64ULL << 20);
+  std::string error;
+  auto fs = FileSystem::open(std::make_unique<TestMedium>(medium, TestMedium::Discard::kSlow), FsOptions{}, error);
+  INFO(error);
+  REQUIRE(fs);
+  // Fill all but 4 MiB: then each trim holds all the free space for a while.
+  const std::uint64_t fill = fs->stats().available_blocks * kBlockSize - (4 << 20);
+  test::write_file(*fs, kRootIno, "fill", pattern(fill, 40));
+  REQUIRE(fs->syncfs() == 0);
+
+  std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> trims{0};
+  std::thread trimmer([&] {
+    while (!done.load()) {
+      std::uint64_t trimmed = 0;
+      if (fs->trim(0, UINT64_MAX, 0, &trimmed) == 0) ++trims;
+    }
+  });
+  std::vector<std::string> failures;
+  const std::string data = pattern(2 << 20, 41);
+  // At least 20 rounds, and on until three trims ran meanwhile.
+  for (int i = 0; (i < 20 || trims.load() < 3) && i < 5000; ++i) {
+    Attr a;
+    if (fs->create(kRootIno, "w", 0644, O_CREAT | O_RDWR, kRoot, &a) != 0) {
+      failures.push_back("create " + std::to_string(i));
+      continue;
+    }
+    const ssize_t n = fs->write(a.ino, 0, test::as_bytes(data));
+    if (n != static_cast<ssize_t>(data.size()))
+      failures.push_back("write " + std::to_string(i) + ": " + (n < 0 ? std::strerror(static_cast<int>(-n)) : "short"));
+    fs->release(a.ino);
+    fs->forget(a.ino, 1);
+    REQUIRE(fs->unlink(kRootIno, "w") == 0);
+  }
+  done = true;
+  trimmer.join();
+  std::string all;
+  for (const auto& f : failures) all += f + "; ";
+  INFO(trims.load() << " trims; failures: " << all);
+  CHECK(failures.empty());
+  CHECK(trims.load() >= 3);
   CHECK(fs->allocator().consistent());
 }
 
