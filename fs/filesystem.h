@@ -342,13 +342,12 @@ class FileSystem {
   // wait in the allocator, commits the journal so that they are free.
   // Returns true if either happened, or if fstrim gave blocks back since
   // `trims_before` (trims_given_back() taken before the failed attempt):
-  // trying again may succeed. The space a
-  // file held is then free for the next writer at once, as ext4 does (a
-  // full device forces a commit before its ENOSPC), not only after the next
-  // periodic commit: a host that deletes images to make room and pulls the
-  // next one at once got ENOSPC. Call without meta_mu_ (the commit's
-  // durability callbacks take allocator and sharing locks only, but a
-  // commit may wait for a device flush).
+  // trying again may succeed. The space a file held is then free for the
+  // next writer at once, as ext4 does (a full device forces a commit before
+  // its ENOSPC), not only after the next periodic commit: a host that
+  // deletes images to make room and pulls the next one at once got ENOSPC.
+  // Call without meta_mu_ (the commit's durability callbacks take allocator
+  // and sharing locks only, but a commit may wait for a device flush).
   bool commit_for_space(std::uint64_t trims_before);
   // Retries of commit_for_space for one allocation: each makes room that
   // others may take first; bounded so that no writer spins for ever.
