@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <variant>
 
+#include "fs/fsck.h"
 #include "fs/inode.h"
 #include "fs/mkfs.h"
 
@@ -370,6 +371,22 @@ std::string diff(const Snapshot& a, const Snapshot& b, std::size_t max_lines) {
   }
   if (lines > max_lines) out += fmt::format("... {} differences in all\n", lines);
   return out;
+}
+
+void require_files(FileSystem& fs, const std::map<std::string, std::string>& files) {
+  for (const auto& [path, content] : files) {
+    INFO(path);
+    CHECK(read_file(fs, resolve(fs, path)) == content);
+  }
+}
+
+void require_fsck_clean(MemDevice& medium) {
+  Checker checker(medium, FsckOptions{});
+  FsckReport r = checker.run();
+  std::string problems;
+  for (const auto& p : r.problems) problems += p + "; ";
+  INFO("fsck: " << r.reason << " " << problems);
+  REQUIRE(r.exit_code == kFsckClean);
 }
 
 }  // namespace dhfs::test

@@ -9,9 +9,11 @@
 
 #include <sys/types.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -20,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fs/control.h"
 #include "fs/device.h"
 #include "fs/filesystem.h"
 #include "fs/format.h"
@@ -51,6 +54,7 @@ class SharedMemDevice final : public Device {
   }
   int flush() override { return mem_->flush(); }
   int discard(std::uint64_t offset, std::uint64_t len) override { return mem_->discard(offset, len); }
+  int extend(std::uint64_t bytes) override { return mem_->extend(bytes); }
   std::uint64_t size_bytes() const override { return mem_->size_bytes(); }
   bool read_only() const override { return false; }
   std::string describe() const override { return "shared memory device"; }
@@ -113,6 +117,28 @@ Ino resolve(FileSystem& fs, std::string_view path);
 Attr getattr_of(FileSystem& fs, Ino ino);
 // Names in a directory (without "." and ".."), via readdir.
 std::vector<std::string> list_dir(FileSystem& fs, Ino dir);
+
+// Each file of `files` (path from the root -> content) reads back as it.
+void require_files(FileSystem& fs, const std::map<std::string, std::string>& files);
+// fsck.dhfs (the Checker, no repair) finds nothing wrong on `medium`.
+void require_fsck_clean(MemDevice& medium);
+
+// ---- control ioctls
+
+// serve_control(fs, no request counts, root inode, cmd, admin) with `in` as
+// what the caller passed; on success copies the reply into *out, whose size
+// it must have (REQUIREd).
+template <typename In, typename Out>
+int control(FileSystem& fs, unsigned cmd, bool admin, const In& in, Out* out) {
+  std::vector<std::byte> arg(sizeof in), reply;
+  std::memcpy(arg.data(), &in, sizeof in);
+  const int rc = serve_control(fs, nullptr, kRootIno, cmd, admin, arg, reply);
+  if (rc == 0) {
+    REQUIRE(reply.size() == sizeof *out);
+    std::memcpy(out, reply.data(), sizeof *out);
+  }
+  return rc;
+}
 
 // ---- records
 

@@ -21,7 +21,6 @@
 
 #include "fs/control.h"
 #include "fs/filesystem.h"
-#include "fs/fsck.h"
 #include "tests/unit/test_support.h"
 
 namespace dhfs {
@@ -29,15 +28,6 @@ namespace {
 
 using test::kRoot;
 using test::pattern;
-
-void require_clean(MemDevice& medium) {
-  Checker checker(medium, FsckOptions{});
-  FsckReport r = checker.run();
-  std::string problems;
-  for (const auto& p : r.problems) problems += p + "; ";
-  INFO("fsck: " << r.reason << " " << problems);
-  REQUIRE(r.exit_code == kFsckClean);
-}
 
 std::uint64_t trim_all(FileSystem& fs, std::uint64_t min_bytes = 0) {
   std::uint64_t trimmed = 0;
@@ -76,13 +66,6 @@ std::map<std::string, std::string> populate(FileSystem& fs) {
   return files;
 }
 
-void require_files(FileSystem& fs, const std::map<std::string, std::string>& files) {
-  for (const auto& [path, content] : files) {
-    INFO(path);
-    CHECK(test::read_file(fs, test::resolve(fs, path)) == content);
-  }
-}
-
 TEST_CASE("trim discards every free block and nothing in use", "[trim]") {
   std::shared_ptr<MemDevice> medium;
   auto fs = test::make_fs(&medium);
@@ -101,22 +84,22 @@ TEST_CASE("trim discards every free block and nothing in use", "[trim]") {
     CHECK(regions_after[i].reserved == regions_before[i].reserved);
     CHECK(regions_after[i].free_blocks == regions_before[i].free_blocks);
   }
-  require_files(*fs, files);
+  test::require_files(*fs, files);
 
   // What a crash right now leaves: journal and checkpoint intact.
   auto crashed = test::crash_copy(medium);
-  require_clean(*crashed);
+  test::require_fsck_clean(*crashed);
   {
     auto again = test::open_fs(crashed);
-    require_files(*again, files);
+    test::require_files(*again, files);
   }
   // And the space is usable as before.
   test::write_file(*fs, kRootIno, "after", pattern(4 << 20, 6));
   REQUIRE(fs->shutdown() == 0);
   fs.reset();
-  require_clean(*medium);
+  test::require_fsck_clean(*medium);
   auto reopened = test::open_fs(medium);
-  require_files(*reopened, files);
+  test::require_files(*reopened, files);
   CHECK(test::read_file(*reopened, test::resolve(*reopened, "after")) == pattern(4 << 20, 6));
 }
 
@@ -190,13 +173,13 @@ TEST_CASE("trim while files are written and deleted loses nothing", "[trim]") {
   INFO(problem);
   REQUIRE(problem.empty());
   INFO(rounds << " trims, " << kept.size() << " files kept");
-  require_files(*fs, kept);
+  test::require_files(*fs, kept);
   CHECK(fs->allocator().consistent());
   REQUIRE(fs->shutdown() == 0);
   fs.reset();
-  require_clean(*medium);
+  test::require_fsck_clean(*medium);
   auto reopened = test::open_fs(medium);
-  require_files(*reopened, kept);
+  test::require_files(*reopened, kept);
 }
 
 // A memory medium that cannot discard (what Device does by default), or
@@ -282,20 +265,11 @@ TEST_CASE("a writer short of space waits for the blocks trim holds instead of fa
 
 TEST_CASE("FITRIM through the control interface", "[trim][control]") {
   auto fs = test::make_fs();
-  auto fitrim = [&](bool admin, fstrim_range range, fstrim_range* out) {
-    std::vector<std::byte> in(sizeof range), reply;
-    std::memcpy(in.data(), &range, sizeof range);
-    const int rc = serve_control(*fs, nullptr, kRootIno, FITRIM, admin, in, reply);
-    if (rc == 0) {
-      REQUIRE(reply.size() == sizeof *out);
-      std::memcpy(out, reply.data(), sizeof *out);
-    }
-    return rc;
-  };
   fstrim_range out{};
-  CHECK(fitrim(false, {0, UINT64_MAX, 0}, &out) == -EPERM);
-  CHECK(fitrim(true, {fs->superblock().total_blocks * kBlockSize, UINT64_MAX, 0}, &out) == -EINVAL);
-  REQUIRE(fitrim(true, {0, UINT64_MAX, 0}, &out) == 0);
+  CHECK(test::control(*fs, FITRIM, false, fstrim_range{0, UINT64_MAX, 0}, &out) == -EPERM);
+  const fstrim_range past_end{fs->superblock().total_blocks * kBlockSize, UINT64_MAX, 0};
+  CHECK(test::control(*fs, FITRIM, true, past_end, &out) == -EINVAL);
+  REQUIRE(test::control(*fs, FITRIM, true, fstrim_range{0, UINT64_MAX, 0}, &out) == 0);
   // On return, len is what was discarded: all the free space of a new filesystem.
   CHECK(out.len == fs->allocator().free_blocks() * kBlockSize);
   CHECK(out.len > 0);
