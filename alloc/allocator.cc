@@ -81,6 +81,20 @@ Allocator::Allocator(Extent area) : area_(area) {
   free_total_ = free_.free_blocks();
 }
 
+Extent Allocator::area() const {
+  std::lock_guard lock(mu_);
+  return area_;
+}
+
+void Allocator::extend_area(BlockNo end) {
+  std::lock_guard lock(mu_);
+  if (end <= area_.end()) return;
+  const Extent added{area_.end(), end - area_.end()};
+  area_.len += added.len;
+  give_back(added);
+  free_total_ += added.len;
+}
+
 // regions_[id], created with its free set counted in long_run_blocks_.
 Allocator::Region& Allocator::region_entry(RegionId id) {
   Region& r = regions_[id];

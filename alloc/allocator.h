@@ -161,7 +161,12 @@ class Allocator {
 
   // --- Space ---
 
-  Extent area() const { return area_; }
+  Extent area() const;
+  // The area grows by the blocks after its end up to `end` (the filesystem
+  // grew onto a larger device); they join global free space, so a region
+  // whose slice ends at the old end grows into them in place. Nothing
+  // happens if `end` is not past the area's end.
+  void extend_area(BlockNo end);
   std::uint64_t free_blocks() const;       // allocatable now: global + unused reservations, reserve included
   std::uint64_t pending_blocks() const;    // freed, waiting for durability
   std::uint64_t available_blocks() const;  // what data writers may still get: free_blocks() - reserve
@@ -190,8 +195,8 @@ class Allocator {
     std::uint64_t reclaimed = 0;  // blocks taken back from it since mount
   };
 
-  const Extent area_;
   mutable std::mutex mu_;
+  Extent area_;  // grows with extend_area
   // Free blocks in long runs (FreeSpace::kLongRun) of free_ and every
   // region: each of those sets keeps it up to date, so it is declared first.
   std::uint64_t long_run_blocks_ = 0;

@@ -71,8 +71,22 @@ int serve_control(FileSystem& fs, const RequestStats* requests, std::uint64_t in
       c.packed_bytes = s.packed_bytes;
       c.pack_blocks = s.pack_blocks;
       c.pack_unused_bytes = s.pack_unused_bytes;
+      c.filesystem_blocks = fs.superblock().total_blocks;
       std::memcpy(c.uuid, fs.superblock().uuid.data(), 16);
       put(out, c);
+      return 0;
+    }
+    case DHFS_IOC_GROW: {
+      if (!admin) return -EPERM;
+      ControlGrow req{};
+      if (in.size() < sizeof req) return -EINVAL;
+      std::memcpy(&req, in.data(), sizeof req);
+      GrowOutcome g;
+      if (int rc = fs.grow(req.bytes, &g); rc) return rc;
+      req.old_bytes = g.old_bytes;
+      req.new_bytes = g.new_bytes;
+      req.device_bytes = g.device_bytes;
+      put(out, req);
       return 0;
     }
     case DHFS_IOC_SYNC:

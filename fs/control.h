@@ -30,7 +30,8 @@ struct ControlStats {
   std::uint64_t packed_bytes;      // their sizes
   std::uint64_t pack_blocks;       // blocks holding them
   std::uint64_t pack_unused_bytes; // bytes of those blocks no file holds
-  std::uint64_t reserved[9];
+  std::uint64_t filesystem_blocks; // all of it: superblocks, journal, data area
+  std::uint64_t reserved[8];
 };
 
 struct ControlRegion {
@@ -77,6 +78,14 @@ struct ControlDedup {
   std::uint32_t pad;
 };
 
+// DHFS_IOC_GROW: `bytes` in (0: all the device has), the rest out.
+struct ControlGrow {
+  std::uint64_t bytes;
+  std::uint64_t old_bytes;
+  std::uint64_t new_bytes;
+  std::uint64_t device_bytes;
+};
+
 // FUSE requests of one kind the daemon answered since it mounted.
 struct ControlRequestKind {
   std::uint32_t opcode;  // FUSE_LOOKUP, ... (linux/fuse.h)
@@ -108,6 +117,9 @@ struct ControlRequests {
 #define DHFS_IOC_DEDUP _IOR('D', 7, struct dhfs::ControlDedup)
 // The daemon's count and time of the FUSE requests of each kind (RequestStats).
 #define DHFS_IOC_REQUESTS _IOR('D', 8, struct dhfs::ControlRequests)
+// Grows the filesystem onto more of its device, online (FileSystem::grow);
+// root only, as FITRIM.
+#define DHFS_IOC_GROW _IOWR('D', 9, struct dhfs::ControlGrow)
 
 #include <span>
 #include <vector>
@@ -121,9 +133,9 @@ class RequestStats;
 // passed, `out` receives the reply. `requests` are the FUSE adapter's counts
 // (nullptr without one: DHFS_IOC_REQUESTS is then unknown). `admin`: the
 // caller is root, as FITRIM (fstrim, struct fstrim_range of <linux/fs.h>)
-// requires, like on every local filesystem. Returns 0 or a negative errno
-// (-ENOTTY for an unknown command). Lives in the core, so it is tested
-// without FUSE.
+// and DHFS_IOC_GROW require, like on every local filesystem. Returns 0 or a
+// negative errno (-ENOTTY for an unknown command). Lives in the core, so it
+// is tested without FUSE.
 int serve_control(FileSystem& fs, const RequestStats* requests, std::uint64_t ino, unsigned cmd, bool admin,
                   std::span<const std::byte> in, std::vector<std::byte>& out);
 

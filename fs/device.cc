@@ -78,6 +78,8 @@ std::byte* alloc_zeroed(std::size_t size) {
 
 // ---- FileDevice ------------------------------------------------------------
 
+int medium_size(int fd, const struct stat& st, std::uint64_t& size);
+
 // A block device or image file, read and written through the calling
 // thread's io_uring (see fs/uring.h).
 class FileDevice final : public Device {
@@ -112,7 +114,8 @@ class FileDevice final : public Device {
 
   int discard(std::uint64_t offset, std::uint64_t len) override {
     if (read_only_) return -EROFS;
-    if (!block_aligned(offset) || !block_aligned(len) || offset > size_ || len > size_ - offset) return -EINVAL;
+    const std::uint64_t size = size_.load();
+    if (!block_aligned(offset) || !block_aligned(len) || offset > size || len > size - offset) return -EINVAL;
     if (image_file_)
       return ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                          static_cast<off_t>(len)) == 0
@@ -127,15 +130,32 @@ class FileDevice final : public Device {
     return ::fallocate(fd_.get(), 0, static_cast<off_t>(offset), static_cast<off_t>(len)) == 0 ? 0 : -errno;
   }
 
-  std::uint64_t size_bytes() const override { return size_; }
+  std::uint64_t size_bytes() const override { return size_.load(); }
   bool read_only() const override { return read_only_; }
   std::string describe() const override { return path_; }
+
+  int extend(std::uint64_t bytes) override {
+    if (read_only_) return -EROFS;
+    std::lock_guard lk(extend_mu_);
+    struct stat st{};
+    std::uint64_t now = 0;
+    if (::fstat(fd_.get(), &st) != 0) return -errno;
+    if (const int rc = medium_size(fd_.get(), st, now); rc) return rc;
+    if (image_file_ && bytes > now) {
+      if (::ftruncate(fd_.get(), static_cast<off_t>(bytes)) != 0) return -errno;
+      now = bytes;
+    }
+    // The size only ever grows here: I/O checked against the old size
+    // meanwhile stays valid.
+    if (now > size_.load()) size_ = now;
+    return now < bytes ? -EFBIG : 0;
+  }
 
  private:
   int run_batch(std::span<const DeviceIo> ios) {
     // Buffer alignment only matters to the kernel with O_DIRECT; without it
     // (tmpfs) any buffer works.
-    if (const int r = check_batch(ios, size_, read_only_, direct_); r < 0) return r;
+    if (const int r = check_batch(ios, size_.load(), read_only_, direct_); r < 0) return r;
     if (!cached_fd_ || std::none_of(ios.begin(), ios.end(), [](const DeviceIo& io) { return io.cached; }))
       return run_io(fd_.get(), ios);
     thread_local std::vector<DeviceIo> direct_ios;
@@ -185,7 +205,8 @@ class FileDevice final : public Device {
   const std::string path_;
   const UniqueFd fd_;
   const UniqueFd cached_fd_;  // the same medium without O_DIRECT (invalid if fd_ is not direct)
-  const std::uint64_t size_;
+  std::atomic<std::uint64_t> size_;  // grows with extend(), never shrinks
+  std::mutex extend_mu_;
   const bool read_only_;
   const bool direct_;  // opened O_DIRECT: buffers must be 4 KiB aligned
   const bool image_file_;  // a regular file: space can be preallocated
@@ -393,7 +414,16 @@ std::unique_ptr<Device> open_device(const std::string& path, const DeviceOpenOpt
 
 // ---- MemDevice -------------------------------------------------------------
 
-MemDevice::MemDevice(std::uint64_t size_bytes) : bytes_(size_bytes) {}
+MemDevice::MemDevice(std::uint64_t size_bytes) : bytes_(size_bytes), size_(size_bytes) {}
+
+int MemDevice::extend(std::uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  if (bytes > bytes_.size()) {
+    bytes_.resize(bytes);
+    size_ = bytes;
+  }
+  return 0;
+}
 
 int MemDevice::submit(std::span<const DeviceIo> ios) {
   std::lock_guard lock(mu_);

@@ -10,6 +10,7 @@
 // device I/O.
 #pragma once
 
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -149,6 +150,15 @@ class Device {
   // cannot).
   virtual int discard(std::uint64_t /*offset*/, std::uint64_t /*len*/) { return -EOPNOTSUPP; }
 
+  // The medium becomes at least `bytes` long, for a filesystem that grows
+  // onto it (0: whatever it has now). An image file shorter than that is
+  // extended, sparse; a block device cannot grow itself, so its size is
+  // read again (after lvextend, or `losetup -c` on a loop device) and must
+  // be at least `bytes`. size_bytes() then reports the new size. 0 or a
+  // negative errno (-EFBIG: the medium is smaller and cannot grow to it;
+  // -EOPNOTSUPP where the size is fixed).
+  virtual int extend(std::uint64_t /*bytes*/) { return -EOPNOTSUPP; }
+
   int read(std::uint64_t offset, void* buf, std::uint32_t len);
   int write(std::uint64_t offset, const void* buf, std::uint32_t len);
 };
@@ -173,9 +183,12 @@ class MemDevice : public Device {
   explicit MemDevice(std::uint64_t size_bytes);
   int submit(std::span<const DeviceIo> ios) override;
   int flush() override;
-  std::uint64_t size_bytes() const override { return bytes_.size(); }
+  std::uint64_t size_bytes() const override { return size_.load(); }
   bool read_only() const override { return false; }
   std::string describe() const override { return "memory device"; }
+  // Grows like an image file (new bytes zero); references from bytes()
+  // taken before are invalid afterwards.
+  int extend(std::uint64_t bytes) override;
   // Fills the range with a pattern, so that tests see it if something
   // still in use was discarded.
   int discard(std::uint64_t offset, std::uint64_t len) override;
@@ -186,6 +199,7 @@ class MemDevice : public Device {
  private:
   std::mutex mu_;
   std::vector<std::byte> bytes_;
+  std::atomic<std::uint64_t> size_;  // bytes_.size(), readable without mu_
 };
 
 }  // namespace dhfs

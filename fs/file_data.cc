@@ -205,7 +205,7 @@ void FileSystem::read_ahead_small_files(std::span<const Segment> stored) {
   }
   const BlockNo previous_end = last_small_read_end_.exchange(end, std::memory_order_relaxed);
   if (start + kNextFileGapBlocks < previous_end || start > previous_end + kNextFileGapBlocks) return;
-  read_ahead_from(end, sb_.total_blocks);
+  read_ahead_from(end, total_blocks_.load(std::memory_order_relaxed));
 }
 
 void FileSystem::read_ahead_from(BlockNo at, BlockNo limit) {

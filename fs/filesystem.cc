@@ -790,7 +790,7 @@ int FileSystem::removexattr(Ino ino, std::string_view name) {
 
 FsStats FileSystem::stats() {
   FsStats s;
-  s.total_blocks = sb_.data_blocks;
+  s.total_blocks = alloc_->area().len;
   s.free_blocks = alloc_->free_blocks() + alloc_->pending_blocks();
   // Blocks freed by changes not yet durable count: a writer short of space
   // commits to get them (commit_for_space), so df shows a deletion at once.

@@ -131,6 +131,13 @@ struct FragReport {
   std::uint32_t region = 0;
 };
 
+// What FileSystem::grow did.
+struct GrowOutcome {
+  std::uint64_t old_bytes = 0;     // the filesystem before
+  std::uint64_t new_bytes = 0;     // and after (old_bytes if nothing changed)
+  std::uint64_t device_bytes = 0;  // the medium's size as last seen
+};
+
 struct FsStats {
   std::uint64_t block_size = kBlockSize;
   std::uint64_t total_blocks = 0;      // data area
@@ -292,7 +299,18 @@ class FileSystem {
   // discarded to *trimmed. 0 or a negative errno (-EOPNOTSUPP if the medium
   // cannot discard, -EROFS on a read-only mount).
   int trim(std::uint64_t start, std::uint64_t len, std::uint64_t min_bytes, std::uint64_t* trimmed);
-  const Superblock& superblock() const { return sb_; }
+  // Online grow onto more of the medium: to `bytes` (rounded down to whole
+  // blocks), or with 0 to all the medium has now. An image file is extended
+  // to `bytes` first; a block device must have grown already (lvextend,
+  // `losetup -c`). The journal keeps its place and size; the data area gains
+  // the new blocks. The new backup superblock is written and flushed before
+  // the primary, so a crash leaves the old size or the new one, never
+  // neither. 0 or a negative errno: -EINVAL below the current size (dhfs
+  // only grows), -EFBIG past what the medium has or can grow to, -EROFS on
+  // a read-only mount. Growing to the current size changes nothing.
+  int grow(std::uint64_t bytes, GrowOutcome* out);
+  // A copy: grow() replaces the geometry while the filesystem runs.
+  Superblock superblock() const;
   bool read_only() const { return opts_.read_only; }
 
   // Test and tool access.
@@ -519,7 +537,12 @@ class FileSystem {
   std::unique_ptr<Device> dev_;
   std::once_flag block_reader_once_;
   std::unique_ptr<BlockReader> block_reader_;  // after dev_: stopped before it goes
+  // Fields other than the geometry never change after mount; grow()
+  // replaces total_blocks, data_blocks and the features under sb_mu_.
+  mutable std::mutex sb_mu_;
   Superblock sb_;
+  std::atomic<std::uint64_t> total_blocks_;  // sb_.total_blocks, for readers that take no lock
+  std::mutex grow_mu_;                       // one grow at a time
   FsOptions opts_;
   std::unique_ptr<Allocator> alloc_;
   std::unique_ptr<Journal> journal_;

@@ -65,10 +65,25 @@ Uuid make_random_uuid() {
 Superblock Superblock::for_device(std::uint64_t device_bytes) {
   Superblock sb;
   sb.total_blocks = device_bytes / kBlockSize;
-  sb.journal_blocks = std::clamp<std::uint64_t>(sb.total_blocks / 64, kMinJournalBlocks, kMaxJournalBlocks);
+  return sb.with_journal(std::clamp<std::uint64_t>(sb.total_blocks / 64, kMinJournalBlocks, kMaxJournalBlocks));
+}
+
+Superblock Superblock::with_journal(std::uint64_t blocks) const {
+  Superblock sb = *this;
+  sb.journal_blocks = blocks;
   sb.journal_start = kJournalStart;
   sb.data_start = sb.journal_start + sb.journal_blocks;
   sb.data_blocks = sb.total_blocks - 1 - sb.data_start;  // the last block holds the backup
+  return sb;
+}
+
+Superblock Superblock::grown_to(std::uint64_t blocks) const {
+  Superblock sb = *this;
+  sb.total_blocks = blocks;
+  sb = sb.with_journal(journal_blocks);
+  const bool rule_differs = for_device(blocks * kBlockSize).journal_blocks != journal_blocks;
+  sb.feature_incompat =
+      rule_differs ? feature_incompat | kIncompatJournalFixed : feature_incompat & ~kIncompatJournalFixed;
   return sb;
 }
 
@@ -140,16 +155,26 @@ std::optional<Superblock> Superblock::decode(std::span<const std::uint8_t> block
     why = fmt::format("unknown incompatible features {:#x}", sb.feature_incompat & ~kKnownIncompat);
     return std::nullopt;
   }
-  // The layout is fully determined by the total size; anything else means
-  // the superblock lies.
-  if (sb.total_blocks > (1ULL << 50)) {
+  // The layout is fully determined by the total size, and by the journal
+  // size mkfs chose where the filesystem was grown since (JOURNAL_FIXED);
+  // anything else means the superblock lies.
+  if (sb.total_blocks > (1ULL << 50) || sb.total_blocks * kBlockSize < kMinDeviceBytes) {
     why = "superblock geometry is inconsistent";
     return std::nullopt;
   }
-  Superblock expect = for_device(sb.total_blocks * kBlockSize);
-  if (sb.total_blocks * kBlockSize < kMinDeviceBytes || sb.journal_start != expect.journal_start ||
-      sb.journal_blocks != expect.journal_blocks || sb.data_start != expect.data_start ||
-      sb.data_blocks != expect.data_blocks) {
+  const Superblock rule = for_device(sb.total_blocks * kBlockSize);
+  Superblock expect = rule;
+  if (sb.feature_incompat & kIncompatJournalFixed) {
+    // Growing never shrinks the share of the journal below what mkfs gave
+    // a smaller device, and the rule grows with the device.
+    if (sb.journal_blocks < kMinJournalBlocks || sb.journal_blocks > rule.journal_blocks) {
+      why = "superblock geometry is inconsistent";
+      return std::nullopt;
+    }
+    expect = rule.with_journal(sb.journal_blocks);
+  }
+  if (sb.journal_start != expect.journal_start || sb.journal_blocks != expect.journal_blocks ||
+      sb.data_start != expect.data_start || sb.data_blocks != expect.data_blocks) {
     why = "superblock geometry is inconsistent";
     return std::nullopt;
   }

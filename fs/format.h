@@ -39,7 +39,13 @@ inline constexpr std::uint64_t kMaxJournalBlocks = (1ULL << 30) / kBlockSize;
 
 // Feature flags. A mount refuses unknown incompat bits, mounts read-only
 // with unknown ro_compat bits, and ignores unknown compat bits.
-inline constexpr std::uint64_t kKnownIncompat = 0;
+// JOURNAL_FIXED: the filesystem was grown (FileSystem::grow) past the size
+// whose layout rule gives its journal size, so journal_blocks is what mkfs
+// chose, no longer the rule's value for total_blocks. A reader that
+// derives the journal from total_blocks would look for it in the wrong
+// place; it must refuse the filesystem, hence incompat.
+inline constexpr std::uint64_t kIncompatJournalFixed = 1ULL << 0;
+inline constexpr std::uint64_t kKnownIncompat = kIncompatJournalFixed;
 inline constexpr std::uint64_t kKnownRoCompat = 0;
 
 using Uuid = std::array<std::uint8_t, 16>;
@@ -67,6 +73,15 @@ struct Superblock {
   // Geometry for a device of `device_bytes` (journal sized to 1/64 of the
   // device, clamped to [16 MiB, 1 GiB]).
   static Superblock for_device(std::uint64_t device_bytes);
+  // This geometry with a journal of `blocks` right after the root slots and
+  // the data area from there up to the backup superblock.
+  Superblock with_journal(std::uint64_t blocks) const;
+
+  // The same filesystem grown to `blocks` (more than total_blocks): the
+  // journal stays where and as large as it is, the data area runs up to the
+  // new backup superblock, and JOURNAL_FIXED is set if the layout rule would
+  // size the journal differently for `blocks`.
+  Superblock grown_to(std::uint64_t blocks) const;
 
   Extent data_area() const { return {data_start, data_blocks}; }
   BlockNo backup_block() const { return total_blocks - 1; }

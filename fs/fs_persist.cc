@@ -11,6 +11,7 @@
 #include "fs/loader.h"
 #include "fs/log.h"
 #include "fs/mkfs.h"
+#include "fs/units.h"
 
 namespace dhfs {
 
@@ -36,7 +37,10 @@ void emit_inode(const Inode& in, RecordWriter& w) {
 }  // namespace
 
 FileSystem::FileSystem(std::unique_ptr<Device> dev, const Superblock& sb, const FsOptions& opts)
-    : dev_(std::make_unique<WatchedDevice>(std::move(dev), prefetched_)), sb_(sb), opts_(opts) {}
+    : dev_(std::make_unique<WatchedDevice>(std::move(dev), prefetched_)),
+      sb_(sb),
+      total_blocks_(sb.total_blocks),
+      opts_(opts) {}
 
 BlockReader& FileSystem::block_reader() {
   std::call_once(block_reader_once_, [this] { block_reader_ = std::make_unique<BlockReader>(*dev_, prefetched_); });
@@ -75,6 +79,9 @@ std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const 
       log::warning("{}: cannot reserve the journal's space on the filesystem that holds the image: {}; "
                    "if that filesystem fills up, this one stops taking changes until it is mounted again",
                    fs->dev_->describe(), std::strerror(-rc));
+    if (const std::uint64_t beyond = fs->dev_->size_bytes() / kBlockSize - st.sb.total_blocks; beyond > 0)
+      log::info("{}: the device has {} beyond the end of the filesystem; `dhfsctl grow MOUNTPOINT` puts it to use",
+                fs->dev_->describe(), human_bytes(beyond * kBlockSize));
   }
   {
     Txn txn;

@@ -165,6 +165,7 @@ class WatchedDevice final : public Device {
   bool read_only() const override { return inner_->read_only(); }
   std::string describe() const override { return inner_->describe(); }
   int preallocate(std::uint64_t offset, std::uint64_t len) override { return inner_->preallocate(offset, len); }
+  int extend(std::uint64_t bytes) override { return inner_->extend(bytes); }
   int discard(std::uint64_t offset, std::uint64_t len) override;
 
  private:

@@ -37,6 +37,9 @@ void usage(int code) {
              "                                files (byte-verified); progress on a terminal, summary\n"
              "  requests PATH                 FUSE requests the daemon answered since it mounted, by\n"
              "                                kind: count and the daemon's time (mean, max, total)\n"
+             "  grow PATH [--size N]          grow the filesystem, mounted, to N (an image file is\n"
+             "                                extended) or to all of its device (after lvextend or\n"
+             "                                losetup -c); root only\n"
              "PATH is any path inside a mounted dhfs.\n");
   std::exit(code);
 }
@@ -335,6 +338,34 @@ int cmd_requests(const std::string& path, bool json) {
   return 0;
 }
 
+int cmd_grow(const std::string& path, std::uint64_t bytes, bool json) {
+  const auto before = query<ControlStats>(path, DHFS_IOC_STATS);
+  const std::uint64_t size = before.filesystem_blocks * kBlockSize;
+  ControlGrow g{bytes, 0, 0, 0};
+  UniqueFd fd = open_path(path);
+  if (::ioctl(fd.get(), DHFS_IOC_GROW, &g) != 0) {
+    const int err = errno;
+    if (err == EINVAL && bytes != 0 && bytes < size)
+      cli::die(1, "dhfsctl: {}: the filesystem is {}; dhfs grows but cannot shrink", path, cli::human_bytes(size));
+    if (err == EFBIG)
+      cli::die(1, "dhfsctl: {}: the device is smaller than {}; grow it first (lvextend, losetup -c)", path,
+               bytes ? cli::human_bytes(bytes) : "that");
+    if (err == EPERM) cli::die(1, "dhfsctl: {}: only root can grow a filesystem", path);
+    if (err == ENOTTY || err == ENOSYS) cli::die(1, "dhfsctl: {}: not on a dhfs filesystem", path);
+    cli::die(1, "dhfsctl: {}: {}", path, std::strerror(err));
+  }
+  if (json) {
+    fmt::print("{{\"old_bytes\":{},\"new_bytes\":{},\"device_bytes\":{}}}\n", g.old_bytes, g.new_bytes,
+               g.device_bytes);
+  } else if (g.new_bytes == g.old_bytes) {
+    fmt::print("{}: already {}; the device has {}\n", path, cli::human_bytes(g.old_bytes),
+               cli::human_bytes(g.device_bytes));
+  } else {
+    fmt::print("{}: grown from {} to {}\n", path, cli::human_bytes(g.old_bytes), cli::human_bytes(g.new_bytes));
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -361,6 +392,7 @@ int main(int argc, char** argv) {
   if (cmd == "region" && args.size() == 3 && args[1] == "create") return cmd_region_create(args[2], size.value_or(0), json);
   if (cmd == "dedup" && args.size() == 2) return cmd_dedup(args[1], json);
   if (cmd == "requests" && args.size() == 2) return cmd_requests(args[1], json);
+  if (cmd == "grow" && args.size() == 2) return cmd_grow(args[1], size.value_or(0), json);
   if (cmd == "sync" && args.size() == 2) {
     ioctl_or_die(args[1], DHFS_IOC_SYNC, nullptr);
     return 0;

@@ -10,7 +10,8 @@
 # run a process as another uid, commits one of them,
 # pushes to and pulls from a local registry (Debian's docker-registry on
 # 127.0.0.1), checks that files copied into a third image are stored once
-# (dedup), that every layer directory overlay2/<id> is its own dhfs region, restarts dockerd across an unmount/fsck/remount, and checks that
+# (dedup), that every layer directory overlay2/<id> is its own dhfs region, restarts dockerd across an unmount/fsck/remount,
+# grows the filesystem under a running container (dhfsctl grow), and checks that
 # rm/rmi/prune give the space back, and fstrim gives it back to the image's host.
 #
 # Every expected file listing is computed on the host from a model directory
@@ -456,6 +457,21 @@ expect_same "b after the restart" "$(model_probe "$model_b")" "$(run_probe "$reg
 [[ $(d cp c1:/data/c1.bin - | tar -xO | sha256sum) == $(sha256sum <"$model_c1/data/c1.bin") ]] ||
   die "docker cp c1:/data/c1.bin after the restart"
 expect_same "c1 started again after the restart" "$(model_probe "$model_c1")" "$(d start -a c1)"
+
+# ------------------------------------------------------------- grow
+# The data-root fills up: it grows while dockerd and a container run, and
+# the container writes into the new space at once.
+log "dhfsctl grow from 4 GiB to 5 GiB under a running container"
+d run -d --name grower dhfs-e2e/a:1 sleep 600 >/dev/null
+"$bin/dhfsctl" grow "$mnt" --size 5G >"$tmp/grow.out" 2>&1 || die "dhfsctl grow: $(cat "$tmp/grow.out")"
+[[ $(stat -c %s "$img") -eq $((5 << 30)) ]] || die "the image file was not extended to 5 GiB: $(stat -c %s "$img")"
+size_after=$("$bin/dhfsctl" --json df "$mnt" | python3 -c 'import json, sys; print(json.load(sys.stdin)["size_bytes"])')
+# The data area: all but the superblocks, root slots and the 64 MiB journal
+# mkfs gave the 4 GiB image (it keeps that size).
+((size_after == (5 << 30) - (64 << 20) - 4 * 4096)) || die "dhfsctl df after the grow: size $size_after bytes"
+d exec grower sh -c 'head -c 33554432 /dev/urandom > /after-grow.bin && sync' || die "write in the container after the grow"
+[[ $(d exec grower sh -c 'wc -c < /after-grow.bin') -eq 33554432 ]] || die "the container's file after the grow"
+d rm -f grower >/dev/null
 
 # ------------------------------------------------------------- space back
 log "docker rm, rmi, system prune -af"

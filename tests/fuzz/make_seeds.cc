@@ -84,6 +84,9 @@ void seeds_superblock() {
   auto enc = sb.encode();
   put("superblock", "superblock", cat({0}, Bytes(enc.begin(), enc.end())));
   put("superblock", "superblock-resealed", cat({1}, Bytes(enc.begin(), enc.end())));
+  // Grown past the journal's sizing rule: JOURNAL_FIXED and its own checks.
+  auto grown = sb.grown_to((3ULL << 30) / kBlockSize).encode();
+  put("superblock", "superblock-grown", cat({0}, Bytes(grown.begin(), grown.end())));
   CheckpointRoot root;
   root.seq = 7;
   root.uuid_tag = sb.uuid_tag();
