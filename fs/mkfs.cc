@@ -57,6 +57,8 @@ bool format_device(Device& dev, const FormatOptions& opts, Superblock* out, std:
     return false;
   }
 
+  if (opts.discard) (void)dev.discard(sb.data_start * kBlockSize, sb.data_blocks * kBlockSize);
+
   Allocator alloc(sb.data_area());
   CheckpointWriter writer(dev, alloc, sb.uuid_tag());
   CheckpointRoot root_slot;

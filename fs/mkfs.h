@@ -10,6 +10,10 @@ namespace dhfs {
 
 struct FormatOptions {
   std::string label;
+  // Discard the data area first, as mke2fs and mkfs.xfs do: what an earlier
+  // filesystem left there goes back to a thin volume, an SSD or the host of
+  // an image file (holes). Advisory: a medium that cannot discard keeps it.
+  bool discard = true;
 };
 
 // Writes superblock, backup superblock, an initial checkpoint holding the

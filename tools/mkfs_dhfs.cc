@@ -1,4 +1,4 @@
-// mkfs.dhfs [-s SIZE] [-f] [-L LABEL] DEVICE|FILE
+// mkfs.dhfs [-s SIZE] [-f] [-L LABEL] [-K] DEVICE|FILE
 // Formats a block device or an image file (created, sparse, when -s is given).
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -20,10 +20,13 @@ namespace {
 
 void usage(int code) {
   fmt::print(code ? stderr : stdout,
-             "usage: mkfs.dhfs [-s SIZE] [-f] [-L LABEL] DEVICE|FILE\n"
+             "usage: mkfs.dhfs [-s SIZE] [-f] [-L LABEL] [-K] DEVICE|FILE\n"
              "  -s SIZE   create FILE (sparse) or resize it to SIZE (e.g. 8G, 512M)\n"
              "  -f        overwrite an existing filesystem\n"
-             "  -L LABEL  filesystem label (up to 63 bytes)\n");
+             "  -L LABEL  filesystem label (up to 63 bytes)\n"
+             "  -K, --nodiscard\n"
+             "            keep the device's blocks: without it, what they held is discarded\n"
+             "            (TRIM/UNMAP, or holes in an image file), as mke2fs and mkfs.xfs do\n");
   std::exit(code);
 }
 
@@ -62,6 +65,7 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") usage(0);
     else if (a == "-f") force = true;
+    else if (a == "-K" || a == "--nodiscard") fopts.discard = false;
     else if (a == "-s" || a == "-L") {
       if (++i >= argc) cli::die(2, "mkfs.dhfs: {} needs an argument", a);
       if (a == "-L") {

@@ -46,6 +46,12 @@ run mkfs.dhfs -s 256M "$img"; expect_ok "mkfs -s 256M"
 [[ $(stat -c %b "$img") -lt 65536 ]] || fail "image is not sparse"
 run mkfs.dhfs "$img"; expect_fail "mkfs over dhfs without -f" "contains a dhfs filesystem; use -f"
 run mkfs.dhfs -f "$img"; expect_ok "mkfs -f"
+# mkfs discards what the data area held (holes in an image file); -K keeps it.
+dd if=/dev/urandom of="$img" bs=1M count=100 seek=40 conv=notrunc,fsync status=none
+run mkfs.dhfs -f -K "$img"; expect_ok "mkfs -f -K"
+[[ $(stat -c %b "$img") -gt 200000 ]] || fail "mkfs -K discarded the old contents: $(stat -c %b "$img") blocks"
+run mkfs.dhfs -f "$img"; expect_ok "mkfs -f over old contents"
+[[ $(stat -c %b "$img") -lt 65536 ]] || fail "mkfs -f left the old contents allocated: $(stat -c %b "$img") blocks"
 truncate -s 64M "$tmp/ext4.img"; mkfs.ext4 -q -F "$tmp/ext4.img"
 run mkfs.dhfs "$tmp/ext4.img"; expect_fail "mkfs over ext4 without -f" "ext2/3/4 filesystem"
 

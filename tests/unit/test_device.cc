@@ -818,6 +818,45 @@ TEST_CASE("an image file's superblocks and journal get host space at mkfs and ag
   CHECK(fs->shutdown() == 0);
 }
 
+// mkfs over an image an earlier filesystem filled: its data area goes back
+// to the host (holes), as mke2fs discards; -K (FormatOptions::discard off)
+// keeps it.
+TEST_CASE("mkfs discards the data area unless told not to", "[device][mkfs]") {
+  for (const bool discard : {true, false}) {
+    INFO("discard " << discard);
+    TempImage img(64ULL << 20);
+    {
+      UniqueFd fd(::open(img.path().c_str(), O_RDWR | O_CLOEXEC));
+      REQUIRE(fd);
+      const std::string old(40ULL << 20, 'x');
+      REQUIRE(::pwrite(fd.get(), old.data(), old.size(), 20LL << 20) == static_cast<ssize_t>(old.size()));
+      REQUIRE(::fsync(fd.get()) == 0);
+    }
+    REQUIRE(allocated_bytes(img.path()) >= (40ULL << 20));
+    Superblock sb;
+    {
+      auto dev = must_open(img.path());
+      std::string error;
+      FormatOptions opts;
+      opts.discard = discard;
+      const bool formatted = format_device(*dev, opts, &sb, error);
+      INFO(error);
+      REQUIRE(formatted);
+    }
+    const std::uint64_t fixed = (sb.data_start + 1) * kBlock;
+    if (discard)
+      CHECK(allocated_bytes(img.path()) < fixed + (1 << 20));
+    else
+      CHECK(allocated_bytes(img.path()) >= (40ULL << 20));
+    std::string error;
+    auto fs = FileSystem::open(must_open(img.path()), FsOptions{}, error);
+    INFO(error);
+    REQUIRE(fs);
+    CHECK(fs->stats().free_blocks > 0);
+    CHECK(fs->shutdown() == 0);
+  }
+}
+
 TEST_CASE("a failed device I/O is logged with the medium, the blocks and the cause, at most once a second",
           "[device]") {
   TempImage img(16 * kBlock);
