@@ -431,8 +431,47 @@ void Allocator::mark_durable(std::uint64_t seq) {
     pending_space_.remove(it->second);
     give_back(it->second);
     free_total_ += it->second.len;
+    if (note_released_) {
+      released_.push_back(it->second);
+      released_blocks_ += it->second.len;
+    }
   }
   pending_.erase(pending_.begin(), last);
+}
+
+void Allocator::note_released(bool on) {
+  std::lock_guard lock(mu_);
+  note_released_ = on;
+  if (!on) {
+    released_.clear();
+    released_blocks_ = 0;
+  }
+}
+
+std::vector<Extent> Allocator::take_released() {
+  std::vector<Extent> notes;
+  {
+    std::lock_guard lock(mu_);
+    notes.swap(released_);
+    released_blocks_ = 0;
+  }
+  // A block freed, used again and freed again is noted twice: sort, then
+  // merge what overlaps or touches.
+  std::sort(notes.begin(), notes.end(), [](const Extent& a, const Extent& b) { return a.start < b.start; });
+  std::vector<Extent> out;
+  for (const Extent& e : notes) {
+    if (!out.empty() && e.start <= out.back().end()) {
+      out.back().len = std::max(out.back().end(), e.end()) - out.back().start;
+    } else {
+      out.push_back(e);
+    }
+  }
+  return out;
+}
+
+std::uint64_t Allocator::released_blocks() const {
+  std::lock_guard lock(mu_);
+  return released_blocks_;
 }
 
 void Allocator::set_metadata_reserve(std::uint64_t blocks) {

@@ -179,6 +179,15 @@ class Allocator {
   // puts it back where it was (reservations are unchanged). Ascending.
   std::vector<Extent> take_for_trim(Extent window, std::uint64_t min_len);
 
+  // Online discard: while on, every extent that a durable free releases
+  // (mark_durable) is also noted, so that the caller can discard what
+  // became free lately instead of all free space. take_released() hands the
+  // notes over, ascending and coalesced, and clears them; some of those
+  // blocks may be in use again by then (take_for_trim only takes free ones).
+  void note_released(bool on);
+  std::vector<Extent> take_released();
+  std::uint64_t released_blocks() const;  // noted and not yet taken (may count a block twice)
+
   // Snapshot of all free extents, whoever holds them, ascending and coalesced
   // across owners (tests, fsck, dhfsctl). O(n log n).
   std::vector<Extent> free_extents() const;
@@ -210,6 +219,9 @@ class Allocator {
   FreeSpace pending_space_;  // the blocks of pending_, to catch double frees in O(log n)
   std::optional<std::uint64_t> durable_seq_;  // highest seq passed to mark_durable
   std::uint64_t reserve_ = 0;
+  bool note_released_ = false;
+  std::vector<Extent> released_;      // noted since take_released(), in release order
+  std::uint64_t released_blocks_ = 0;
 
   // All private helpers expect mu_ to be held.
   std::uint64_t grantable(bool metadata) const;

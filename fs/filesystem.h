@@ -48,6 +48,7 @@
 #include "fs/region_policy.h"
 #include "fs/options.h"
 #include "fs/pack_blocks.h"
+#include "fs/periodic_task.h"
 #include "fs/prefetched_blocks.h"
 #include "fs/txn.h"
 
@@ -299,6 +300,10 @@ class FileSystem {
   // discarded to *trimmed. 0 or a negative errno (-EOPNOTSUPP if the medium
   // cannot discard, -EROFS on a read-only mount).
   int trim(std::uint64_t start, std::uint64_t len, std::uint64_t min_bytes, std::uint64_t* trimmed);
+  // Online discard (FsOptions::discard; the background task calls it every
+  // second): discards what durable frees released since the last call and
+  // is still free, adding the bytes to *discarded. 0 or a negative errno.
+  int discard_released(std::uint64_t* discarded);
   // Online grow onto more of the medium: to `bytes` (rounded down to whole
   // blocks), or with 0 to all the medium has now. An image file is extended
   // to `bytes` first; a block device must have grown already (lvextend,
@@ -374,6 +379,10 @@ class FileSystem {
   // Waits while trim holds free blocks; true if it gave any back since
   // `trims_before`.
   bool wait_for_trimmed_blocks(std::uint64_t trims_before);
+  // Takes the free runs of at least min_len blocks inside `window` out of
+  // the allocator, discards them and puts them back (fs_trim.cc).
+  int discard_free_in(Extent window, std::uint64_t min_len, std::uint64_t* discarded);
+  void start_discarder();
   // Blocks the next checkpoint may need: the current stream plus everything
   // journaled since (each record adds at most its own size to the state).
   std::uint64_t metadata_need_blocks() const;
@@ -581,6 +590,7 @@ class FileSystem {
   std::condition_variable trim_cv_;
   std::uint64_t trim_held_ = 0;
   std::uint64_t trim_given_back_ = 0;  // times trim gave blocks back
+  std::unique_ptr<PeriodicTask> discarder_;  // online discard, with FsOptions::discard
 
   // Current checkpoint.
   std::mutex checkpoint_mu_;  // one checkpoint at a time

@@ -218,6 +218,7 @@ void FileSystem::start() {
       },
       [this] { request_checkpoint(); });
   bg_thread_ = std::thread([this] { checkpointer_loop(); });
+  if (opts_.discard) start_discarder();
 }
 
 void FileSystem::request_checkpoint() {
@@ -346,6 +347,7 @@ int FileSystem::write_checkpoint() {
 int FileSystem::shutdown() {
   if (shut_down_) return 0;
   shut_down_ = true;
+  discarder_.reset();  // waits for a discard in progress
   if (bg_thread_.joinable()) {
     {
       std::lock_guard lk(bg_mu_);

@@ -72,6 +72,8 @@ bool parse_mount_options(const std::string& list, FsOptions& fs, std::vector<std
       fs.atime = AtimeMode::kRelatime;
     } else if (opt == "strictatime") {
       fs.atime = AtimeMode::kStrictatime;
+    } else if (opt == "discard" || opt == "nodiscard") {
+      fs.discard = opt == "discard";
     } else if (key == "fsname" || key == "subtype" || key == "max_read") {
       fuse_opts.emplace_back(opt);
     } else if (key == "commit") {

@@ -34,6 +34,11 @@ struct FsOptions {
   // device), and written chunks equal to stored ones are shared (overlay
   // copy-up). Off: no content-based sharing at all (clones still share).
   bool dedup = true;
+  // Online discard: what deletes free is discarded about a second after the
+  // free is durable (holes in an image file, BLKDISCARD on a block device),
+  // as ext4's and XFS's `discard` and btrfs's `discard=async`. Off, fstrim
+  // does it on demand.
+  bool discard = false;
   // Region scope: contents are only shared between files of the same
   // container region (tenants that must not share with each other).
   bool dedup_region_scope = false;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "dhfsctl_support.h"
 #include "fixture.h"
 
 using namespace dhfs_test;
@@ -310,6 +311,27 @@ TEST_CASE("a full host filesystem under the image fails data writes, never the j
   CHECK(::readlink(fs.path("kept/link").c_str(), target, sizeof target) == 3);
 }
 
+namespace {
+
+// Bytes of its host the image file takes.
+uint64_t image_bytes(const MountedFs& fs) { return uint64_t(stat_of(fs.image()).st_blocks) * 512; }
+
+// Writes `mib` MiB of random bytes (seeds from `seed` on) to "big", fsyncs
+// it and deletes it; returns image_bytes() from before the delete.
+uint64_t write_and_delete(const MountedFs& fs, uint64_t mib, uint64_t seed) {
+  {
+    Fd fd = open_fd(fs.path("big"), O_WRONLY | O_CREAT | O_EXCL, 0644);
+    for (uint64_t i = 0; i < mib; ++i) pwrite_all(fd, random_bytes(kMiB, seed + i), off_t(i * kMiB));
+    SYS(::fsync(fd));
+  }
+  const uint64_t full = image_bytes(fs);
+  REQUIRE(full > mib * kMiB);
+  SYS(::unlink(fs.path("big").c_str()));
+  return full;
+}
+
+}  // namespace
+
 // fstrim(8) on the mount (FITRIM): what deletes freed goes back to the
 // filesystem that holds the image file, as with ext4 on a loop device; the
 // files that remain are untouched, and only root may trim.
@@ -318,17 +340,9 @@ TEST_CASE("fstrim gives the space of deleted files back to the image's host", "[
   FsOptions opts;
   opts.image_size = "1G";
   MountedFs fs(opts);
-  auto image_bytes = [&] { return uint64_t(stat_of(fs.image()).st_blocks) * 512; };
   const std::string keep = random_bytes(4 * kMiB, 31);
   write_file(fs.path("keep"), keep);
-  {
-    Fd fd = open_fd(fs.path("big"), O_WRONLY | O_CREAT | O_EXCL, 0644);
-    for (uint64_t i = 0; i < 200; ++i) pwrite_all(fd, random_bytes(kMiB, 600 + i), off_t(i * kMiB));
-    SYS(::fsync(fd));
-  }
-  const uint64_t full = image_bytes();
-  REQUIRE(full > 200 * kMiB);
-  SYS(::unlink(fs.path("big").c_str()));
+  const uint64_t full = write_and_delete(fs, 200, 600);
 
   const std::string denied = in_child(
       [&]() -> std::string {
@@ -344,7 +358,7 @@ TEST_CASE("fstrim gives the space of deleted files back to the image's host", "[
   INFO("fstrim -v: exit " << trim.exit_code() << ": " << trim.output);
   REQUIRE(trim.exit_code() == 0);
   CHECK(trim.output.find("trimmed") != std::string::npos);
-  const uint64_t trimmed = image_bytes();
+  const uint64_t trimmed = image_bytes(fs);
   INFO("image: " << full / kMiB << " MiB allocated before, " << trimmed / kMiB << " MiB after");
   CHECK(trimmed + 195 * kMiB <= full);
 
@@ -358,4 +372,27 @@ TEST_CASE("fstrim gives the space of deleted files back to the image's host", "[
   fs.remount();
   CHECK(read_file(fs.path("keep")) == keep);
   CHECK(read_file(fs.path("again")) == random_bytes(8 * kMiB, 32));
+}
+
+// -o discard: what deletes free goes back to the image's host by itself,
+// about a second after the delete is durable, as with ext4's discard.
+TEST_CASE("-o discard gives the space of deleted files back to the image's host without fstrim", "[trim][dhfs]") {
+  DHFS_ONLY_STRICT();  // about dhfs's own image file
+  FsOptions opts;
+  opts.image_size = "1G";
+  opts.mount_opts = "discard";
+  MountedFs fs(opts);
+  const std::string keep = random_bytes(4 * kMiB, 41);
+  write_file(fs.path("keep"), keep);
+  const uint64_t full = write_and_delete(fs, 100, 700);
+  ctl_sync(fs);
+  uint64_t now = full;
+  for (int i = 0; i < 100 && now + 95 * kMiB > full; ++i) {
+    sleep_ms(100);
+    now = image_bytes(fs);
+  }
+  INFO("image: " << full / kMiB << " MiB allocated before the delete, " << now / kMiB << " MiB after");
+  CHECK(now + 95 * kMiB <= full);
+  fs.remount();
+  CHECK(read_file(fs.path("keep")) == keep);
 }

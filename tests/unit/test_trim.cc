@@ -11,16 +11,19 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <span>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "fs/control.h"
 #include "fs/filesystem.h"
+#include "fs/log.h"
 #include "tests/unit/test_support.h"
 
 namespace dhfs {
@@ -122,13 +125,17 @@ TEST_CASE("trim keeps to its byte range and minimum length", "[trim]") {
   CHECK(fs->allocator().consistent());
 }
 
-TEST_CASE("trim while files are written and deleted loses nothing", "[trim]") {
+// Two threads write files and delete every other one while `discard_once`
+// runs again and again on the test thread; then every kept file, the
+// allocator, fsck and a remount must be right.
+void discard_while_writing(const FsOptions& opts, const std::function<int(FileSystem&)>& discard_once) {
   std::shared_ptr<MemDevice> medium;
-  auto fs = test::make_fs(&medium);
+  auto fs = test::make_fs(&medium, test::kDefaultDeviceBytes, opts);
   std::atomic<bool> stop{false};
   std::mutex mu;
   std::string problem;
   std::map<std::string, std::string> kept;  // written by the workers, under mu
+  std::uint64_t kept_bytes = 0;              // under mu
   std::vector<std::thread> workers;
   for (int t = 0; t < 2; ++t)
     workers.emplace_back([&, t] {
@@ -136,23 +143,30 @@ TEST_CASE("trim while files are written and deleted loses nothing", "[trim]") {
         const std::string name = "w" + std::to_string(t) + "-" + std::to_string(i);
         const std::string content = pattern(std::size_t(64 + i % 7 * 50) << 10, std::uint64_t(t) * 100000 + i);
         Attr a;
-        if (fs->create(kRootIno, name, 0644, O_CREAT | O_RDWR, kRoot, &a) != 0 ||
-            fs->write(a.ino, 0, test::as_bytes(content)) != static_cast<ssize_t>(content.size())) {
+        const int created = fs->create(kRootIno, name, 0644, O_CREAT | O_RDWR, kRoot, &a);
+        const ssize_t n = created != 0 ? created : fs->write(a.ino, 0, test::as_bytes(content));
+        if (n != static_cast<ssize_t>(content.size())) {
           std::lock_guard lk(mu);
-          problem = "writing " + name + " failed";
+          problem = "writing " + name + " failed: " + (n < 0 ? std::strerror(static_cast<int>(-n)) : "short");
           return;
         }
         fs->release(a.ino);
         fs->forget(a.ino, 1);
-        if (i % 2) {
-          if (fs->unlink(kRootIno, name) != 0) {
-            std::lock_guard lk(mu);
-            problem = "unlink " + name + " failed";
-            return;
-          }
-        } else {
+        // Every other file is kept, up to 32 MiB of them: the device
+        // (128 MiB) must not fill however fast the workers are.
+        bool keep = false;
+        if (i % 2 == 0) {
           std::lock_guard lk(mu);
-          kept[name] = content;
+          keep = kept_bytes < (32u << 20);
+          if (keep) {
+            kept[name] = content;
+            kept_bytes += content.size();
+          }
+        }
+        if (!keep && fs->unlink(kRootIno, name) != 0) {
+          std::lock_guard lk(mu);
+          problem = "unlink " + name + " failed";
+          return;
         }
       }
     });
@@ -160,11 +174,10 @@ TEST_CASE("trim while files are written and deleted loses nothing", "[trim]") {
   std::uint64_t rounds = 0;
   for (auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(600);
        rounds < 5 || std::chrono::steady_clock::now() < until; ++rounds) {
-    std::uint64_t trimmed = 0;
-    const int rc = fs->trim(0, UINT64_MAX, 0, &trimmed);
+    const int rc = discard_once(*fs);
     if (rc != 0) {
       std::lock_guard lk(mu);
-      problem = "trim failed: " + std::string(std::strerror(-rc));
+      problem = "discard failed: " + std::string(std::strerror(-rc));
       break;
     }
   }
@@ -180,6 +193,62 @@ TEST_CASE("trim while files are written and deleted loses nothing", "[trim]") {
   test::require_fsck_clean(*medium);
   auto reopened = test::open_fs(medium);
   test::require_files(*reopened, kept);
+}
+
+TEST_CASE("trim while files are written and deleted loses nothing", "[trim]") {
+  discard_while_writing(FsOptions{}, [](FileSystem& fs) {
+    std::uint64_t trimmed = 0;
+    return fs.trim(0, UINT64_MAX, 0, &trimmed);
+  });
+}
+
+TEST_CASE("online discard while files are written and deleted loses nothing", "[trim][discard]") {
+  FsOptions opts;
+  opts.discard = true;  // the background task discards beside the test thread
+  std::uint64_t discarded = 0;  // by the test thread's calls (the task's come on top)
+  discard_while_writing(opts, [&](FileSystem& fs) {
+    if (const int rc = fs.syncfs(); rc != 0) return rc;
+    return fs.discard_released(&discarded);
+  });
+  CHECK(discarded > 0);
+}
+
+// Whether some 4 KiB block of the medium holds `block` (4096 bytes).
+bool medium_holds(const std::shared_ptr<MemDevice>& medium, std::string_view block) {
+  auto copy = test::crash_copy(medium);
+  const std::byte* bytes = copy->bytes().data();
+  for (std::uint64_t off = 0; off + kBlockSize <= copy->bytes().size(); off += kBlockSize)
+    if (std::memcmp(bytes + off, block.data(), kBlockSize) == 0) return true;
+  return false;
+}
+
+TEST_CASE("online discard gives back what deletes free, soon after, and nothing in use", "[trim][discard]") {
+  for (const bool discard : {true, false}) {
+    INFO("discard " << discard);
+    FsOptions opts;
+    opts.discard = discard;
+    std::shared_ptr<MemDevice> medium;
+    auto fs = test::make_fs(&medium, test::kDefaultDeviceBytes, opts);
+    const auto files = populate(*fs);  // ends with a delete of "gone" (3 MiB)
+    const std::string gone_tail = pattern(3 << 20, 3).substr((3 << 20) - kBlockSize);
+    REQUIRE(fs->syncfs() == 0);
+    REQUIRE(medium_holds(medium, gone_tail));
+    // The background task runs every second: give it five, or two and a
+    // half where there is none.
+    bool gone = false;
+    for (int i = 0; i < (discard ? 50 : 25) && !gone; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      gone = !medium_holds(medium, gone_tail);
+    }
+    CHECK(gone == discard);
+    test::require_files(*fs, files);
+    CHECK(fs->allocator().consistent());
+    REQUIRE(fs->shutdown() == 0);
+    fs.reset();
+    test::require_fsck_clean(*medium);
+    auto reopened = test::open_fs(medium);
+    test::require_files(*reopened, files);
+  }
 }
 
 // A memory medium that cannot discard (what Device does by default), or
@@ -216,6 +285,42 @@ TEST_CASE("trim on a medium without discard fails and keeps every free block", "
   CHECK(trimmed == 0);
   CHECK(fs->allocator().free_blocks() == free_before);
   CHECK(fs->allocator().consistent());
+}
+
+TEST_CASE("online discard on a medium that cannot discard says so once and loses no space", "[trim][discard]") {
+  std::vector<std::string> warnings;
+  std::mutex mu;
+  log::Capture capture([&](log::Level level, std::string_view line) {
+    std::lock_guard lk(mu);
+    if (level == log::Level::kWarning) warnings.emplace_back(line);
+  });
+  auto count = [&] {
+    std::lock_guard lk(mu);
+    return warnings.size();
+  };
+  auto medium = test::format_medium();
+  FsOptions opts;
+  opts.discard = true;
+  std::string error;
+  auto fs = FileSystem::open(std::make_unique<TestMedium>(medium, TestMedium::Discard::kUnsupported), opts, error);
+  INFO(error);
+  REQUIRE(fs);
+  const std::uint64_t free_before = fs->allocator().free_blocks();
+  for (int round = 0; round < 2; ++round) {
+    test::write_file(*fs, kRootIno, "f", pattern(1 << 20, 60 + round));
+    REQUIRE(fs->unlink(kRootIno, "f") == 0);
+    REQUIRE(fs->syncfs() == 0);
+    for (int i = 0; i < 25 && count() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // another period: nothing more is said
+  {
+    std::lock_guard lk(mu);
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0] == "test medium: online discard failed: Operation not supported; it is off until the next "
+                         "mount (fstrim also gives space back)");
+  }
+  CHECK(fs->allocator().consistent());
+  CHECK(fs->allocator().free_blocks() == free_before);  // the deleted files' blocks are all back
 }
 
 TEST_CASE("a writer short of space waits for the blocks trim holds instead of failing", "[trim][enospc]") {
