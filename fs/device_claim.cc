@@ -1,7 +1,12 @@
 #include "fs/device_claim.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <linux/fs.h>  // BLKROGET
 #include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <cctype>
 #include <fstream>
@@ -9,6 +14,7 @@
 #include <thread>
 
 #include "fs/storage_paths.h"
+#include "fs/unique_fd.h"
 
 namespace dhfs {
 
@@ -49,6 +55,18 @@ bool held_by_someone(const std::string& error) {
 }
 
 }  // namespace
+
+bool write_protected(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return false;  // the open says why
+  if (S_ISBLK(st.st_mode)) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    int ro = 0;
+    return fd && ::ioctl(fd.get(), BLKROGET, &ro) == 0 && ro != 0;
+  }
+  struct statvfs vfs {};
+  return ::statvfs(path.c_str(), &vfs) == 0 && (vfs.f_flag & ST_RDONLY) != 0;
+}
 
 bool device_is_mounted(const std::string& device) {
   const std::string want = resolve(device);

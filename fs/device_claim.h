@@ -13,6 +13,12 @@ namespace dhfs {
 // (compared after resolving symlinks).
 bool device_is_mounted(const std::string& device);
 
+// True if `path` can only be read: a block device set read-only (BLKROGET:
+// `losetup -r`, `blockdev --setro`, a write-protected disk) or a file on a
+// filesystem mounted read-only. mount(8) then mounts read-only with a
+// warning; dhfs does the same.
+bool write_protected(const std::string& path);
+
 // Opens `path` exclusively (see DeviceOpenOptions). When it is held by
 // another process but no longer mounted, that is a dhfs daemon still
 // persisting its state after an unmount: wait up to `wait` for it. A device

@@ -26,8 +26,10 @@ void usage(int code) {
              "  -f            stay in the foreground\n"
              "  -d            FUSE debug output (implies -f)\n"
              "  -o OPTIONS    mount options: ro, rw, noatime, relatime, strictatime, nodev, nosuid,\n"
-             "                noexec, sync, dirsync, allow_other, commit=SECONDS,\n"
-             "                checkpoint_interval=SECONDS (fstab-only options are accepted)\n");
+             "                noexec, sync, dirsync, allow_other, discard, commit=SECONDS,\n"
+             "                checkpoint_interval=SECONDS, region and dedup options (README,\n"
+             "                \"Mount options\"; fstab-only options are accepted)\n"
+             "A write-protected DEVICE or FILE is mounted read-only, with a warning.\n");
   std::exit(code);
 }
 
@@ -90,6 +92,13 @@ int main(int argc, char** argv) {
     cli::die(1, "dhfs: {}: {}", serve.mountpoint, std::strerror(errno));
   if (!S_ISDIR(st.st_mode)) cli::die(1, "dhfs: {}: not a directory", serve.mountpoint);
 
+  if (!fs_opts.read_only && write_protected(device)) {
+    // As mount(8) does for kernel filesystems; the kernel's mount is
+    // read-only too, so writers get EROFS from the VFS.
+    log::warning("{}: write-protected, mounting read-only", device);
+    fs_opts.read_only = true;
+    serve.fuse_opts.emplace_back("ro");
+  }
   auto dev = claim_device(device, fs_opts.read_only, std::chrono::seconds(30), error);
   if (!dev) cli::die(1, "dhfs: {}", error);
   auto fs = FileSystem::open(std::move(dev), fs_opts, error);

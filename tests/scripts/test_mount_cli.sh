@@ -18,7 +18,9 @@ mkdir -p "$mnt"
 cleanup() {
   for m in $(grep -o " $tmp[^ ]*" /proc/mounts | sort -r); do umount -l "$m" 2>/dev/null || true; done
   pkill -f "dhfs $tmp/" 2>/dev/null || true
-  for l in $(losetup -j "$tmp/ext4.img" -O NAME -n 2>/dev/null); do losetup -d "$l" || true; done
+  for l in $(losetup -j "$tmp/ext4.img" -O NAME -n 2>/dev/null) $(losetup -j "$tmp/a.img" -O NAME -n 2>/dev/null); do
+    losetup -d "$l" || true
+  done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -122,6 +124,29 @@ avail_after=$(stat -f -c %a "$mnt")
 echo again > "$mnt/again" || fail "write after freeing space"
 unmount "$img"
 run fsck.dhfs -n "$img"; [[ $rc -eq 0 ]] || fail "fsck after ENOSPC: exit $rc: $out $err"
+
+# ---- a write-protected medium is mounted read-only, with a warning, as
+# mount(8) does: an image on a filesystem mounted read-only, and a
+# read-only loop device.
+expect_ro_mount() {  # WHAT SOURCE: $rc, $err of the dhfs run that mounted SOURCE
+  expect_ok "$1"
+  [[ $err == *"$2: write-protected, mounting read-only"* ]] || fail "$1: no warning: '$err'"
+  grep " $mnt fuse.dhfs " /proc/mounts | grep -q " ro," || fail "$1: not mounted read-only: $(grep " $mnt " /proc/mounts)"
+  [[ $(cat "$mnt/again" 2>/dev/null) == again ]] || fail "$1: contents"
+  touch "$mnt/new" 2>/dev/null && fail "$1: a file was created"
+  mounted && unmount "$2"
+}
+mkdir "$tmp/ro-host"
+mount -t tmpfs -o size=300m tmpfs "$tmp/ro-host"
+cp --sparse=always "$img" "$tmp/ro-host/ro.img"
+mount -o remount,ro "$tmp/ro-host"
+run dhfs "$tmp/ro-host/ro.img" "$mnt"
+expect_ro_mount "image on a read-only filesystem" "$tmp/ro-host/ro.img"
+umount "$tmp/ro-host"
+roloop=$(losetup -r -f --show "$img")
+run dhfs "$roloop" "$mnt"
+expect_ro_mount "read-only loop device" "$roloop"
+losetup -d "$roloop"
 
 # ---- mount(8) through mount.fuse3, and an fstab line. mount.fuse3 runs
 # "dhfs" from the standard PATH (/usr/local/sbin, ...): in a private mount
