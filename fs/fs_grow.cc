@@ -52,7 +52,7 @@ int FileSystem::grow(std::uint64_t bytes, GrowOutcome* out) {
   // crash before the primary is written leaves the old size (the block past
   // it is not looked at); a primary torn by the crash is found damaged, and
   // the loader then takes the backup from the end of the device, where the
-  // new one now is.
+  // new one is unless a size below a block device's was asked for.
   if (const int rc = preallocate_fixed_area(*dev_, grown); rc != 0 && rc != -EOPNOTSUPP) return rc;
   if (const int rc = write_superblock(*dev_, grown.backup_block(), grown); rc != 0) return rc;
   if (const int rc = write_superblock(*dev_, kSuperBlock, grown); rc != 0) return rc;
