@@ -1,0 +1,15 @@
+set terminal pngcairo size 970,480 font "sans,10"
+set output 'clone.png'
+set title "Clone and overlay copy-up (seconds, log scale, lower is better)" noenhanced
+set datafile separator '\t'
+set datafile missing '?'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set grid ytics
+set key outside right top noenhanced
+set xtics noenhanced
+set logscale y
+set yrange [1e-4:*]
+plot for [i=2:6] 'clone.dat' using i:xtic(1) title columnheader(i)
