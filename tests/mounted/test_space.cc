@@ -376,7 +376,7 @@ TEST_CASE("fstrim gives the space of deleted files back to the image's host", "[
 
 // -o discard: what deletes free goes back to the image's host by itself,
 // about a second after the delete is durable, as with ext4's discard.
-TEST_CASE("-o discard gives the space of deleted files back to the image's host without fstrim", "[trim][dhfs]") {
+TEST_CASE("online discard (-o discard) gives the space of deleted files back to the image's host without fstrim", "[trim][dhfs]") {
   DHFS_ONLY_STRICT();  // about dhfs's own image file
   FsOptions opts;
   opts.image_size = "1G";
