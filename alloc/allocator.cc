@@ -431,10 +431,7 @@ void Allocator::mark_durable(std::uint64_t seq) {
     pending_space_.remove(it->second);
     give_back(it->second);
     free_total_ += it->second.len;
-    if (note_released_) {
-      released_.push_back(it->second);
-      released_blocks_ += it->second.len;
-    }
+    if (note_released_) released_.push_back(it->second);
   }
   pending_.erase(pending_.begin(), last);
 }
@@ -442,10 +439,7 @@ void Allocator::mark_durable(std::uint64_t seq) {
 void Allocator::note_released(bool on) {
   std::lock_guard lock(mu_);
   note_released_ = on;
-  if (!on) {
-    released_.clear();
-    released_blocks_ = 0;
-  }
+  if (!on) released_.clear();
 }
 
 std::vector<Extent> Allocator::take_released() {
@@ -453,7 +447,6 @@ std::vector<Extent> Allocator::take_released() {
   {
     std::lock_guard lock(mu_);
     notes.swap(released_);
-    released_blocks_ = 0;
   }
   // A block freed, used again and freed again is noted twice: sort, then
   // merge what overlaps or touches.
@@ -467,11 +460,6 @@ std::vector<Extent> Allocator::take_released() {
     }
   }
   return out;
-}
-
-std::uint64_t Allocator::released_blocks() const {
-  std::lock_guard lock(mu_);
-  return released_blocks_;
 }
 
 void Allocator::set_metadata_reserve(std::uint64_t blocks) {

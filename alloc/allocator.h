@@ -186,7 +186,6 @@ class Allocator {
   // blocks may be in use again by then (take_for_trim only takes free ones).
   void note_released(bool on);
   std::vector<Extent> take_released();
-  std::uint64_t released_blocks() const;  // noted and not yet taken (may count a block twice)
 
   // Snapshot of all free extents, whoever holds them, ascending and coalesced
   // across owners (tests, fsck, dhfsctl). O(n log n).
@@ -220,8 +219,7 @@ class Allocator {
   std::optional<std::uint64_t> durable_seq_;  // highest seq passed to mark_durable
   std::uint64_t reserve_ = 0;
   bool note_released_ = false;
-  std::vector<Extent> released_;      // noted since take_released(), in release order
-  std::uint64_t released_blocks_ = 0;
+  std::vector<Extent> released_;  // noted since take_released(), in release order
 
   // All private helpers expect mu_ to be held.
   std::uint64_t grantable(bool metadata) const;
