@@ -71,8 +71,9 @@ int serve_control(FileSystem& fs, const RequestStats* requests, std::uint64_t in
       c.packed_bytes = s.packed_bytes;
       c.pack_blocks = s.pack_blocks;
       c.pack_unused_bytes = s.pack_unused_bytes;
-      c.filesystem_blocks = fs.superblock().total_blocks;
-      std::memcpy(c.uuid, fs.superblock().uuid.data(), 16);
+      const Superblock sb = fs.superblock();
+      c.filesystem_blocks = sb.total_blocks;
+      std::memcpy(c.uuid, sb.uuid.data(), 16);
       put(out, c);
       return 0;
     }

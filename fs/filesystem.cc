@@ -108,10 +108,7 @@ bool FileSystem::commit_for_space(std::uint64_t trims_before) {
   return journal_->sync() == 0;
 }
 
-std::uint64_t FileSystem::trims_given_back() {
-  std::lock_guard lk(trim_mu_);
-  return trim_given_back_;
-}
+std::uint64_t FileSystem::trims_given_back() { return trim_given_back_.load(); }
 
 bool FileSystem::wait_for_trimmed_blocks(std::uint64_t trims_before) {
   std::unique_lock lk(trim_mu_);

@@ -589,7 +589,10 @@ class FileSystem {
   std::mutex trim_mu_;
   std::condition_variable trim_cv_;
   std::uint64_t trim_held_ = 0;
-  std::uint64_t trim_given_back_ = 0;  // times trim gave blocks back
+  // Times trim gave blocks back: raised under trim_mu_ after the blocks are
+  // back in the allocator; read without it on every allocation that grows
+  // something (trims_given_back), so an atomic.
+  std::atomic<std::uint64_t> trim_given_back_{0};
   std::unique_ptr<PeriodicTask> discarder_;  // online discard, with FsOptions::discard
 
   // Current checkpoint.

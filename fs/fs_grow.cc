@@ -2,8 +2,8 @@
 // xfs_growfs and resize2fs do, so that a container host whose data-root
 // filled up gets room by growing its volume or image file, without
 // stopping dockerd.
+#include <algorithm>
 #include <cerrno>
-#include <cstring>
 
 #include "fs/filesystem.h"
 #include "fs/log.h"
@@ -13,18 +13,8 @@
 namespace dhfs {
 
 namespace {
-
 // Every block a superblock can name lies below 2^50 (Superblock::decode).
 constexpr std::uint64_t kMaxBlocks = 1ULL << 50;
-
-int write_superblock(Device& dev, BlockNo at, const Superblock& sb) {
-  const std::vector<std::uint8_t> bytes = sb.encode();
-  AlignedBuffer buf(kBlockSize);
-  std::memcpy(buf.data(), bytes.data(), kBlockSize);
-  int rc = dev.write(at * kBlockSize, buf.data(), kBlockSize);
-  return rc != 0 ? rc : dev.flush();
-}
-
 }  // namespace
 
 Superblock FileSystem::superblock() const {
@@ -54,8 +44,7 @@ int FileSystem::grow(std::uint64_t bytes, GrowOutcome* out) {
   // the loader then takes the backup from the end of the device, where the
   // new one is unless a size below a block device's was asked for.
   if (const int rc = preallocate_fixed_area(*dev_, grown); rc != 0 && rc != -EOPNOTSUPP) return rc;
-  if (const int rc = write_superblock(*dev_, grown.backup_block(), grown); rc != 0) return rc;
-  if (const int rc = write_superblock(*dev_, kSuperBlock, grown); rc != 0) return rc;
+  if (const int rc = write_superblocks(*dev_, grown); rc != 0) return rc;
   {
     std::lock_guard lk(sb_mu_);
     sb_ = grown;

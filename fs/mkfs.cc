@@ -79,16 +79,21 @@ bool format_device(Device& dev, const FormatOptions& opts, Superblock* out, std:
   rc = write_block(dev, kRootSlotBlocks[1], zero);
   if (rc == 0) rc = write_block(dev, sb.journal_start, zero);
   if (rc == 0) rc = write_block(dev, kRootSlotBlocks[0], root_slot.encode());
-  if (rc == 0) rc = write_block(dev, sb.backup_block(), sb.encode());
-  if (rc == 0) rc = dev.flush();
-  if (rc == 0) rc = write_block(dev, kSuperBlock, sb.encode());
-  if (rc == 0) rc = dev.flush();
+  if (rc == 0) rc = write_superblocks(dev, sb);
   if (rc != 0) {
     error = fmt::format("{}: write failed: {}", dev.describe(), std::strerror(-rc));
     return false;
   }
   if (out) *out = sb;
   return true;
+}
+
+int write_superblocks(Device& dev, const Superblock& sb) {
+  const std::vector<std::uint8_t> bytes = sb.encode();
+  int rc = write_block(dev, sb.backup_block(), bytes);
+  if (rc == 0) rc = dev.flush();
+  if (rc == 0) rc = write_block(dev, kSuperBlock, bytes);
+  return rc != 0 ? rc : dev.flush();
 }
 
 int preallocate_fixed_area(Device& dev, const Superblock& sb) {

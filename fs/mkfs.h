@@ -22,6 +22,12 @@ struct FormatOptions {
 // with one line in `error`.
 bool format_device(Device& dev, const FormatOptions& opts, Superblock* out, std::string& error);
 
+// Writes `sb` to the backup block (its last) and flushes, then to block 0
+// and flushes: a crash in between leaves the primary as it was, and a torn
+// primary is replaced by the backup (read_superblock). mkfs and an online
+// grow use it. 0 or a negative errno.
+int write_superblocks(Device& dev, const Superblock& sb);
+
 // Gives everything outside the data area of an image file (superblocks,
 // root slots, journal) real space on the filesystem that holds the image
 // (Device::preallocate), so that a host that fills up can fail data writes

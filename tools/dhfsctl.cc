@@ -339,14 +339,15 @@ int cmd_requests(const std::string& path, bool json) {
 }
 
 int cmd_grow(const std::string& path, std::uint64_t bytes, bool json) {
-  const auto before = query<ControlStats>(path, DHFS_IOC_STATS);
-  const std::uint64_t size = before.filesystem_blocks * kBlockSize;
   ControlGrow g{bytes, 0, 0, 0};
   UniqueFd fd = open_path(path);
   if (::ioctl(fd.get(), DHFS_IOC_GROW, &g) != 0) {
     const int err = errno;
-    if (err == EINVAL && bytes != 0 && bytes < size)
-      cli::die(1, "dhfsctl: {}: the filesystem is {}; dhfs grows but cannot shrink", path, cli::human_bytes(size));
+    if (err == EINVAL && bytes != 0) {
+      const std::uint64_t size = query<ControlStats>(path, DHFS_IOC_STATS).filesystem_blocks * kBlockSize;
+      if (bytes < size)
+        cli::die(1, "dhfsctl: {}: the filesystem is {}; dhfs grows but cannot shrink", path, cli::human_bytes(size));
+    }
     if (err == EFBIG)
       cli::die(1, "dhfsctl: {}: the device is smaller than {}; grow it first (lvextend, losetup -c)", path,
                bytes ? cli::human_bytes(bytes) : "that");

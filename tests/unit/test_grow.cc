@@ -89,13 +89,9 @@ TEST_CASE("grow turns the new blocks into free space and keeps everything", "[gr
     CHECK(again->superblock().total_blocks == after.total_blocks);
     test::require_files(*again, files);
   }
-  REQUIRE(fs->shutdown() == 0);
-  fs.reset();
-  test::require_fsck_clean(*medium);
-  auto reopened = test::open_fs(medium);
+  auto reopened = test::remount_checked(fs, medium, files);
   CHECK(reopened->superblock().total_blocks == after.total_blocks);
   CHECK(reopened->stats().total_blocks == after.data_blocks);
-  test::require_files(*reopened, files);
 }
 
 TEST_CASE("growing past the journal's sizing rule keeps the journal and says so in the superblock", "[grow][format]") {
@@ -141,13 +137,9 @@ TEST_CASE("growing past the journal's sizing rule keeps the journal and says so 
     // Data lands beyond the old end once the old space is gone.
     const std::string b = pattern(100 * kMiB, 4);
     REQUIRE(try_write(*fs, "b", b) == static_cast<ssize_t>(b.size()));
-    REQUIRE(fs->shutdown() == 0);
-    fs.reset();
-    test::require_fsck_clean(*medium);
-    auto reopened = test::open_fs(medium);
+    auto reopened = test::remount_checked(fs, medium, {{"a", a}, {"b", b}});
     CHECK(reopened->superblock().journal_blocks == kMinJournalBlocks);
     CHECK(reopened->superblock().total_blocks == ((1ULL << 30) + 4 * kMiB) / kBlockSize);
-    test::require_files(*reopened, {{"a", a}, {"b", b}});
   }
 }
 
@@ -297,11 +289,7 @@ TEST_CASE("grow while files are written and deleted loses nothing", "[grow]") {
   CHECK(fs->superblock().total_blocks == 160 * kMiB / kBlockSize);
   CHECK(fs->allocator().consistent());
   test::require_files(*fs, kept);
-  REQUIRE(fs->shutdown() == 0);
-  fs.reset();
-  test::require_fsck_clean(*medium);
-  auto reopened = test::open_fs(medium);
-  test::require_files(*reopened, kept);
+  test::remount_checked(fs, medium, kept);
 }
 
 TEST_CASE("DHFS_IOC_GROW is for root and reports what it did", "[grow][control]") {

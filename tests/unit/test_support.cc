@@ -389,4 +389,14 @@ void require_fsck_clean(MemDevice& medium) {
   REQUIRE(r.exit_code == kFsckClean);
 }
 
+std::unique_ptr<FileSystem> remount_checked(std::unique_ptr<FileSystem>& fs, const std::shared_ptr<MemDevice>& medium,
+                                            const std::map<std::string, std::string>& files) {
+  REQUIRE(fs->shutdown() == 0);
+  fs.reset();
+  require_fsck_clean(*medium);
+  auto reopened = open_fs(medium);
+  require_files(*reopened, files);
+  return reopened;
+}
+
 }  // namespace dhfs::test

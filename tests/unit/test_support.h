@@ -122,6 +122,11 @@ std::vector<std::string> list_dir(FileSystem& fs, Ino dir);
 void require_files(FileSystem& fs, const std::map<std::string, std::string>& files);
 // fsck.dhfs (the Checker, no repair) finds nothing wrong on `medium`.
 void require_fsck_clean(MemDevice& medium);
+// The end of a test's mount: REQUIREs a clean shutdown() and fsck of
+// `medium`, mounts it again (fs is reset) and checks `files` there.
+// Returns the new mount.
+std::unique_ptr<FileSystem> remount_checked(std::unique_ptr<FileSystem>& fs, const std::shared_ptr<MemDevice>& medium,
+                                            const std::map<std::string, std::string>& files);
 
 // ---- control ioctls
 

@@ -99,11 +99,7 @@ TEST_CASE("trim discards every free block and nothing in use", "[trim]") {
   }
   // And the space is usable as before.
   test::write_file(*fs, kRootIno, "after", pattern(4 << 20, 6));
-  REQUIRE(fs->shutdown() == 0);
-  fs.reset();
-  test::require_fsck_clean(*medium);
-  auto reopened = test::open_fs(medium);
-  test::require_files(*reopened, files);
+  auto reopened = test::remount_checked(fs, medium, files);
   CHECK(test::read_file(*reopened, test::resolve(*reopened, "after")) == pattern(4 << 20, 6));
 }
 
@@ -189,11 +185,7 @@ void discard_while_writing(const FsOptions& opts, const std::function<int(FileSy
   INFO(rounds << " trims, " << kept.size() << " files kept");
   test::require_files(*fs, kept);
   CHECK(fs->allocator().consistent());
-  REQUIRE(fs->shutdown() == 0);
-  fs.reset();
-  test::require_fsck_clean(*medium);
-  auto reopened = test::open_fs(medium);
-  test::require_files(*reopened, kept);
+  test::remount_checked(fs, medium, kept);
 }
 
 TEST_CASE("trim while files are written and deleted loses nothing", "[trim]") {
@@ -253,11 +245,7 @@ TEST_CASE("online discard gives back what deletes free soon after and nothing in
     CHECK(gone == discard);
     test::require_files(*fs, files);
     CHECK(fs->allocator().consistent());
-    REQUIRE(fs->shutdown() == 0);
-    fs.reset();
-    test::require_fsck_clean(*medium);
-    auto reopened = test::open_fs(medium);
-    test::require_files(*reopened, files);
+    test::remount_checked(fs, medium, files);
   }
 }
 
