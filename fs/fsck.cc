@@ -3,6 +3,7 @@
 #include "fs/block_usage.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <dirent.h>
 #include <sys/stat.h>
 
@@ -271,6 +272,7 @@ struct Checker::Impl {
       std::string why;
       if (!primary->check_geometry(size, why)) return unrecoverable(why);
       sb = *primary;
+      if (opts.backup_block) info(fmt::format("the primary superblock is intact; -b {} was not needed", *opts.backup_block));
       const BlockNo bb = sb.backup_block();
       if (!read_block(bb, buf)) return false;
       std::string why_backup;
@@ -286,18 +288,33 @@ struct Checker::Impl {
       return true;
     }
 
-    // The primary is unusable: the backup sits in the last block of the
-    // device (as long as the device has not grown since mkfs).
-    const BlockNo last = size / kBlockSize - 1;
-    if (!read_block(last, buf)) return false;
+    // The primary is unusable: look for an intact backup.
+    std::vector<BlockNo> candidates;
+    if (opts.backup_block) candidates.push_back(*opts.backup_block);
+    else candidates = backup_superblock_candidates(bytes_of(buf), size);
+    std::optional<Superblock> backup;
+    BlockNo where = 0;
     std::string why_backup;
-    auto backup = Superblock::decode(bytes_of(buf), why_backup);
-    std::string why_geo;
-    const bool usable = backup && backup->backup_block() == last && backup->check_geometry(size, why_geo);
-    if (!usable) {
+    for (BlockNo b : candidates) {
+      if (b >= size / kBlockSize) {
+        why_backup = fmt::format("block {} lies beyond the device's last block {}", b, size / kBlockSize - 1);
+        continue;
+      }
+      backup = read_backup_superblock(dev, b, why_backup);
+      if (backup) {
+        where = b;
+        break;
+      }
+    }
+    if (!backup) {
+      if (opts.backup_block)
+        return unrecoverable(fmt::format("superblock is damaged ({}) and block {} holds no usable backup ({})",
+                                         why_primary, *opts.backup_block, why_backup));
       if (primary_magic)
-        return unrecoverable(fmt::format("superblock is damaged ({}) and no usable backup was found at block {}",
-                                         why_primary, last));
+        return unrecoverable(fmt::format(
+            "superblock is damaged ({}) and no usable backup was found at block {}; if the filesystem is smaller "
+            "than the device, give its backup with -b (its size in 4 KiB blocks, minus 1)",
+            why_primary, fmt::join(candidates, " or ")));
       return operational(fmt::format("not a dhfs filesystem ({})", why_primary));
     }
     if (!primary_magic) {
@@ -313,9 +330,9 @@ struct Checker::Impl {
       if (!root_found) return operational(fmt::format("not a dhfs filesystem ({})", why_primary));
     }
     sb = *backup;
-    problem(fmt::format("primary superblock (block 0): {}; the backup at block {} is intact", why_primary, last));
+    problem(fmt::format("primary superblock (block 0): {}; the backup at block {} is intact", why_primary, where));
     rewrite_primary_sb = true;
-    repaired(fmt::format("rewrote the primary superblock (block 0) from the backup at block {}", last));
+    repaired(fmt::format("rewrote the primary superblock (block 0) from the backup at block {}", where));
     return true;
   }
 

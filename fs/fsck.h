@@ -77,6 +77,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,10 @@ namespace dhfs {
 
 struct FsckOptions {
   bool repair = false;  // false: never write to the device
+  // Where the backup superblock is if block 0 is unusable and the backup is
+  // in neither place fsck looks by itself (backup_superblock_candidates):
+  // fsck.dhfs -b, for a filesystem whose size the operator knows.
+  std::optional<BlockNo> backup_block{};
 };
 
 inline constexpr int kFsckClean = 0;

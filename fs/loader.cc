@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "fs/checkpoint.h"
 
@@ -32,6 +33,30 @@ std::span<const std::uint8_t> bytes_of(const AlignedBuffer& b) {
 
 }  // namespace
 
+std::vector<BlockNo> backup_superblock_candidates(std::span<const std::uint8_t> primary, std::uint64_t device_bytes) {
+  const BlockNo last = device_bytes / kBlockSize - 1;
+  std::vector<BlockNo> out{last};
+  // total_blocks lies in the first sector, so it usually survives a torn
+  // or partly overwritten block 0; the backup vouches for itself below.
+  std::uint64_t claimed = 0;
+  if (primary.size() >= 24) std::memcpy(&claimed, primary.data() + 16, 8);
+  if (claimed >= kMinDeviceBytes / kBlockSize && claimed - 1 < last) out.push_back(claimed - 1);
+  return out;
+}
+
+std::optional<Superblock> read_backup_superblock(Device& dev, BlockNo b, std::string& why) {
+  AlignedBuffer buf(kBlockSize);
+  if (!read_block(dev, b, buf, why)) return std::nullopt;
+  auto sb = Superblock::decode(bytes_of(buf), why);
+  if (!sb) return std::nullopt;
+  if (sb->backup_block() != b) {
+    why = fmt::format("a superblock of a filesystem of {} blocks, whose backup is not this block", sb->total_blocks);
+    return std::nullopt;
+  }
+  if (!sb->check_geometry(dev.size_bytes(), why)) return std::nullopt;
+  return sb;
+}
+
 bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string& error) {
   if (dev.size_bytes() < kMinDeviceBytes) {
     error = fmt::format("{}: not a dhfs filesystem (device too small: {} bytes)", dev.describe(), dev.size_bytes());
@@ -49,15 +74,17 @@ bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string
       error = fmt::format("{}: not a dhfs filesystem ({})", dev.describe(), why);
       return false;
     }
-    // Our magic but damaged: the backup at the last block of the device
-    // (as far as the device goes) may still be intact.
-    BlockNo last = dev.size_bytes() / kBlockSize - 1;
-    std::string why2;
-    if (!read_block(dev, last, buf, error)) return false;
-    primary = Superblock::decode(bytes_of(buf), why2);
-    if (!primary || primary->backup_block() != last) {
-      error = fmt::format("{}: superblock is damaged ({}) and no usable backup was found; run fsck.dhfs",
-                          dev.describe(), why);
+    // Our magic but damaged: a backup copy may still be intact.
+    const auto candidates = backup_superblock_candidates(bytes_of(buf), dev.size_bytes());
+    for (BlockNo b : candidates) {
+      std::string ignored;
+      primary = read_backup_superblock(dev, b, ignored);
+      if (primary) break;
+    }
+    if (!primary) {
+      error = fmt::format("{}: superblock is damaged ({}) and no usable backup was found (looked at block {}); "
+                          "run fsck.dhfs",
+                          dev.describe(), why, fmt::join(candidates, " and "));
       return false;
     }
     used_backup = true;

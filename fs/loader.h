@@ -7,7 +7,10 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "alloc/refcount_table.h"
 #include "fs/device.h"
@@ -68,6 +71,18 @@ struct LoadedState {
 
 // Reads and validates only the superblock (and backup).
 bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string& error);
+
+// Where to look for the backup superblock when block 0 (`primary`, as
+// read) is unusable, in order: the device's last block, where mkfs and a
+// grow to the whole device put it; then the block the damaged primary still
+// names (its total_blocks − 1), which is where the backup is when the
+// device has grown since mkfs or the last grow.
+std::vector<BlockNo> backup_superblock_candidates(std::span<const std::uint8_t> primary, std::uint64_t device_bytes);
+
+// The superblock in block `b` if it is a valid backup there: it decodes, its
+// own total_blocks puts its backup at `b`, and the device holds it.
+// Otherwise nullopt and `why` (a read error included).
+std::optional<Superblock> read_backup_superblock(Device& dev, BlockNo b, std::string& why);
 
 bool load_state(Device& dev, LoadedState& state, std::string& error);
 

@@ -1,9 +1,11 @@
-// fsck.dhfs [-n] [-y] [-v] DEVICE|FILE
+// fsck.dhfs [-n] [-y] [-v] [-b BLOCK] DEVICE|FILE
 // Checks a dhfs filesystem and, unless -n is given, repairs it (fs/fsck.h).
 // Exit codes as e2fsck: 0 clean, 1 repaired, 4 problems left, 8 operational
 // error, 16 usage error.
+#include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "fs/device.h"
@@ -19,12 +21,23 @@ constexpr int kUsageError = 16;
 
 void usage(int code) {
   fmt::print(code ? stderr : stdout,
-             "usage: fsck.dhfs [-n] [-y] [-v] DEVICE|FILE\n"
+             "usage: fsck.dhfs [-n] [-y] [-v] [-b BLOCK] DEVICE|FILE\n"
              "  -n   check only: open read-only and change nothing\n"
              "  -y   repair every problem found (the default; -p and -a are accepted as well)\n"
              "  -v   also print notes (checkpoint slots, journal replay, orphans)\n"
+             "  -b BLOCK  if block 0 is damaged, take the backup superblock from BLOCK: the\n"
+             "            filesystem's size in 4 KiB blocks minus 1 (needed only where the\n"
+             "            device is larger than the filesystem and that size is not in block 0)\n"
              "exit status: 0 clean, 1 problems repaired, 4 problems left, 8 operational error, 16 usage\n");
   std::exit(code);
+}
+
+BlockNo parse_block(const std::string& s) {
+  BlockNo b = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), b);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size())
+    cli::die(kUsageError, "fsck.dhfs: -b needs a block number, not '{}'", s);
+  return b;
 }
 
 std::string plural(std::uint64_t n, const char* one, const char* many) {
@@ -35,10 +48,16 @@ std::string plural(std::uint64_t n, const char* one, const char* many) {
 
 int main(int argc, char** argv) {
   bool check_only = false, yes = false, verbose = false;
+  std::optional<BlockNo> backup_block;
   std::string target;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") usage(0);
+    if (a == "-b") {
+      if (i + 1 == argc) cli::die(kUsageError, "fsck.dhfs: -b needs a block number");
+      backup_block = parse_block(argv[++i]);
+      continue;
+    }
     if (a.size() > 1 && a[0] == '-') {
       for (char c : a.substr(1)) {
         switch (c) {
@@ -68,6 +87,7 @@ int main(int argc, char** argv) {
 
   FsckOptions opts;
   opts.repair = !check_only;
+  opts.backup_block = backup_block;
   FsckReport rep = Checker(*dev, opts).run();
 
   for (const auto& p : rep.problems) fmt::print("{}: {}\n", target, p);

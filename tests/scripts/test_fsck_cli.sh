@@ -113,6 +113,28 @@ grep -q 'repaired: rewrote the primary superblock' <<<"$out" || fail "fsck -y re
 run_fsck -n "$img"
 expect_rc 0 "fsck -n after the repair"
 
+# --- the image grew (truncate) but the filesystem did not: the backup is
+# not at the device's end. A damaged primary that still names the size leads
+# to it; one that lost the size too needs -b, and says so in one line.
+cp "$img" "$tmp/grown"
+truncate -s 300M "$tmp/grown"
+backup=$((256 * 256 - 1))
+printf 'garbage!' | dd of="$tmp/grown" bs=1 seek=100 conv=notrunc status=none
+run_fsck -y "$tmp/grown"
+expect_rc 1 "fsck -y on a grown image with a damaged primary"
+grep -q "from the backup at block $backup" <<<"$out" || fail "fsck -y did not use the backup at $backup: $out"
+head -c 200 /dev/urandom | dd of="$tmp/grown" bs=1 seek=8 conv=notrunc status=none
+run_fsck -y "$tmp/grown"
+expect_rc 4 "fsck -y on a grown image whose primary lost its size"
+expect_one_line_error "fsck -y on a grown image whose primary lost its size" "give its backup with -b"
+run_fsck -b x "$tmp/grown"
+expect_rc 16 "fsck -b with a bad block number"
+expect_one_line_error "fsck -b with a bad block number" "needs a block number"
+run_fsck -y -b "$backup" "$tmp/grown"
+expect_rc 1 "fsck -y -b $backup"
+run_fsck -n "$tmp/grown"
+expect_rc 0 "fsck -n after the repair from -b"
+
 # --- a damaged checkpoint: unrecoverable, one line, exit 4
 cp "$img" "$tmp/ckpt"
 # The stream starts at the first extent listed in the current root (slot A

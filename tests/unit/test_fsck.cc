@@ -536,6 +536,54 @@ TEST_CASE("fsck: damaged backup superblock is rewritten from the primary", "[fsc
       why));
 }
 
+TEST_CASE("fsck: on a device larger than the filesystem the backup is where the primary says, or at -b", "[fsck]") {
+  Populated p;
+  const Superblock sb = p.img.superblock();
+  REQUIRE(p.img.mem->extend(kImageBytes + (8ULL << 20)) == 0);  // lvextend, no dhfsctl grow yet
+  std::byte* primary = p.img.mem->bytes().data();
+  SECTION("the damaged primary still names the size") {
+    p.img.flip(200);
+    FsckReport r = p.img.check();
+    CHECK(r.exit_code == kFsckProblemsLeft);
+    CHECK(mentions(r.problems, fmt::format("the backup at block {} is intact", sb.backup_block())));
+    FsckReport y = repair_and_recheck(p.img);
+    CHECK(mentions(y.repaired, fmt::format("from the backup at block {}", sb.backup_block())));
+  }
+  SECTION("the size is lost with the primary: -b names the backup") {
+    std::memset(primary + 8, 0xa5, 200);  // the magic survives, the geometry does not
+    FsckReport r = p.img.check();
+    CHECK(r.unrecoverable);
+    CHECK(r.reason.find("give its backup with -b") != std::string::npos);
+    CHECK(r.reason.find(std::to_string((kImageBytes + (8ULL << 20)) / kBlockSize - 1)) != std::string::npos);
+
+    FsckReport wrong = Checker(*p.img.mem, FsckOptions{true, sb.backup_block() - 1}).run();
+    CHECK(wrong.unrecoverable);
+    CHECK(wrong.reason.find(fmt::format("block {} holds no usable backup", sb.backup_block() - 1)) !=
+          std::string::npos);
+    CHECK_FALSE(wrong.wrote);
+    FsckReport beyond = Checker(*p.img.mem, FsckOptions{true, 1ULL << 40}).run();
+    CHECK(beyond.unrecoverable);
+    CHECK(beyond.reason.find("beyond the device's last block") != std::string::npos);
+
+    FsckReport y = Checker(*p.img.mem, FsckOptions{true, sb.backup_block()}).run();
+    INFO(joined(y.problems) << y.reason);
+    CHECK(y.exit_code == kFsckRepaired);
+    CHECK(mentions(y.repaired, fmt::format("from the backup at block {}", sb.backup_block())));
+    CHECK(p.img.check().exit_code == kFsckClean);
+  }
+  CHECK(p.img.superblock().total_blocks == sb.total_blocks);
+  auto fs = p.img.mount();
+  p.pop.expect_files(*fs);
+}
+
+TEST_CASE("fsck: -b on an intact filesystem changes nothing", "[fsck]") {
+  Populated p;
+  FsckReport r = Checker(*p.img.mem, FsckOptions{true, 5}).run();
+  CHECK(r.exit_code == kFsckClean);
+  CHECK(mentions(r.info, "-b 5 was not needed"));
+  CHECK_FALSE(r.wrote);
+}
+
 TEST_CASE("fsck: both superblocks damaged is unrecoverable", "[fsck]") {
   Populated p;
   const Superblock sb = p.img.superblock();

@@ -797,4 +797,28 @@ TEST_CASE("recovery: a damaged primary superblock falls back to the backup", "[r
   CHECK(error.find("not a dhfs filesystem") != std::string::npos);
 }
 
+TEST_CASE("recovery: on a grown device the damaged primary's size leads to the backup", "[recovery]") {
+  std::shared_ptr<MemDevice> medium;
+  auto fs = test::make_fs(&medium);
+  write_file(*fs, kRootIno, "f", "data");
+  const auto live = test::snapshot(*fs);
+  const std::uint64_t blocks = fs->superblock().total_blocks;
+  REQUIRE(fs->shutdown() == 0);
+  fs.reset();
+  REQUIRE(medium->extend(medium->size_bytes() + (16ULL << 20)) == 0);  // lvextend, no grow
+  medium->bytes()[200] ^= std::byte{1};
+  fs = test::open_fs(medium);
+  CHECK(test::diff(live, test::snapshot(*fs)) == "");
+  CHECK(fs->superblock().total_blocks == blocks);
+  fs.reset();
+  // With the size gone from the primary too, the mount names where it
+  // looked and sends the operator to fsck.dhfs (which takes -b).
+  std::memset(medium->bytes().data() + 16, 0, 8);
+  std::string error;
+  CHECK_FALSE(test::try_open_fs(medium, error));
+  const std::string last = std::to_string(medium->size_bytes() / kBlockSize - 1);
+  CHECK(error.find("no usable backup was found (looked at block " + last + ")") != std::string::npos);
+  CHECK(error.find("run fsck.dhfs") != std::string::npos);
+}
+
 }  // namespace dhfs
