@@ -281,6 +281,19 @@ TEST_CASE("Regions: a full region grows in place first", "[regions]") {
     CHECK(info(a, 1).reserved == std::vector<Extent>{{1, 100}, {1201, 100}});
     CHECK(a.consistent());
   }
+  SECTION("into the blocks a grown area gained, when its slice ends at the old end") {
+    a.load_region(1, {{9901, 100}});
+    REQUIRE(a.mark_used({1, 9900}));
+    std::vector<Extent> out;
+    REQUIRE(a.allocate_all(in(1, 100), out));
+    CHECK_FALSE(a.allocate(in(1, 8, 10001)));  // the area ends at 10001
+    a.extend_area(10501);  // dhfsctl grow
+    CHECK(a.allocate(in(1, 8, 10001)) == Extent{10001, 8});
+    CHECK(info(a, 1).reserved == std::vector<Extent>{{9901, 150}});  // the same slice, longer
+    CHECK(a.take_changed_regions().size() == 1);
+    CHECK(a.free_blocks() == 10500 - 9900 - 108);
+    CHECK(a.consistent());
+  }
   SECTION("a region that holds nothing gets a first slice of the growth size") {
     REQUIRE(a.create_region(1, 0));
     CHECK(a.allocate(in(1, 8)) == Extent{1, 8});
