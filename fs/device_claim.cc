@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 
 #include <cctype>
 #include <fstream>
@@ -81,6 +82,26 @@ bool device_is_mounted(const std::string& device) {
     if (unescape(source) == want) return true;
   }
   return false;
+}
+
+std::string mount_type_of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  const std::string devno = fmt::format("{}:{}", major(st.st_dev), minor(st.st_dev));
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, mount_devno;
+    fields >> id >> parent >> mount_devno;
+    const std::size_t sep = line.find(" - ");
+    if (mount_devno != devno || sep == std::string::npos) continue;
+    std::istringstream rest(line.substr(sep + 3));
+    std::string fstype;
+    rest >> fstype;
+    return fstype;
+  }
+  return {};
 }
 
 std::unique_ptr<Device> claim_device(const std::string& path, bool read_only, std::chrono::seconds wait,

@@ -13,6 +13,11 @@ namespace dhfs {
 // (compared after resolving symlinks).
 bool device_is_mounted(const std::string& device);
 
+// The filesystem type /proc/self/mountinfo gives the mount that holds
+// `path` ("ext4", "fuse.dhfs"), found by its device number; empty if `path`
+// cannot be stat()ed or no mount matches.
+std::string mount_type_of(const std::string& path);
+
 // True if `path` can only be read: a block device set read-only (BLKROGET:
 // `losetup -r`, `blockdev --setro`, a write-protected disk) or a file on a
 // filesystem mounted read-only. mount(8) then mounts read-only with a

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "fs/control.h"
+#include "fs/device_claim.h"
 #include "fs/format.h"
 #include "fs/unique_fd.h"
 #include "tools/cli.h"
@@ -50,12 +51,25 @@ UniqueFd open_path(const std::string& path) {
   return fd;
 }
 
+// ENOTTY or ENOSYS: the filesystem holding PATH does not know the request.
+// A dhfs mount that does not is served by a daemon older than this dhfsctl
+// (an ioctl's number includes the size of its argument, so a request whose
+// reply grew is new to an older daemon as well).
+[[noreturn]] void die_unknown_request(const std::string& path) {
+  if (mount_type_of(path) == "fuse.dhfs")
+    cli::die(1,
+             "dhfsctl: {}: the dhfs daemon serving this mount is older than this dhfsctl and does not know "
+             "the command; unmount and mount again to run the installed dhfs",
+             path);
+  cli::die(1, "dhfsctl: {}: not on a dhfs filesystem", path);
+}
+
 // Issues a dhfs ioctl on PATH; any failure ends the program with one line.
 void ioctl_or_die(const std::string& path, unsigned long request, void* arg) {
   UniqueFd fd = open_path(path);
   if (::ioctl(fd.get(), request, arg) == 0) return;
   int err = errno;
-  if (err == ENOTTY || err == ENOSYS) cli::die(1, "dhfsctl: {}: not on a dhfs filesystem", path);
+  if (err == ENOTTY || err == ENOSYS) die_unknown_request(path);
   if (err == ENODATA) cli::die(1, "dhfsctl: {}: not inside a container region", path);
   cli::die(1, "dhfsctl: {}: {}", path, std::strerror(err));
 }
@@ -352,7 +366,7 @@ int cmd_grow(const std::string& path, std::uint64_t bytes, bool json) {
       cli::die(1, "dhfsctl: {}: the device is smaller than {}; grow it first (lvextend, losetup -c)", path,
                bytes ? cli::human_bytes(bytes) : "that");
     if (err == EPERM) cli::die(1, "dhfsctl: {}: only root can grow a filesystem", path);
-    if (err == ENOTTY || err == ENOSYS) cli::die(1, "dhfsctl: {}: not on a dhfs filesystem", path);
+    if (err == ENOTTY || err == ENOSYS) die_unknown_request(path);
     cli::die(1, "dhfsctl: {}: {}", path, std::strerror(err));
   }
   if (json) {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "fs/device.h"
+#include "fs/device_claim.h"
 #include "fs/filesystem.h"
 #include "fs/log.h"
 #include "fs/mkfs.h"
@@ -891,6 +892,13 @@ TEST_CASE("a log throttle lets one message through per interval and counts the r
   CHECK_FALSE(throttle.allow(held_back, t0 + std::chrono::milliseconds(1500)));
   REQUIRE(throttle.allow(held_back, t0 + std::chrono::seconds(3)));
   CHECK(held_back == 1);
+}
+
+TEST_CASE("mount_type_of names the filesystem a path is on", "[device]") {
+  CHECK(mount_type_of("/proc/self") == "proc");
+  CHECK(mount_type_of("/sys/kernel") == "sysfs");
+  CHECK(mount_type_of("/") != "");
+  CHECK(mount_type_of("/does/not/exist") == "");
 }
 
 TEST_CASE("an exclusive open refuses a second one", "[device]") {
