@@ -96,7 +96,8 @@ case "$mode" in
     echo "setup: fuzz targets, a short run each (ASan/UBSan)"
     ctest --test-dir "$here/build/fuzz" -L fuzz --output-on-failure
     echo "setup: all tests, release build"
-    ctest --test-dir "$here/build/release" --output-on-failure --timeout 900
+    # -j: the unit tests run side by side; everything that mounts is RUN_SERIAL.
+    ctest --test-dir "$here/build/release" --output-on-failure --timeout 900 -j"$jobs"
     ;;
   *)
     die "unknown mode '$mode' (use: tools/setup.sh [mount|test])"
