@@ -112,7 +112,7 @@ TEST_CASE("names of 255 bytes work and 256 bytes give ENAMETOOLONG everywhere", 
   MountedFs fs;
   const std::string n255(255, 'a');
   const std::string m255(255, 'b');
-  const std::string d255 = std::string(254, 'd') + "D";
+  const std::string d255 = std::string(254, 'd').append(1, 'D');
   const std::string n256(256, 'c');
   write_file(fs.path("plain"), "plain");
   SYS(::mkdir(fs.path("dir").c_str(), 0755));
