@@ -51,6 +51,10 @@ std::unique_ptr<FileSystem> FileSystem::open(std::unique_ptr<Device> dev, const 
                                              std::string& error) {
   LoadedState st;
   if (!load_state(*dev, st, error)) return nullptr;
+  if (st.superblock_fallback)
+    log::warning("{}: the primary superblock is damaged ({}); mounted with its backup from block {}; "
+                 "fsck.dhfs rewrites it",
+                 dev->describe(), st.superblock_fallback->why, st.superblock_fallback->backup_block);
   FsOptions o = opts;
   if (dev->read_only()) o.read_only = true;
   if (st.sb.feature_ro_compat & ~kKnownRoCompat) o.read_only = true;

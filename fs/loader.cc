@@ -57,7 +57,7 @@ std::optional<Superblock> read_backup_superblock(Device& dev, BlockNo b, std::st
   return sb;
 }
 
-bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string& error) {
+bool read_superblock(Device& dev, Superblock& sb, std::optional<SuperblockFallback>& fallback, std::string& error) {
   if (dev.size_bytes() < kMinDeviceBytes) {
     error = fmt::format("{}: not a dhfs filesystem (device too small: {} bytes)", dev.describe(), dev.size_bytes());
     return false;
@@ -66,7 +66,7 @@ bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string
   if (!read_block(dev, kSuperBlock, buf, error)) return false;
   std::string why;
   auto primary = Superblock::decode(bytes_of(buf), why);
-  used_backup = false;
+  fallback.reset();
   if (!primary) {
     std::uint64_t magic;
     std::memcpy(&magic, buf.data(), 8);
@@ -79,7 +79,10 @@ bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string
     for (BlockNo b : candidates) {
       std::string ignored;
       primary = read_backup_superblock(dev, b, ignored);
-      if (primary) break;
+      if (primary) {
+        fallback = SuperblockFallback{why, b};
+        break;
+      }
     }
     if (!primary) {
       error = fmt::format("{}: superblock is damaged ({}) and no usable backup was found (looked at block {}); "
@@ -87,7 +90,6 @@ bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string
                           dev.describe(), why, fmt::join(candidates, " and "));
       return false;
     }
-    used_backup = true;
   }
   if (!primary->check_geometry(dev.size_bytes(), why)) {
     error = fmt::format("{}: {}", dev.describe(), why);
@@ -195,7 +197,7 @@ bool apply_record(MetaState& st, const Record& rec) {
 }
 
 bool load_state(Device& dev, LoadedState& st, std::string& error) {
-  if (!read_superblock(dev, st.sb, st.used_backup_superblock, error)) return false;
+  if (!read_superblock(dev, st.sb, st.superblock_fallback, error)) return false;
   const std::uint64_t tag = st.sb.uuid_tag();
   bound_to_device(st.meta, st.sb);
 

@@ -55,9 +55,15 @@ Ino max_inode_number(const Superblock& sb);
 // describes; the loader and fsck call it before applying any record.
 void bound_to_device(MetaState& st, const Superblock& sb);
 
+// Block 0 was unusable and the superblock came from its backup.
+struct SuperblockFallback {
+  std::string why;  // what is wrong with block 0
+  BlockNo backup_block = 0;
+};
+
 struct LoadedState {
   Superblock sb;
-  bool used_backup_superblock = false;
+  std::optional<SuperblockFallback> superblock_fallback;
   CheckpointRoot root;
   int root_slot = 0;  // 0 (A) or 1 (B)
   MetaState meta;
@@ -69,8 +75,9 @@ struct LoadedState {
   std::uint64_t skipped_records = 0;
 };
 
-// Reads and validates only the superblock (and backup).
-bool read_superblock(Device& dev, Superblock& sb, bool& used_backup, std::string& error);
+// Reads and validates only the superblock; `fallback` is set where the
+// backup had to stand in for block 0.
+bool read_superblock(Device& dev, Superblock& sb, std::optional<SuperblockFallback>& fallback, std::string& error);
 
 // Where to look for the backup superblock when block 0 (`primary`, as
 // read) is unusable, in order: the device's last block, where mkfs and a

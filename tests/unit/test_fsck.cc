@@ -138,9 +138,9 @@ struct Image {
 
   Superblock superblock() {
     Superblock sb;
-    bool backup;
+    std::optional<SuperblockFallback> fallback;
     std::string error;
-    REQUIRE(read_superblock(*mem, sb, backup, error));
+    REQUIRE(read_superblock(*mem, sb, fallback, error));
     return sb;
   }
   void flip(std::uint64_t offset) { mem->bytes()[offset] ^= std::byte{0x5a}; }

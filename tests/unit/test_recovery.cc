@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -31,6 +32,7 @@
 #include "fs/filesystem.h"
 #include "fs/format.h"
 #include "fs/inode.h"
+#include "fs/log.h"
 #include "fs/mkfs.h"
 #include "tests/unit/test_support.h"
 
@@ -788,7 +790,21 @@ TEST_CASE("recovery: a damaged primary superblock falls back to the backup", "[r
   REQUIRE(fs->shutdown() == 0);
   fs.reset();
   medium->bytes()[200] ^= std::byte{1};  // inside the primary superblock, after the magic
-  fs = test::open_fs(medium);
+  {
+    // The operator learns that block 0 needs fsck.dhfs.
+    std::vector<std::string> warnings;
+    std::mutex mu;
+    log::Capture capture([&](log::Level level, std::string_view line) {
+      std::lock_guard lk(mu);
+      if (level == log::Level::kWarning) warnings.emplace_back(line);
+    });
+    fs = test::open_fs(medium);
+    const std::string last = std::to_string(medium->size_bytes() / kBlockSize - 1);
+    std::lock_guard lk(mu);
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0].find("the primary superblock is damaged (superblock checksum mismatch); mounted with its "
+                           "backup from block " + last + "; fsck.dhfs rewrites it") != std::string::npos);
+  }
   CHECK(test::diff(live, test::snapshot(*fs)) == "");
   fs.reset();
   std::memset(medium->bytes().data(), 0, kBlockSize);  // no magic: not a dhfs at all
