@@ -29,7 +29,8 @@ void usage(int code) {
              "                noexec, sync, dirsync, allow_other, discard, commit=SECONDS,\n"
              "                checkpoint_interval=SECONDS, region and dedup options (README,\n"
              "                \"Mount options\"; fstab-only options are accepted)\n"
-             "A write-protected DEVICE or FILE is mounted read-only, with a warning.\n");
+             "A write-protected DEVICE or FILE is mounted read-only, with a warning.\n"
+             "dhfs -V (--version) names the release and the on-disk format.\n");
   std::exit(code);
 }
 
@@ -55,10 +56,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") usage(0);
-    else if (a == "-V" || a == "--version") {
-      fmt::print("dhfs 0.1.0\n");
-      return 0;
-    } else if (a == "-f") serve.foreground = true;
+    else if (a == "-V" || a == "--version") cli::print_version("dhfs");
+    else if (a == "-f") serve.foreground = true;
     else if (a == "-d") serve.debug = serve.foreground = true;
     else if (a == "-o") {
       if (++i >= argc) cli::die(2, "dhfs: -o needs an argument");

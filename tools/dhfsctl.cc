@@ -41,7 +41,7 @@ void usage(int code) {
              "  grow PATH [--size N]          grow the filesystem, mounted, to N (an image file is\n"
              "                                extended) or to all of its device (after lvextend or\n"
              "                                losetup -c); root only\n"
-             "PATH is any path inside a mounted dhfs.\n");
+             "PATH is any path inside a mounted dhfs. dhfsctl -V (--version) names the release.\n");
   std::exit(code);
 }
 
@@ -391,6 +391,7 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--json") json = true;
     else if (a == "-h" || a == "--help") usage(0);
+    else if (a == "-V" || a == "--version") cli::print_version("dhfsctl");
     else if (a == "--size") {
       if (++i >= argc) cli::die(2, "dhfsctl: --size needs an argument");
       size = cli::parse_size(argv[i]);

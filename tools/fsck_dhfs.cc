@@ -28,6 +28,7 @@ void usage(int code) {
              "  -b BLOCK  if block 0 is damaged, take the backup superblock from BLOCK: the\n"
              "            filesystem's size in 4 KiB blocks minus 1 (needed only where the\n"
              "            device is larger than the filesystem and that size is not in block 0)\n"
+             "  -V   the release and the on-disk format it reads\n"
              "exit status: 0 clean, 1 problems repaired, 4 problems left, 8 operational error, 16 usage\n");
   std::exit(code);
 }
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") usage(0);
+    if (a == "-V" || a == "--version") cli::print_version("fsck.dhfs");
     if (a == "-b") {
       if (i + 1 == argc) cli::die(kUsageError, "fsck.dhfs: -b needs a block number");
       backup_block = parse_block(argv[++i]);

@@ -26,7 +26,8 @@ void usage(int code) {
              "  -L LABEL  filesystem label (up to 63 bytes)\n"
              "  -K, --nodiscard\n"
              "            keep the device's blocks: without it, what they held is discarded\n"
-             "            (TRIM/UNMAP, or holes in an image file), as mke2fs and mkfs.xfs do\n");
+             "            (TRIM/UNMAP, or holes in an image file), as mke2fs and mkfs.xfs do\n"
+             "  -V, --version  the release and the on-disk format it writes\n");
   std::exit(code);
 }
 
@@ -64,6 +65,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") usage(0);
+    if (a == "-V" || a == "--version") cli::print_version("mkfs.dhfs");
     else if (a == "-f") force = true;
     else if (a == "-K" || a == "--nodiscard") fopts.discard = false;
     else if (a == "-s" || a == "-L") {

@@ -30,6 +30,16 @@ mounted() { grep -q " $mnt fuse.dhfs " /proc/mounts; }
 
 img=$tmp/a.img
 
+# ---- every tool names its release (CMakeLists.txt) and the format version
+release=$(sed -n 's/^project(dhfs VERSION \([0-9.]*\).*/\1/p' "$(dirname "$0")/../../CMakeLists.txt")
+[[ -n $release ]] || fail "no project version in CMakeLists.txt"
+for tool in mkfs.dhfs dhfs fsck.dhfs dhfsctl; do
+  for opt in -V --version; do
+    said=$("$tool" "$opt" 2>&1) || fail "$tool $opt: exit $?"
+    [[ $said == "$tool $release (dhfs on-disk format 1)" ]] || fail "$tool $opt says: $said"
+  done
+done
+
 # ---- mkfs.dhfs
 run mkfs.dhfs "$img"; expect_fail "mkfs of a missing file without -s" "does not exist"
 run mkfs.dhfs -s 12Q "$img"; expect_fail "mkfs with a bad size" "invalid size"
