@@ -272,7 +272,8 @@ struct Checker::Impl {
       std::string why;
       if (!primary->check_geometry(size, why)) return unrecoverable(why);
       sb = *primary;
-      if (opts.backup_block) info(fmt::format("the primary superblock is intact; -b {} was not needed", *opts.backup_block));
+      if (opts.backup_block)
+        info(fmt::format("the primary superblock is intact; -b {} was not needed", *opts.backup_block));
       const BlockNo bb = sb.backup_block();
       if (!read_block(bb, buf)) return false;
       std::string why_backup;
