@@ -85,7 +85,9 @@ run dhfs "$img" "$mnt" -f -o readahead=lots; expect_fail "read-ahead not a size"
 cp "$img" "$tmp/trunc.img"; truncate -s 128M "$tmp/trunc.img"
 run dhfs "$tmp/trunc.img" "$mnt" -f; expect_fail "mount of a truncated image" "truncated"
 cp "$img" "$tmp/sb.img"; printf 'XXXXXXXX' | dd of="$tmp/sb.img" bs=1 seek=100 conv=notrunc status=none
-dhfs "$tmp/sb.img" "$mnt" && mounted || fail "primary superblock damaged: mount from the backup failed"
+dhfs "$tmp/sb.img" "$mnt" 2>"$tmp/sb.err" && mounted || fail "primary superblock damaged: mount from the backup failed"
+grep -q "superblock is damaged (superblock checksum mismatch); mounted with its backup from block 65535" "$tmp/sb.err" ||
+  fail "the mount from the backup superblock did not say so: $(cat "$tmp/sb.err")"
 mounted && unmount "$tmp/sb.img"
 cp "$tmp/sb.img" "$tmp/sb2.img"; size=$(stat -c %s "$tmp/sb2.img")
 printf 'XXXXXXXX' | dd of="$tmp/sb2.img" bs=1 seek=$((size - 4096 + 100)) conv=notrunc status=none
