@@ -329,6 +329,7 @@ bool Journal::commit_pending(std::unique_lock<std::mutex>& lk) {
     fail_locked(-ENOSPC);
     return false;
   }
+  in_flight_ = padded;
   lk.unlock();
 
   // Data written so far goes first (data=ordered), unless no transaction
@@ -364,6 +365,7 @@ bool Journal::commit_pending(std::unique_lock<std::mutex>& lk) {
   }
   committing_ = false;
   head_ += padded;
+  in_flight_ = 0;
   sync_done_ = std::max(sync_done_, ticket);
   done_cv_.notify_all();
   if (!checkpoint_requested_ && want_checkpoint_ &&

@@ -146,7 +146,9 @@ class Journal {
   std::vector<BatchPlan> plan_batches(const std::vector<std::size_t>& txn_ends) const;
   int write_batch(std::span<const std::uint8_t> payload, std::uint64_t first_seq, std::uint32_t count,
                   std::uint64_t lsn);
-  std::uint64_t used_locked() const { return head_ - tail_ + pending_.size() + kBlockSize; }
+  // Ring bytes taken: the committed log, the batch being written, what is
+  // pending, and a block of slack for padding.
+  std::uint64_t used_locked() const { return head_ - tail_ + in_flight_ + pending_.size() + kBlockSize; }
 
   Device& dev_;
   const JournalGeometry geo_;
@@ -161,6 +163,11 @@ class Journal {
   std::uint64_t next_seq_ = 1;        // seq of the next appended transaction
   std::uint64_t head_ = 0;
   std::uint64_t tail_ = 0;
+  // Padded size of the batch a commit is writing: no longer pending, not
+  // yet behind head_. admit() counts it; when it did not, writers ran on
+  // while a slow flush held a large batch, queued more than the ring holds,
+  // and the next commit failed the journal with ENOSPC for good.
+  std::uint64_t in_flight_ = 0;
   std::uint64_t sync_requested_ = 0;
   std::uint64_t sync_done_ = 0;
   bool committing_ = false;       // run() or a sync() caller works on a batch it took from pending_

@@ -763,6 +763,37 @@ TEST_CASE("journal: everything the writer admitted is accepted by replay", "[jou
   CHECK(got == all);
 }
 
+TEST_CASE("journal: admit counts the batch a commit is writing", "[journal][threads]") {
+  // A 150 KiB batch (59% of the 256 KiB ring) is written and its flush held;
+  // 40 KiB more are pending. Together they are past 70%: admit() must wait,
+  // as it would once the batch is behind the head, until a checkpoint frees
+  // the ring.
+  WatchedJournal w;
+  w.j.append(payload(150 * 1024, 1));
+  w.dev.hold_next();
+  std::thread committer([&] { CHECK(w.j.sync() == 0); });
+  w.dev.wait_held();
+  w.j.append(payload(40 * 1024, 2));
+  std::atomic<bool> admitted{false};
+  std::thread writer([&] {
+    CHECK(w.j.admit() == 0);
+    admitted = true;
+  });
+  std::this_thread::sleep_for(300ms);
+  CHECK_FALSE(admitted.load());  // counted while in flight
+  w.dev.release();
+  committer.join();
+  std::this_thread::sleep_for(100ms);
+  CHECK_FALSE(admitted.load());  // and once behind the head
+  w.j.set_tail(w.j.head_lsn());
+  const bool released = wait_for(admitted, 5000ms);
+  if (!released) w.j.stop();  // do not leave the writer stuck
+  writer.join();
+  CHECK(released);
+  CHECK(w.j.sync() == 0);
+  CHECK(w.j.error() == 0);
+}
+
 TEST_CASE("journal: the committer refuses to overrun the tail", "[journal]") {
   // Without admit(), a writer can queue more than the ring holds; the
   // committer must fail with ENOSPC rather than overwrite live batches.
