@@ -43,6 +43,28 @@ std::string unescape(const std::string& s) {
   return out;
 }
 
+// The fields of a /proc/self/mountinfo line that dhfs looks at.
+struct MountLine {
+  std::string devno;   // "major:minor" of the mounted filesystem
+  std::string fstype;  // e.g. "ext4", "fuse.dhfs"
+  std::string source;  // as mountinfo escapes it
+};
+
+template <typename Fn>
+void for_each_mount(Fn&& fn) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    const std::size_t sep = line.find(" - ");
+    if (sep == std::string::npos) continue;
+    MountLine m;
+    std::string id, parent;
+    std::istringstream(line) >> id >> parent >> m.devno;
+    std::istringstream(line.substr(sep + 3)) >> m.fstype >> m.source;
+    fn(m);
+  }
+}
+
 // `path`, or another path to the same bytes, that is mounted; empty if none.
 std::string mounted_as(const std::string& path) {
   if (device_is_mounted(path)) return path;
@@ -71,37 +93,22 @@ bool write_protected(const std::string& path) {
 
 bool device_is_mounted(const std::string& device) {
   const std::string want = resolve(device);
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::size_t sep = line.find(" - ");
-    if (sep == std::string::npos) continue;
-    std::istringstream rest(line.substr(sep + 3));
-    std::string fstype, source;
-    rest >> fstype >> source;
-    if (unescape(source) == want) return true;
-  }
-  return false;
+  bool found = false;
+  for_each_mount([&](const MountLine& m) {
+    found = found || unescape(m.source) == want;
+  });
+  return found;
 }
 
 std::string mount_type_of(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return {};
   const std::string devno = fmt::format("{}:{}", major(st.st_dev), minor(st.st_dev));
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, mount_devno;
-    fields >> id >> parent >> mount_devno;
-    const std::size_t sep = line.find(" - ");
-    if (mount_devno != devno || sep == std::string::npos) continue;
-    std::istringstream rest(line.substr(sep + 3));
-    std::string fstype;
-    rest >> fstype;
-    return fstype;
-  }
-  return {};
+  std::string type;
+  for_each_mount([&](const MountLine& m) {
+    if (type.empty() && m.devno == devno) type = m.fstype;
+  });
+  return type;
 }
 
 std::unique_ptr<Device> claim_device(const std::string& path, bool read_only, std::chrono::seconds wait,

@@ -293,20 +293,9 @@ struct Checker::Impl {
     std::vector<BlockNo> candidates;
     if (opts.backup_block) candidates.push_back(*opts.backup_block);
     else candidates = backup_superblock_candidates(bytes_of(buf), size);
-    std::optional<Superblock> backup;
     BlockNo where = 0;
     std::string why_backup;
-    for (BlockNo b : candidates) {
-      if (b >= size / kBlockSize) {
-        why_backup = fmt::format("block {} lies beyond the device's last block {}", b, size / kBlockSize - 1);
-        continue;
-      }
-      backup = read_backup_superblock(dev, b, why_backup);
-      if (backup) {
-        where = b;
-        break;
-      }
-    }
+    const std::optional<Superblock> backup = first_backup_superblock(dev, candidates, where, why_backup);
     if (!backup) {
       if (opts.backup_block)
         return unrecoverable(fmt::format("superblock is damaged ({}) and block {} holds no usable backup ({})",

@@ -45,6 +45,10 @@ std::vector<BlockNo> backup_superblock_candidates(std::span<const std::uint8_t> 
 }
 
 std::optional<Superblock> read_backup_superblock(Device& dev, BlockNo b, std::string& why) {
+  if (const BlockNo last = dev.size_bytes() / kBlockSize - 1; b > last) {
+    why = fmt::format("block {} lies beyond the device's last block {}", b, last);
+    return std::nullopt;
+  }
   AlignedBuffer buf(kBlockSize);
   if (!read_block(dev, b, buf, why)) return std::nullopt;
   auto sb = Superblock::decode(bytes_of(buf), why);
@@ -55,6 +59,17 @@ std::optional<Superblock> read_backup_superblock(Device& dev, BlockNo b, std::st
   }
   if (!sb->check_geometry(dev.size_bytes(), why)) return std::nullopt;
   return sb;
+}
+
+std::optional<Superblock> first_backup_superblock(Device& dev, const std::vector<BlockNo>& candidates, BlockNo& where,
+                                                  std::string& why) {
+  for (BlockNo b : candidates) {
+    if (auto sb = read_backup_superblock(dev, b, why)) {
+      where = b;
+      return sb;
+    }
+  }
+  return std::nullopt;
 }
 
 bool read_superblock(Device& dev, Superblock& sb, std::optional<SuperblockFallback>& fallback, std::string& error) {
@@ -76,20 +91,16 @@ bool read_superblock(Device& dev, Superblock& sb, std::optional<SuperblockFallba
     }
     // Our magic but damaged: a backup copy may still be intact.
     const auto candidates = backup_superblock_candidates(bytes_of(buf), dev.size_bytes());
-    for (BlockNo b : candidates) {
-      std::string ignored;
-      primary = read_backup_superblock(dev, b, ignored);
-      if (primary) {
-        fallback = SuperblockFallback{why, b};
-        break;
-      }
-    }
+    BlockNo where = 0;
+    std::string ignored;
+    primary = first_backup_superblock(dev, candidates, where, ignored);
     if (!primary) {
       error = fmt::format("{}: superblock is damaged ({}) and no usable backup was found (looked at block {}); "
                           "run fsck.dhfs",
                           dev.describe(), why, fmt::join(candidates, " and "));
       return false;
     }
+    fallback = SuperblockFallback{why, where};
   }
   if (!primary->check_geometry(dev.size_bytes(), why)) {
     error = fmt::format("{}: {}", dev.describe(), why);

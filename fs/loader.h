@@ -87,9 +87,14 @@ bool read_superblock(Device& dev, Superblock& sb, std::optional<SuperblockFallba
 std::vector<BlockNo> backup_superblock_candidates(std::span<const std::uint8_t> primary, std::uint64_t device_bytes);
 
 // The superblock in block `b` if it is a valid backup there: it decodes, its
-// own total_blocks puts its backup at `b`, and the device holds it.
+// own total_blocks puts its backup at `b`, and the device holds it (and `b`).
 // Otherwise nullopt and `why` (a read error included).
 std::optional<Superblock> read_backup_superblock(Device& dev, BlockNo b, std::string& why);
+
+// The first of `candidates` that holds a valid backup (read_backup_superblock),
+// its block in `where`; otherwise nullopt and `why` for the last candidate.
+std::optional<Superblock> first_backup_superblock(Device& dev, const std::vector<BlockNo>& candidates, BlockNo& where,
+                                                  std::string& why);
 
 bool load_state(Device& dev, LoadedState& state, std::string& error);
 

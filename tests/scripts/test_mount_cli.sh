@@ -108,7 +108,7 @@ run timeout 20 dhfs "$tmp/j.img" "$mnt" -f
 expect_fail "mount over the dead mount of a killed daemon" "$mnt: a FUSE filesystem whose daemon died is still mounted here; umount $mnt first"
 umount -l "$mnt"
 printf 'XXXXXXXXXXXXXXXX' | dd of="$tmp/j.img" bs=1 seek=$((3 * 4096 + 100)) conv=notrunc status=none
-run dhfs "$tmp/j.img" "$mnt" -f; expect_fail "damaged journal" "journal damaged.*run fsck.dhfs"
+run timeout 20 dhfs "$tmp/j.img" "$mnt" -f; expect_fail "damaged journal" "journal damaged.*run fsck.dhfs"
 run fsck.dhfs -y "$tmp/j.img"; [[ $rc -eq 1 ]] || fail "fsck -y of a damaged journal: exit $rc"
 dhfs "$tmp/j.img" "$mnt" && mounted || fail "mount after fsck repaired the journal"
 mounted && unmount "$tmp/j.img"
